@@ -1,0 +1,318 @@
+// Package config reads xapsproxy's TOML configuration file into one validated
+// Config. Every key is documented in config.example.toml at the repository
+// root; Load rejects unknown keys and bad values with an error that names the
+// key, so a typo never silently falls back to a default.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Config is the whole configuration of one xapsproxy process.
+type Config struct {
+	Proxy   Proxy   `toml:"proxy"`
+	Backend Backend `toml:"backend"`
+	Watch   Watch   `toml:"watch"`
+	APNS    APNS    `toml:"apns"`
+	Store   Store   `toml:"store"`
+	Admin   Admin   `toml:"admin"`
+}
+
+// Proxy is the client-facing side: where iPhone Mail and other clients connect.
+type Proxy struct {
+	ListenTLS      string `toml:"listen_tls"`      // implicit TLS (IMAPS), e.g. ":993"; "" = off
+	ListenSTARTTLS string `toml:"listen_starttls"` // plain IMAP with STARTTLS, e.g. ":143"; "" = off
+	CertFile       string `toml:"cert_file"`       // PEM certificate chain presented to clients
+	KeyFile        string `toml:"key_file"`        // PEM private key for CertFile
+}
+
+// Backend TLS modes.
+const (
+	BackendTLSNone     = "none"
+	BackendTLSStartTLS = "starttls"
+	BackendTLSImplicit = "implicit"
+)
+
+// Backend is the real IMAP server the proxy forwards to.
+type Backend struct {
+	Address         string `toml:"address"`           // host:port of the IMAP server
+	TLS             string `toml:"tls"`               // "none" (default), "starttls" or "implicit"
+	CAFile          string `toml:"ca_file"`           // extra roots to verify the backend; "" = system roots
+	ServerName      string `toml:"server_name"`       // name to verify; "" = host part of Address
+	ForwardClientIP bool   `toml:"forward_client_ip"` // send the client's address in an ID command before login
+}
+
+// Watch auth and mode values.
+const (
+	AuthMaster   = "master"
+	AuthCaptured = "captured"
+	ModeAuto     = "auto"
+	ModeNotify   = "notify"
+	ModeIdle     = "idle"
+)
+
+// Watch says how the proxy logs in to the backend to watch registered mailboxes.
+type Watch struct {
+	Auth               string `toml:"auth"`                 // "master" (default) or "captured"
+	MasterUser         string `toml:"master_user"`          // Dovecot master user name
+	MasterPassword     string `toml:"master_password"`      // its password (or use MasterPasswordFile)
+	MasterPasswordFile string `toml:"master_password_file"` // file holding the password; trailing newline ignored
+	MasterSeparator    string `toml:"master_separator"`     // between user and master name; default "*"
+	SecretKeyFile      string `toml:"secret_key_file"`      // key for captured passwords (auth = "captured")
+	Mode               string `toml:"mode"`                 // "auto" (default), "notify" or "idle"
+}
+
+// APNs endpoints.
+const (
+	EndpointProduction  = "production"
+	EndpointDevelopment = "development"
+)
+
+// APNS holds the credentials and endpoint for Apple's push service.
+type APNS struct {
+	CertificateFile     string `toml:"certificate_file"`     // PEM (cert, and key unless KeyFile) or .p12
+	KeyFile             string `toml:"key_file"`             // PEM key when not inside CertificateFile
+	CertificatePassword string `toml:"certificate_password"` // password of a .p12 file
+	TokenKeyFile        string `toml:"token_key_file"`       // .p8 key for token authentication
+	KeyID               string `toml:"key_id"`               // token auth: key id
+	TeamID              string `toml:"team_id"`              // token auth: team id
+	Topic               string `toml:"topic"`                // default: the certificate's UID
+	Endpoint            string `toml:"endpoint"`             // "production" (default), "development" or an https:// URL
+	CAFile              string `toml:"ca_file"`              // extra roots to verify the endpoint (tests, staging)
+}
+
+// Store is where registrations and mailbox state live.
+type Store struct {
+	Path string `toml:"path"` // SQLite database file
+}
+
+// Admin is the HTTP listener for /healthz and /metrics.
+type Admin struct {
+	Listen string `toml:"listen"` // default "127.0.0.1:9143"; "" = off
+}
+
+// Defaults applied to keys the file leaves out.
+const (
+	DefaultBackendTLS      = BackendTLSNone
+	DefaultAuth            = AuthMaster
+	DefaultMasterSeparator = "*"
+	DefaultMode            = ModeAuto
+	DefaultEndpoint        = EndpointProduction
+	DefaultStorePath       = "xapsproxy.db"
+	DefaultAdminListen     = "127.0.0.1:9143"
+)
+
+// Load reads and validates the file at path. Relative file names inside it are
+// resolved against the directory holding the file.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Parse(string(data), filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes and validates a TOML document. Relative file names are
+// resolved against dir.
+func Parse(doc, dir string) (*Config, error) {
+	cfg := &Config{
+		Backend: Backend{TLS: DefaultBackendTLS},
+		Watch:   Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Mode: DefaultMode},
+		APNS:    APNS{Endpoint: DefaultEndpoint},
+		Store:   Store{Path: DefaultStorePath},
+		Admin:   Admin{Listen: DefaultAdminListen},
+	}
+	md, err := toml.Decode(doc, cfg)
+	if err != nil {
+		var perr toml.ParseError
+		if errors.As(err, &perr) {
+			return nil, fmt.Errorf("line %d: %s", perr.Position.Line, perr.Message)
+		}
+		return nil, err
+	}
+	if undecoded := md.Undecoded(); len(undecoded) > 0 {
+		keys := make([]string, len(undecoded))
+		for i, k := range undecoded {
+			keys[i] = k.String()
+		}
+		return nil, fmt.Errorf("unknown key %s", strings.Join(keys, ", "))
+	}
+	cfg.resolvePaths(dir)
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func (c *Config) resolvePaths(dir string) {
+	for _, p := range []*string{
+		&c.Proxy.CertFile, &c.Proxy.KeyFile,
+		&c.Backend.CAFile,
+		&c.Watch.MasterPasswordFile, &c.Watch.SecretKeyFile,
+		&c.APNS.CertificateFile, &c.APNS.KeyFile, &c.APNS.TokenKeyFile, &c.APNS.CAFile,
+		&c.Store.Path,
+	} {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(dir, *p)
+		}
+	}
+}
+
+// keyError names the offending key in a validation error.
+func keyError(key, format string, args ...any) error {
+	return fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...))
+}
+
+func (c *Config) validate() error {
+	for _, check := range []func() error{c.Proxy.validate, c.Backend.validate, c.Watch.validate, c.APNS.validate, c.validateRest} {
+		if err := check(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Proxy) validate() error {
+	if p.ListenTLS == "" && p.ListenSTARTTLS == "" {
+		return keyError("proxy.listen_tls", "set listen_tls and/or listen_starttls")
+	}
+	for _, l := range []struct{ key, addr string }{{"proxy.listen_tls", p.ListenTLS}, {"proxy.listen_starttls", p.ListenSTARTTLS}} {
+		if l.addr == "" {
+			continue
+		}
+		if _, _, err := net.SplitHostPort(l.addr); err != nil {
+			return keyError(l.key, "%q is not host:port: %v", l.addr, err)
+		}
+	}
+	if p.CertFile == "" {
+		return keyError("proxy.cert_file", "required: clients are only served over TLS")
+	}
+	if p.KeyFile == "" {
+		return keyError("proxy.key_file", "required with cert_file")
+	}
+	return nil
+}
+
+func (b *Backend) validate() error {
+	if b.Address == "" {
+		return keyError("backend.address", "required (host:port of the IMAP server)")
+	}
+	if _, _, err := net.SplitHostPort(b.Address); err != nil {
+		return keyError("backend.address", "%q is not host:port: %v", b.Address, err)
+	}
+	switch b.TLS {
+	case BackendTLSNone, BackendTLSStartTLS, BackendTLSImplicit:
+	default:
+		return keyError("backend.tls", "%q is not one of none, starttls, implicit", b.TLS)
+	}
+	if b.TLS == BackendTLSNone && (b.CAFile != "" || b.ServerName != "") {
+		return keyError("backend.tls", `ca_file and server_name need tls = "starttls" or "implicit"`)
+	}
+	return nil
+}
+
+func (w *Watch) validate() error {
+	switch w.Auth {
+	case AuthMaster:
+	case AuthCaptured:
+		return keyError("watch.auth", `"captured" is not available in this version; use "master"`)
+	default:
+		return keyError("watch.auth", "%q is not one of master, captured", w.Auth)
+	}
+	if w.MasterUser == "" {
+		return keyError("watch.master_user", `required with auth = "master"`)
+	}
+	switch {
+	case w.MasterPassword != "" && w.MasterPasswordFile != "":
+		return keyError("watch.master_password", "set master_password or master_password_file, not both")
+	case w.MasterPasswordFile != "":
+		data, err := os.ReadFile(w.MasterPasswordFile)
+		if err != nil {
+			return keyError("watch.master_password_file", "%v", err)
+		}
+		w.MasterPassword = strings.TrimRight(string(data), "\r\n")
+		if w.MasterPassword == "" {
+			return keyError("watch.master_password_file", "file is empty")
+		}
+	case w.MasterPassword == "":
+		return keyError("watch.master_password", `required with auth = "master" (or master_password_file)`)
+	}
+	if w.MasterSeparator == "" {
+		return keyError("watch.master_separator", "must not be empty")
+	}
+	switch w.Mode {
+	case ModeAuto, ModeIdle:
+	case ModeNotify:
+		return keyError("watch.mode", `"notify" is not available in this version; use "auto" or "idle"`)
+	default:
+		return keyError("watch.mode", "%q is not one of auto, notify, idle", w.Mode)
+	}
+	return nil
+}
+
+func (a *APNS) validate() error {
+	switch {
+	case a.CertificateFile != "" && a.TokenKeyFile != "":
+		return keyError("apns.certificate_file", "set certificate_file or token_key_file, not both")
+	case a.CertificateFile != "":
+		if a.KeyID != "" || a.TeamID != "" {
+			return keyError("apns.key_id", "key_id and team_id go with token_key_file")
+		}
+	case a.TokenKeyFile != "":
+		if a.KeyID == "" {
+			return keyError("apns.key_id", "required with token_key_file")
+		}
+		if a.TeamID == "" {
+			return keyError("apns.team_id", "required with token_key_file")
+		}
+		if a.Topic == "" {
+			return keyError("apns.topic", "required with token_key_file (a token key carries no topic)")
+		}
+	default:
+		return keyError("apns.certificate_file", "required (or token_key_file with key_id, team_id and topic)")
+	}
+	switch a.Endpoint {
+	case EndpointProduction, EndpointDevelopment:
+	default:
+		u, err := url.Parse(a.Endpoint)
+		if err != nil || u.Scheme != "https" || u.Host == "" {
+			return keyError("apns.endpoint", "%q is not production, development or an https:// URL", a.Endpoint)
+		}
+	}
+	return nil
+}
+
+func (c *Config) validateRest() error {
+	if c.Store.Path == "" {
+		return keyError("store.path", "must not be empty")
+	}
+	if c.Admin.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
+			return keyError("admin.listen", "%q is not host:port: %v", c.Admin.Listen, err)
+		}
+	}
+	return nil
+}
+
+// EndpointURL is the base URL pushes are sent to.
+func (a *APNS) EndpointURL() string {
+	switch a.Endpoint {
+	case EndpointProduction:
+		return "https://api.push.apple.com"
+	case EndpointDevelopment:
+		return "https://api.sandbox.push.apple.com"
+	}
+	return strings.TrimRight(a.Endpoint, "/")
+}

@@ -1,0 +1,52 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+
+	"github.com/xapsproxy/xapsproxy/internal/imapwire"
+)
+
+// handleSTARTTLS upgrades the client connection (RFC 9051 section 6.2.1). The
+// proxy terminates TLS itself; the backend never sees the command.
+func (s *session) handleSTARTTLS(ctx context.Context, tag string, rest []byte) error {
+	s.mu.Lock()
+	active := s.clientTLS
+	s.mu.Unlock()
+	if active {
+		return s.refuse(tag, rest, "BAD TLS is already active")
+	}
+	if err := s.waitDrained(); err != nil {
+		return err
+	}
+	d := imapwire.NewDecoder(rest, nil)
+	if !d.CRLF() {
+		return s.refuse(tag, rest, "BAD STARTTLS takes no arguments")
+	}
+	if s.cr.Buffered() > 0 {
+		// Plain-text bytes sent after STARTTLS would be taken as if they came
+		// over TLS (the CVE-2011-0411 injection): refuse and hang up.
+		s.bye("Commands pipelined after STARTTLS")
+		return nil
+	}
+	if err := s.writeClient(tag + " OK Begin TLS negotiation now\r\n"); err != nil {
+		return err
+	}
+	tlsConn := tls.Server(s.raw, s.srv.opts.TLS)
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	if err := tlsConn.HandshakeContext(hctx); err != nil {
+		s.log.Debug("client STARTTLS handshake failed", "err", err)
+		return err
+	}
+	s.mu.Lock()
+	s.clientTLS = true
+	s.mu.Unlock()
+	s.wmu.Lock()
+	s.client = tlsConn
+	s.cr = bufio.NewReaderSize(tlsConn, bufferSize)
+	s.cw = bufio.NewWriterSize(tlsConn, bufferSize)
+	s.wmu.Unlock()
+	return nil
+}

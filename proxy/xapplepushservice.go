@@ -1,0 +1,247 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/xapsproxy/xapsproxy/internal/imapwire"
+	"github.com/xapsproxy/xapsproxy/store"
+)
+
+// Limits on what a device may register.
+const (
+	maxMailboxes     = 1000
+	maxAccountIDLen  = 256
+	maxMailboxLen    = 1024
+	defaultSubtopic  = "com.apple.mobilemail"
+	deviceTokenBytes = 32
+)
+
+// xapsRequest is a parsed XAPPLEPUSHSERVICE command.
+type xapsRequest struct {
+	version   string
+	accountID string
+	token     string
+	subtopic  string
+	mailboxes []string
+}
+
+// handleXAPPLEPUSHSERVICE answers the command itself (PROTOCOL: it is never
+// forwarded). The registration is stored before the tagged OK is sent, so an
+// acknowledged registration is never lost.
+func (s *session) handleXAPPLEPUSHSERVICE(ctx context.Context, tag string, rest []byte) error {
+	if err := s.waitDrained(); err != nil {
+		return err
+	}
+	authenticated, user := s.authState()
+	if !authenticated {
+		return s.refuse(tag, rest, "BAD XAPPLEPUSHSERVICE is only valid after login")
+	}
+	d := imapwire.NewDecoder(rest, s.cr)
+	d.MaxLiteral = maxXAPSLiteral
+	d.CheckLiteral = func(lit imapwire.Literal) error {
+		if lit.NonSync {
+			return nil
+		}
+		return s.writeClient("+ Ready for literal data\r\n")
+	}
+	values, mailboxes, err := parseXAPS(d)
+	if err != nil {
+		var se *imapwire.SyntaxError
+		if !errors.As(err, &se) && !errors.Is(err, imapwire.ErrLiteralRefused) {
+			return err // the connection failed
+		}
+		if err := s.discard(d); err != nil {
+			return err
+		}
+		return s.writeClient(tag + " BAD XAPPLEPUSHSERVICE " + oneLine(err.Error()) + "\r\n")
+	}
+	req, err := validateXAPS(values, mailboxes)
+	if err != nil {
+		return s.writeClient(tag + " BAD XAPPLEPUSHSERVICE " + oneLine(err.Error()) + "\r\n")
+	}
+	if user == "" {
+		return s.writeClient(tag + " NO XAPPLEPUSHSERVICE cannot tell which user this session belongs to (log in with LOGIN or AUTHENTICATE PLAIN)\r\n")
+	}
+
+	now := s.srv.opts.Now()
+	reg := store.Registration{
+		User:        user,
+		DeviceToken: req.token,
+		AccountID:   req.accountID,
+		Subtopic:    req.subtopic,
+		Mailboxes:   req.mailboxes,
+		Version:     int(req.version[0] - '0'),
+		Topic:       s.srv.opts.Topic,
+		Registered:  now,
+		Renewed:     now,
+	}
+	rctx, cancel := context.WithTimeout(ctx, registerTimeout)
+	err = s.srv.opts.Register(rctx, reg)
+	cancel()
+	log := s.log.With("user", user, "token", shortToken(req.token), "account", req.accountID)
+	if err != nil {
+		log.Error("registration not stored", "err", err)
+		return s.writeClient(tag + " NO [UNAVAILABLE] XAPPLEPUSHSERVICE registration could not be stored, try again later\r\n")
+	}
+	log.Info("device registered", "version", req.version, "mailboxes", len(req.mailboxes))
+	return s.writeClient(fmt.Sprintf("* XAPPLEPUSHSERVICE aps-version %s aps-topic %s\r\n%s OK XAPPLEPUSHSERVICE completed.\r\n",
+		imapwire.Quote(req.version), imapwire.Quote(s.srv.opts.Topic), tag))
+}
+
+// parseXAPS reads the arguments: space-separated key/value pairs, every key
+// and value an astring, keys in any order and case; "mailboxes" takes a
+// parenthesised list (PROTOCOL.md). Unknown keys are skipped whatever their
+// value; NIL counts as absent; a key given twice must carry the same value.
+func parseXAPS(d *imapwire.Decoder) (values map[string]string, mailboxes []string, err error) {
+	values = make(map[string]string)
+	for !d.AtEOL() && d.SP() {
+		key, isNil, ok := d.NString()
+		if !ok || !d.SP() {
+			break
+		}
+		if isNil {
+			return nil, nil, &imapwire.SyntaxError{Msg: "NIL is not a key"}
+		}
+		key = strings.ToLower(key)
+		switch {
+		case key == "mailboxes" && d.Is('('):
+			d.List(func() bool {
+				name, isNil, ok := d.NString()
+				if ok && !isNil {
+					mailboxes = append(mailboxes, name)
+				}
+				return ok
+			})
+		case key == "mailboxes":
+			// NIL, or a single name instead of a list.
+			if name, isNil, ok := d.NString(); ok && !isNil {
+				mailboxes = append(mailboxes, name)
+			}
+		case !strings.HasPrefix(key, "aps-") || d.Is('('):
+			skipValue(d)
+		default:
+			val, isNil, ok := d.NString()
+			if !ok || isNil {
+				continue
+			}
+			if old, dup := values[key]; dup && old != val {
+				return nil, nil, &imapwire.SyntaxError{Msg: "gives " + key + " twice with different values"}
+			}
+			values[key] = val
+		}
+	}
+	d.CRLF()
+	return values, mailboxes, d.Err()
+}
+
+// skipValue reads a value of an unknown key: a string, NIL or a list, nested
+// to any depth.
+func skipValue(d *imapwire.Decoder) bool {
+	if d.Is('(') {
+		return d.List(func() bool { return skipValue(d) })
+	}
+	_, _, ok := d.NString()
+	return ok
+}
+
+func validateXAPS(values map[string]string, mailboxes []string) (xapsRequest, error) {
+	bad := func(format string, args ...any) (xapsRequest, error) {
+		return xapsRequest{}, &imapwire.SyntaxError{Msg: fmt.Sprintf(format, args...)}
+	}
+	req := xapsRequest{
+		version:   values["aps-version"],
+		accountID: values["aps-account-id"],
+		token:     store.NormalizeToken(values["aps-device-token"]),
+		subtopic:  values["aps-subtopic"],
+	}
+	switch req.version {
+	case "1", "2":
+	case "":
+		return bad("needs aps-version")
+	default:
+		return bad("aps-version %q is not supported (1 or 2)", req.version)
+	}
+	if req.accountID == "" {
+		return bad("needs aps-account-id")
+	}
+	if len(req.accountID) > maxAccountIDLen || !printable(req.accountID) {
+		return bad("aps-account-id is not a valid account id")
+	}
+	if req.token == "" {
+		return bad("needs aps-device-token")
+	}
+	if !isHex(req.token, 2*deviceTokenBytes) {
+		return bad("aps-device-token must be %d hex digits", 2*deviceTokenBytes)
+	}
+	if req.subtopic == "" {
+		req.subtopic = defaultSubtopic
+	}
+	if !printable(req.subtopic) || len(req.subtopic) > maxAccountIDLen {
+		return bad("aps-subtopic is not valid")
+	}
+	if req.version == "1" || len(mailboxes) == 0 {
+		// Version 1 has no mailbox list and means INBOX; so does a v2
+		// registration that omits the list or gives none.
+		mailboxes = []string{"INBOX"}
+	}
+	if len(mailboxes) > maxMailboxes {
+		return bad("registers more than %d mailboxes", maxMailboxes)
+	}
+	seen := make(map[string]bool, len(mailboxes))
+	for _, m := range mailboxes {
+		if m == "" || len(m) > maxMailboxLen || strings.ContainsAny(m, "\r\n\x00") {
+			return bad("mailbox name %q is not valid", m)
+		}
+		if strings.EqualFold(m, "INBOX") {
+			m = "INBOX"
+		}
+		if !seen[m] {
+			seen[m] = true
+			req.mailboxes = append(req.mailboxes, m)
+		}
+	}
+	return req, nil
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+func printable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// shortToken is how device tokens appear in logs.
+func shortToken(token string) string {
+	if len(token) > 8 {
+		return token[:8]
+	}
+	return token
+}
+
+// oneLine keeps a reason fit for a response line.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 {
+			return ' '
+		}
+		return r
+	}, s)
+}

@@ -1,0 +1,89 @@
+// Package store keeps what xapsproxy must not forget: each device's
+// XAPPLEPUSHSERVICE registration and, per watched mailbox, the UIDVALIDITY and
+// UIDNEXT last seen, so that mail arriving while the proxy was away is still
+// pushed. Store is the interface the rest of the program uses; Open returns the
+// embedded SQLite implementation.
+package store
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"time"
+)
+
+// Registration is one device's request to be woken for one IMAP account.
+//
+// A registration is identified by (User, DeviceToken): the newest account id
+// for a token wins, so a device restored from a backup (new account id, same
+// token) replaces its old entry, while one phone with two accounts on the same
+// server (same token, two users) keeps both.
+type Registration struct {
+	User        string    // login name as the client authenticated
+	DeviceToken string    // 64 hex digits, lower case (see NormalizeToken)
+	AccountID   string    // aps-account-id, echoed in every push
+	Subtopic    string    // aps-subtopic, normally com.apple.mobilemail
+	Mailboxes   []string  // mailbox names as on the wire; never empty (v1 means INBOX)
+	Version     int       // aps-version the device sent: 1 or 2
+	Topic       string    // APNs topic answered to the device
+	Registered  time.Time // first registration of (User, DeviceToken)
+	Renewed     time.Time // latest registration; stale after StaleAfter without renewal
+
+	LastPush       time.Time // zero if never pushed
+	LastPushResult string    // e.g. "200", "410 Unregistered", "error: ..."
+}
+
+// StaleAfter is how long a registration lives without being renewed: iOS
+// re-registers on every IMAP session, so a silent month means a gone device.
+const StaleAfter = 30 * 24 * time.Hour
+
+// HasMailbox reports whether the registration asks for pushes about mailbox.
+// INBOX is case-insensitive (RFC 9051 section 5.1); other names are exact.
+func (r *Registration) HasMailbox(mailbox string) bool {
+	for _, m := range r.Mailboxes {
+		if m == mailbox || (strings.EqualFold(m, "INBOX") && strings.EqualFold(mailbox, "INBOX")) {
+			return true
+		}
+	}
+	return false
+}
+
+// NormalizeToken returns the canonical (lower case) form of a device token.
+func NormalizeToken(token string) string { return strings.ToLower(token) }
+
+// MailboxState is what a watcher last saw of one mailbox.
+type MailboxState struct {
+	UIDValidity uint32
+	UIDNext     uint32
+}
+
+// ErrNotFound is returned when a lookup finds nothing.
+var ErrNotFound = errors.New("not found")
+
+// Store is the durable state of the proxy. Implementations are safe for
+// concurrent use. A method that returns nil has committed its change durably.
+type Store interface {
+	// Register inserts or replaces the registration for (r.User, r.DeviceToken).
+	// Registered is kept from an existing entry; Renewed is set to r.Renewed.
+	Register(ctx context.Context, r Registration) error
+	// Registrations returns the registrations of one user, ordered by token.
+	Registrations(ctx context.Context, user string) ([]Registration, error)
+	// All returns every registration, ordered by user and token.
+	All(ctx context.Context) ([]Registration, error)
+	// Users returns every user with at least one registration, sorted.
+	Users(ctx context.Context) ([]string, error)
+	// Delete removes one registration and reports whether it existed.
+	Delete(ctx context.Context, user, token string) (bool, error)
+	// DeleteToken removes every registration of a device token (APNs said the
+	// token is dead) and returns the users that had one.
+	DeleteToken(ctx context.Context, token string) ([]string, error)
+	// RecordPush remembers the outcome of the latest push to a registration.
+	RecordPush(ctx context.Context, user, token string, at time.Time, result string) error
+
+	// MailboxState returns the stored state, or ErrNotFound.
+	MailboxState(ctx context.Context, user, mailbox string) (MailboxState, error)
+	// SetMailboxState stores the state of one mailbox.
+	SetMailboxState(ctx context.Context, user, mailbox string, st MailboxState) error
+
+	Close() error
+}

@@ -1,0 +1,179 @@
+// Package watch keeps exactly one backend session per account that has live
+// registrations, and reports mailbox events to a Notifier.
+//
+// The Manager owns the set of watchers: it starts one for every stored user
+// when it runs, and converges again for a user each time Sync is called (after
+// a registration is stored or deleted). Each watcher logs in to the backend as
+// the user through the Dovecot master user, catches up with the UIDNEXT last
+// stored for each mailbox, and then waits for news with IDLE.
+package watch
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/xapsproxy/xapsproxy/config"
+	"github.com/xapsproxy/xapsproxy/store"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultPollInterval = time.Minute
+	DefaultMinBackoff   = time.Second
+	DefaultMaxBackoff   = 5 * time.Minute
+	dialTimeout         = 15 * time.Second
+	commandTimeout      = time.Minute
+	storeTimeout        = 10 * time.Second
+	healthyAfter        = time.Minute // a session this old resets the backoff
+)
+
+// Options configures a Manager.
+type Options struct {
+	Store    store.Store // required
+	Notifier Notifier    // required; receives events, must not block
+	Backend  config.Backend
+	// BackendTLS verifies the backend when Backend.TLS is not "none"; nil
+	// means system roots and the host of Backend.Address.
+	BackendTLS *tls.Config
+	// Watch holds the master user credentials (auth = "master").
+	Watch config.Watch
+	// PollInterval is how often mailboxes other than the one in IDLE are
+	// checked with STATUS; zero means DefaultPollInterval.
+	PollInterval time.Duration
+	// MinBackoff and MaxBackoff bound the jittered exponential wait between
+	// reconnects; zero means the defaults.
+	MinBackoff, MaxBackoff time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Manager keeps one watcher per user with registrations.
+type Manager struct {
+	opts Options
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	dirty   map[string]struct{} // users to converge
+	running bool
+	wake    chan struct{}
+}
+
+// New returns a manager; it does no I/O.
+func New(opts Options) *Manager {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.PollInterval == 0 {
+		opts.PollInterval = DefaultPollInterval
+	}
+	if opts.MinBackoff == 0 {
+		opts.MinBackoff = DefaultMinBackoff
+	}
+	if opts.MaxBackoff == 0 {
+		opts.MaxBackoff = DefaultMaxBackoff
+	}
+	return &Manager{
+		opts:  opts,
+		log:   opts.Logger,
+		dirty: make(map[string]struct{}),
+		wake:  make(chan struct{}, 1),
+	}
+}
+
+// Sync asks the manager to bring the watcher of user in line with the
+// user's stored registrations. It never blocks.
+func (m *Manager) Sync(user string) {
+	m.mu.Lock()
+	m.dirty[user] = struct{}{}
+	m.mu.Unlock()
+	select {
+	case m.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run starts a watcher for every stored user and keeps converging until ctx
+// is done; it returns after every watcher has stopped.
+func (m *Manager) Run(ctx context.Context) error {
+	watchers := make(map[string]*watcher)
+	defer func() {
+		for _, w := range watchers {
+			w.stop()
+		}
+	}()
+
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	users, err := m.opts.Store.Users(sctx)
+	cancel()
+	if err != nil {
+		m.log.Error("cannot list registered users; watching only new registrations", "err", err)
+	}
+	for _, u := range users {
+		m.Sync(u)
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-m.wake:
+		}
+		m.mu.Lock()
+		dirty := m.dirty
+		m.dirty = make(map[string]struct{})
+		m.mu.Unlock()
+		for user := range dirty {
+			m.converge(ctx, watchers, user)
+		}
+	}
+}
+
+// converge starts, updates or stops the watcher of one user.
+func (m *Manager) converge(ctx context.Context, watchers map[string]*watcher, user string) {
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	regs, err := m.opts.Store.Registrations(sctx, user)
+	cancel()
+	if err != nil {
+		m.log.Error("cannot read registrations", "user", user, "err", err)
+		return
+	}
+	mailboxes := mailboxUnion(regs)
+	w := watchers[user]
+	switch {
+	case len(mailboxes) == 0 && w != nil:
+		w.stop()
+		delete(watchers, user)
+		m.log.Info("stopped watching", "user", user)
+	case len(mailboxes) == 0:
+	case w == nil:
+		watchers[user] = m.startWatcher(ctx, user, mailboxes)
+		m.log.Info("watching", "user", user, "mailboxes", len(mailboxes))
+	default:
+		w.setMailboxes(mailboxes)
+	}
+}
+
+// mailboxUnion is every mailbox some registration asks for, INBOX first.
+func mailboxUnion(regs []store.Registration) []string {
+	var out []string
+	for _, r := range regs {
+		for _, mb := range r.Mailboxes {
+			if !slices.Contains(out, mb) {
+				out = append(out, mb)
+			}
+		}
+	}
+	slices.SortStableFunc(out, func(a, b string) int {
+		switch {
+		case a == "INBOX" && b != "INBOX":
+			return -1
+		case b == "INBOX" && a != "INBOX":
+			return 1
+		}
+		return 0
+	})
+	return out
+}

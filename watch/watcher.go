@@ -1,0 +1,288 @@
+package watch
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/emersion/go-imap/v2"
+	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/xapsproxy/xapsproxy/config"
+	"github.com/xapsproxy/xapsproxy/internal/imapwire"
+	"github.com/xapsproxy/xapsproxy/store"
+)
+
+// watcher watches the mailboxes of one user. Its goroutine (run) owns the
+// backend connection; the manager tells it about a new mailbox set with
+// setMailboxes and ends it with stop.
+type watcher struct {
+	m    *Manager
+	user string
+	log  *slog.Logger
+
+	mu        sync.Mutex
+	mailboxes []string
+	changed   chan struct{} // 1-buffered: mailboxes changed
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (m *Manager) startWatcher(ctx context.Context, user string, mailboxes []string) *watcher {
+	wctx, cancel := context.WithCancel(ctx)
+	w := &watcher{
+		m:         m,
+		user:      user,
+		log:       m.log.With("user", user),
+		mailboxes: mailboxes,
+		changed:   make(chan struct{}, 1),
+		cancel:    cancel,
+		done:      make(chan struct{}),
+	}
+	go func() {
+		defer close(w.done)
+		w.run(wctx)
+	}()
+	return w
+}
+
+// stop ends the watcher and waits for it.
+func (w *watcher) stop() {
+	w.cancel()
+	<-w.done
+}
+
+func (w *watcher) setMailboxes(mailboxes []string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if slices.Equal(w.mailboxes, mailboxes) {
+		return
+	}
+	w.mailboxes = mailboxes
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (w *watcher) snapshot() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.mailboxes
+}
+
+// run keeps a backend session going, reconnecting with jittered exponential
+// backoff so that a backend coming back is not hit by every watcher at once.
+func (w *watcher) run(ctx context.Context) {
+	backoff := w.m.opts.MinBackoff
+	for {
+		start := time.Now()
+		err := w.session(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(start) > healthyAfter {
+			backoff = w.m.opts.MinBackoff
+		}
+		// Full jitter over [backoff/2, backoff).
+		delay := backoff/2 + rand.N(backoff/2+1)
+		w.log.Warn("backend session ended, reconnecting", "err", err, "delay", delay.Round(time.Millisecond))
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, w.m.opts.MaxBackoff)
+	}
+}
+
+// session logs in, catches up, and waits in IDLE until the connection fails
+// or ctx is done.
+func (w *watcher) session(ctx context.Context) error {
+	wake := make(chan struct{}, 1)
+	c, err := w.dial(ctx, wake)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
+
+	opts := w.m.opts.Watch
+	login := w.user + opts.MasterSeparator + opts.MasterUser
+	if err := w.timed(c, func() error { return c.Login(login, opts.MasterPassword).Wait() }); err != nil {
+		return fmt.Errorf("log in as %s: %w", login, err)
+	}
+	for {
+		if err := w.timed(c, func() error { return w.check(ctx, c) }); err != nil {
+			return err
+		}
+		idle, err := c.Idle()
+		if err != nil {
+			return fmt.Errorf("idle: %w", err)
+		}
+		t := time.NewTimer(w.m.opts.PollInterval)
+		select {
+		case <-wake:
+		case <-w.changed:
+		case <-t.C:
+		case <-ctx.Done():
+		case <-c.Closed():
+		}
+		t.Stop()
+		if err := idle.Close(); err != nil {
+			return fmt.Errorf("idle: %w", err)
+		}
+		if err := w.timed(c, idle.Wait); err != nil {
+			return fmt.Errorf("idle: %w", err)
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+}
+
+// timed runs commands on c, closing c if they take longer than
+// commandTimeout (imapclient commands take no context).
+func (w *watcher) timed(c *imapclient.Client, f func() error) error {
+	t := time.AfterFunc(commandTimeout, func() { c.Close() })
+	defer t.Stop()
+	return f()
+}
+
+func (w *watcher) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.Client, error) {
+	b := w.m.opts.Backend
+	tc := w.m.opts.BackendTLS
+	if tc == nil {
+		tc = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	opts := &imapclient.Options{
+		TLSConfig: tc,
+		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
+				if d.NumMessages != nil {
+					select {
+					case wake <- struct{}{}:
+					default:
+					}
+				}
+			},
+		},
+	}
+	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(dctx, "tcp", b.Address)
+	if err != nil {
+		return nil, fmt.Errorf("dial backend: %w", err)
+	}
+	var c *imapclient.Client
+	switch b.TLS {
+	case config.BackendTLSImplicit:
+		tlsConn := tls.Client(conn, tc)
+		if err := tlsConn.HandshakeContext(dctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("backend TLS: %w", err)
+		}
+		c = imapclient.New(tlsConn, opts)
+	case config.BackendTLSStartTLS:
+		if c, err = imapclient.NewStartTLS(conn, opts); err != nil {
+			return nil, fmt.Errorf("backend STARTTLS: %w", err)
+		}
+	default:
+		c = imapclient.New(conn, opts)
+	}
+	if err := w.timed(c, c.WaitGreeting); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("backend greeting: %w", err)
+	}
+	return c, nil
+}
+
+// check compares every watched mailbox with its stored state, reports news,
+// and leaves the first mailbox (INBOX when registered) selected for IDLE; the
+// others are only seen by STATUS, every PollInterval. Mailboxes the backend
+// refuses (e.g. deleted ones) are skipped.
+func (w *watcher) check(ctx context.Context, c *imapclient.Client) error {
+	mailboxes := w.snapshot()
+	// Other mailboxes first, so STATUS never targets the selected one
+	// (RFC 9051 section 6.3.11).
+	for i := len(mailboxes) - 1; i >= 0; i-- {
+		mb := mailboxes[i]
+		name, err := imapwire.DecodeMailbox(mb)
+		if err != nil {
+			w.log.Warn("mailbox name is not valid modified UTF-7, skipped", "mailbox", mb)
+			continue
+		}
+		var st store.MailboxState
+		if i == 0 {
+			data, err := c.Select(name, &imap.SelectOptions{ReadOnly: true}).Wait()
+			if err == nil {
+				st = store.MailboxState{UIDValidity: data.UIDValidity, UIDNext: uint32(data.UIDNext)}
+			}
+			if err := skippable(err); err != nil {
+				return fmt.Errorf("examine %s: %w", mb, err)
+			}
+			if err != nil {
+				w.log.Debug("cannot examine mailbox", "mailbox", mb, "err", err)
+				continue
+			}
+		} else {
+			data, err := c.Status(name, &imap.StatusOptions{UIDNext: true, UIDValidity: true}).Wait()
+			if err := skippable(err); err != nil {
+				return fmt.Errorf("status %s: %w", mb, err)
+			}
+			if err != nil {
+				w.log.Debug("cannot get mailbox status", "mailbox", mb, "err", err)
+				continue
+			}
+			st = store.MailboxState{UIDValidity: data.UIDValidity, UIDNext: uint32(data.UIDNext)}
+		}
+		w.compare(ctx, mb, st)
+	}
+	return nil
+}
+
+// skippable returns nil for a refusal by the server (NO/BAD), which concerns
+// one mailbox, and err for anything else, which ends the session.
+func skippable(err error) error {
+	var imapErr *imap.Error
+	if err == nil || errors.As(err, &imapErr) {
+		return nil
+	}
+	return err
+}
+
+// compare reports new mail when UIDNEXT grew since the stored state, then
+// stores the new state. A mailbox seen for the first time only sets the
+// baseline; a new UIDVALIDITY means the mailbox was rebuilt, which is news too.
+func (w *watcher) compare(ctx context.Context, mailbox string, st store.MailboxState) {
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	s := w.m.opts.Store
+	prev, err := s.MailboxState(sctx, w.user, mailbox)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		w.log.Error("cannot read mailbox state", "mailbox", mailbox, "err", err)
+		return
+	case prev == st:
+		return
+	case prev.UIDValidity != st.UIDValidity || st.UIDNext > prev.UIDNext:
+		w.log.Info("new mail", "mailbox", mailbox, "uidnext", st.UIDNext)
+		w.m.opts.Notifier.Notify(Event{User: w.user, Mailbox: mailbox, Kind: KindNew})
+	}
+	if err := s.SetMailboxState(sctx, w.user, mailbox, st); err != nil {
+		w.log.Error("cannot store mailbox state", "mailbox", mailbox, "err", err)
+	}
+}
