@@ -110,7 +110,7 @@ func (w *watcher) run(ctx context.Context) {
 // or ctx is done.
 func (w *watcher) session(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
-	c, err := w.dial(ctx, wake)
+	c, err := w.m.dial(ctx, wake)
 	if err != nil {
 		return err
 	}
@@ -118,13 +118,11 @@ func (w *watcher) session(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 
-	opts := w.m.opts.Watch
-	login := w.user + opts.MasterSeparator + opts.MasterUser
-	if err := w.timed(c, func() error { return c.Login(login, opts.MasterPassword).Wait() }); err != nil {
-		return fmt.Errorf("log in as %s: %w", login, err)
+	if err := w.m.login(c, w.user); err != nil {
+		return err
 	}
 	for {
-		if err := w.timed(c, func() error { return w.check(ctx, c) }); err != nil {
+		if err := timed(c, func() error { return w.check(ctx, c) }); err != nil {
 			return err
 		}
 		idle, err := c.Idle()
@@ -143,7 +141,7 @@ func (w *watcher) session(ctx context.Context) error {
 		if err := idle.Close(); err != nil {
 			return fmt.Errorf("idle: %w", err)
 		}
-		if err := w.timed(c, idle.Wait); err != nil {
+		if err := timed(c, idle.Wait); err != nil {
 			return fmt.Errorf("idle: %w", err)
 		}
 		if ctx.Err() != nil {
@@ -154,15 +152,27 @@ func (w *watcher) session(ctx context.Context) error {
 
 // timed runs commands on c, closing c if they take longer than
 // commandTimeout (imapclient commands take no context).
-func (w *watcher) timed(c *imapclient.Client, f func() error) error {
+func timed(c *imapclient.Client, f func() error) error {
 	t := time.AfterFunc(commandTimeout, func() { c.Close() })
 	defer t.Stop()
 	return f()
 }
 
-func (w *watcher) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.Client, error) {
-	b := w.m.opts.Backend
-	tc := w.m.opts.BackendTLS
+// login logs in as user through the master user (Dovecot's "user*master").
+func (m *Manager) login(c *imapclient.Client, user string) error {
+	opts := m.opts.Watch
+	login := user + opts.MasterSeparator + opts.MasterUser
+	if err := timed(c, func() error { return c.Login(login, opts.MasterPassword).Wait() }); err != nil {
+		return fmt.Errorf("log in as %s: %w", login, err)
+	}
+	return nil
+}
+
+// dial connects to the backend with the configured TLS and reads the
+// greeting. An EXISTS outside a command is signalled on wake (nil: ignored).
+func (m *Manager) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.Client, error) {
+	b := m.opts.Backend
+	tc := m.opts.BackendTLS
 	if tc == nil {
 		tc = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
@@ -170,7 +180,7 @@ func (w *watcher) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.C
 		TLSConfig: tc,
 		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
 			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
-				if d.NumMessages != nil {
+				if d.NumMessages != nil && wake != nil {
 					select {
 					case wake <- struct{}{}:
 					default:
@@ -202,11 +212,38 @@ func (w *watcher) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.C
 	default:
 		c = imapclient.New(conn, opts)
 	}
-	if err := w.timed(c, c.WaitGreeting); err != nil {
+	if err := timed(c, c.WaitGreeting); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("backend greeting: %w", err)
 	}
 	return c, nil
+}
+
+// Probe connects to the backend as a watcher would and returns its
+// capabilities; with a user, it also logs in as that user through the master
+// user. It is for `xapsproxy check`.
+func (m *Manager) Probe(ctx context.Context, user string) ([]string, error) {
+	c, err := m.dial(ctx, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if user != "" {
+		if err := m.login(c, user); err != nil {
+			return nil, err
+		}
+	}
+	var caps imap.CapSet
+	if err := timed(c, func() (err error) { caps, err = c.Capability().Wait(); return err }); err != nil {
+		return nil, fmt.Errorf("capability: %w", err)
+	}
+	names := make([]string, 0, len(caps))
+	for name := range caps {
+		names = append(names, string(name))
+	}
+	slices.Sort(names)
+	c.Logout().Wait()
+	return names, nil
 }
 
 // check compares every watched mailbox with its stored state, reports news,

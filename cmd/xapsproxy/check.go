@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/xapsproxy/xapsproxy/config"
+	"github.com/xapsproxy/xapsproxy/proxy"
+	"github.com/xapsproxy/xapsproxy/push"
+	"github.com/xapsproxy/xapsproxy/watch"
+)
+
+// expiryWarning is how early check warns about an expiring certificate.
+const expiryWarning = 30 * 24 * time.Hour
+
+// checkCmd validates the configuration and reaches every outside party it
+// can without side effects: it prints what it found and fails on the first
+// problem.
+func checkCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlags("check")
+	path := fs.String("config", "", "configuration file (TOML)")
+	user := fs.String("user", "", "also log in to the backend as this user through the master user")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *path == "" {
+		return fmt.Errorf("check: -config is required: %w", errUsage)
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "config %s: ok\n", *path)
+
+	creds, err := push.LoadCredentials(cfg.APNS, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, creds.Describe())
+	if !creds.NotAfter.IsZero() && time.Until(creds.NotAfter) < expiryWarning {
+		fmt.Fprintf(stdout, "WARNING: the APNs certificate expires in %s; renew it before then\n", time.Until(creds.NotAfter).Round(time.Hour))
+	}
+	fmt.Fprintf(stdout, "APNs endpoint: %s\n", cfg.APNS.EndpointURL())
+
+	backendTLS, err := proxy.BackendTLSConfig(cfg.Backend)
+	if err != nil {
+		return err
+	}
+	m := watch.New(watch.Options{Backend: cfg.Backend, BackendTLS: backendTLS, Watch: cfg.Watch})
+	caps, err := m.Probe(ctx, *user)
+	if err != nil {
+		return fmt.Errorf("backend %s: %w", cfg.Backend.Address, err)
+	}
+	fmt.Fprintf(stdout, "backend %s (tls %s): reachable\n", cfg.Backend.Address, cfg.Backend.TLS)
+	if *user != "" {
+		fmt.Fprintf(stdout, "master login as %s%s%s: ok\n", *user, cfg.Watch.MasterSeparator, cfg.Watch.MasterUser)
+		if !slices.Contains(caps, "IDLE") {
+			return fmt.Errorf("the backend does not offer IDLE after login (capabilities: %s)", strings.Join(caps, " "))
+		}
+		fmt.Fprintln(stdout, "backend offers IDLE: ok")
+	} else {
+		fmt.Fprintln(stdout, "master login not tried: pass -user NAME to test it")
+	}
+	return nil
+}

@@ -1,0 +1,114 @@
+// Command xapsproxy is an IMAP proxy that gives iPhone and iPad Mail push
+// for any IMAP server. See README.md for how to run it.
+//
+//	xapsproxy serve -config FILE          run the proxy
+//	xapsproxy check -config FILE          validate config, reach the backend, show the APNs topic
+//	xapsproxy demo                        everything in one process, on an embedded default
+//	xapsproxy registrations -config FILE [list | delete USER TOKEN | delete-token TOKEN]
+//	xapsproxy push -config FILE -user U   send a test push to U's devices
+//	xapsproxy version
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+)
+
+const usage = `usage: xapsproxy <command> [flags]
+
+commands:
+  serve -config FILE                 run the proxy
+  check -config FILE                 validate the config, reach the backend, show the APNs topic and expiry
+  demo [-keep]                       run everything in one process on an embedded default
+  registrations -config FILE [list | delete USER TOKEN | delete-token TOKEN]
+  push -config FILE -user USER       send a test push to USER's devices
+  version                            print the version
+`
+
+// errUsage makes main print the usage and exit 2.
+var errUsage = errors.New("usage")
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	switch {
+	case errors.Is(err, errUsage):
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "xapsproxy:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		return errUsage
+	}
+	cmd, args := args[0], args[1:]
+	switch cmd {
+	case "serve":
+		return serveCmd(ctx, args, stderr)
+	case "check":
+		return checkCmd(ctx, args, stdout)
+	case "demo":
+		return demoCmd(ctx, args, stdout, stderr)
+	case "registrations":
+		return registrationsCmd(ctx, args, stdout)
+	case "push":
+		return pushCmd(ctx, args, stdout)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "xapsproxy", version())
+		return nil
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return fmt.Errorf("unknown command %q: %w", cmd, errUsage)
+}
+
+// newFlags makes a flag set that reports errors instead of exiting.
+func newFlags(name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	return fs
+}
+
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%s: %w", fs.Name(), err)
+	}
+	return nil
+}
+
+// newLogger logs text lines to w; debug adds debug lines.
+func newLogger(w io.Writer, debug bool) *slog.Logger {
+	level := slog.LevelInfo
+	if debug {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+}
+
+func version() string {
+	info, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := info.Main.Version
+	for _, s := range info.Settings {
+		if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+			v += " " + s.Value[:12]
+		}
+	}
+	return v
+}

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/xapsproxy/xapsproxy/config"
+	"github.com/xapsproxy/xapsproxy/push"
+	"github.com/xapsproxy/xapsproxy/store"
+)
+
+// pushCmd sends one push to every device registered for a user, to check
+// the APNs credentials end to end.
+func pushCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := newFlags("push")
+	path := fs.String("config", "", "configuration file (TOML)")
+	user := fs.String("user", "", "user whose devices get the push")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *path == "" || *user == "" {
+		return fmt.Errorf("push: -config and -user are required: %w", errUsage)
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	creds, err := push.LoadCredentials(cfg.APNS, time.Now())
+	if err != nil {
+		return err
+	}
+	sender, err := push.NewAPNs(creds, cfg.APNS)
+	if err != nil {
+		return err
+	}
+	defer sender.Close()
+	st, err := store.Open(ctx, cfg.Store.Path)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	p := push.New(push.Options{Store: st, Sender: sender, Topic: creds.Topic, Logger: newLogger(io.Discard, false)})
+	results, err := p.PushUser(ctx, *user)
+	if err != nil {
+		return err
+	}
+	if len(results) == 0 {
+		return fmt.Errorf("user %q has no registered devices", *user)
+	}
+	failed := 0
+	for _, r := range results {
+		fmt.Fprintf(stdout, "%s token %s account %s: %s (%s)\n", r.User, r.DeviceToken, r.AccountID, r.Outcome(), r.Action)
+		if r.Action != push.Delivered {
+			failed++
+		}
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d pushes were not accepted", failed, len(results))
+	}
+	return nil
+}

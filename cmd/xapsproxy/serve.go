@@ -1,0 +1,223 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/xapsproxy/xapsproxy/admin"
+	"github.com/xapsproxy/xapsproxy/config"
+	"github.com/xapsproxy/xapsproxy/proxy"
+	"github.com/xapsproxy/xapsproxy/push"
+	"github.com/xapsproxy/xapsproxy/store"
+	"github.com/xapsproxy/xapsproxy/watch"
+)
+
+// shutdownGrace is how long sessions get to end after SIGTERM.
+const shutdownGrace = 10 * time.Second
+
+func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := newFlags("serve")
+	path := fs.String("config", "", "configuration file (TOML)")
+	debug := fs.Bool("debug", false, "log debug lines (never passwords or message data)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *path == "" {
+		return fmt.Errorf("serve: -config is required: %w", errUsage)
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	log := newLogger(stderr, *debug)
+	a, err := newApp(ctx, cfg, log, nil)
+	if err != nil {
+		return err
+	}
+	return a.run(ctx)
+}
+
+// app is one running xapsproxy: the store, the proxy's listeners, the watch
+// manager and the pusher, wired together.
+type app struct {
+	cfg   *config.Config
+	log   *slog.Logger
+	store store.Store
+	topic string
+
+	proxy  *proxy.Server
+	watch  *watch.Manager
+	pusher *push.Pusher
+	admin  *http.Server
+
+	tlsLn, startTLSLn, adminLn net.Listener
+}
+
+// newApp opens the store, loads certificates and binds the listeners, so
+// that every configuration mistake is reported before anything runs. With a
+// nil sender, pushes go to APNs with the configured credentials.
+func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, sender push.Sender) (a *app, err error) {
+	a = &app{cfg: cfg, log: log}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	if sender == nil {
+		creds, err := push.LoadCredentials(cfg.APNS, time.Now())
+		if err != nil {
+			return nil, err
+		}
+		log.Info("APNs credentials loaded", "summary", creds.Describe())
+		if sender, err = push.NewAPNs(creds, cfg.APNS); err != nil {
+			return nil, err
+		}
+		a.topic = creds.Topic
+	} else {
+		a.topic = cfg.APNS.Topic
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.Proxy.CertFile, cfg.Proxy.KeyFile)
+	if err != nil {
+		return nil, fmt.Errorf("proxy cert_file/key_file: %w", err)
+	}
+	backendTLS, err := proxy.BackendTLSConfig(cfg.Backend)
+	if err != nil {
+		return nil, err
+	}
+	if a.store, err = store.Open(ctx, cfg.Store.Path); err != nil {
+		return nil, err
+	}
+
+	a.pusher = push.New(push.Options{
+		Store:   a.store,
+		Sender:  sender,
+		Logger:  log.With("part", "push"),
+		Topic:   a.topic,
+		OnPrune: func(user string) { a.watch.Sync(user) },
+	})
+	a.watch = watch.New(watch.Options{
+		Store:      a.store,
+		Notifier:   a.pusher,
+		Backend:    cfg.Backend,
+		BackendTLS: backendTLS,
+		Watch:      cfg.Watch,
+		Logger:     log.With("part", "watch"),
+	})
+	a.proxy = proxy.New(proxy.Options{
+		Backend:    cfg.Backend,
+		BackendTLS: backendTLS,
+		TLS:        &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		Topic:      a.topic,
+		Register:   a.register,
+		Logger:     log.With("part", "proxy"),
+	})
+	if a.tlsLn, err = listen(cfg.Proxy.ListenTLS, "proxy.listen_tls"); err != nil {
+		return nil, err
+	}
+	if a.startTLSLn, err = listen(cfg.Proxy.ListenSTARTTLS, "proxy.listen_starttls"); err != nil {
+		return nil, err
+	}
+	if a.adminLn, err = listen(cfg.Admin.Listen, "admin.listen"); err != nil {
+		return nil, err
+	}
+	if a.adminLn != nil {
+		a.admin = &http.Server{Handler: admin.Handler(a.store), ReadHeaderTimeout: 10 * time.Second}
+	}
+	return a, nil
+}
+
+// register is how a registration enters the system: stored durably, then
+// the watch manager converges for its user.
+func (a *app) register(ctx context.Context, r store.Registration) error {
+	if err := a.store.Register(ctx, r); err != nil {
+		return err
+	}
+	a.watch.Sync(r.User)
+	return nil
+}
+
+func listen(addr, key string) (net.Listener, error) {
+	if addr == "" {
+		return nil, nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", key, err)
+	}
+	return ln, nil
+}
+
+// run serves until ctx is done or a listener fails, then shuts down in
+// order: clients are told BYE, then watchers and the pusher stop.
+func (a *app) run(ctx context.Context) error {
+	defer a.close()
+	failed := make(chan error, 3)
+	var serving sync.WaitGroup
+	serve := func(f func() error) {
+		serving.Go(func() {
+			if err := f(); err != nil && !errors.Is(err, proxy.ErrServerClosed) && !errors.Is(err, http.ErrServerClosed) {
+				failed <- err
+			}
+		})
+	}
+	if a.tlsLn != nil {
+		serve(func() error { return a.proxy.ServeTLS(a.tlsLn) })
+		a.log.Info("listening", "tls", a.tlsLn.Addr().String())
+	}
+	if a.startTLSLn != nil {
+		serve(func() error { return a.proxy.ServeSTARTTLS(a.startTLSLn) })
+		a.log.Info("listening", "starttls", a.startTLSLn.Addr().String())
+	}
+	if a.admin != nil {
+		serve(func() error { return a.admin.Serve(a.adminLn) })
+		a.log.Info("admin listening", "addr", a.adminLn.Addr().String())
+	}
+	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
+	var background sync.WaitGroup
+	background.Go(func() { a.watch.Run(bg) })
+	background.Go(func() { a.pusher.Run(bg) })
+
+	var err error
+	select {
+	case <-ctx.Done():
+		a.log.Info("shutting down")
+	case err = <-failed:
+		a.log.Error("listener failed, shutting down", "err", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
+	defer cancel()
+	if serr := a.proxy.Shutdown(sctx); serr != nil {
+		a.log.Warn("sessions did not end in time", "err", serr)
+	}
+	if a.admin != nil {
+		a.admin.Shutdown(sctx)
+	}
+	serving.Wait()
+	stopBackground()
+	background.Wait()
+	return err
+}
+
+// close releases what newApp opened; listeners already closed by Shutdown
+// are closed again harmlessly.
+func (a *app) close() {
+	for _, ln := range []net.Listener{a.tlsLn, a.startTLSLn, a.adminLn} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+	if a.store != nil {
+		if err := a.store.Close(); err != nil {
+			a.log.Error("closing the store", "err", err)
+		}
+		a.store = nil
+	}
+}

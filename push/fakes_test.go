@@ -1,0 +1,278 @@
+package push_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/xapsproxy/xapsproxy/config"
+	"github.com/xapsproxy/xapsproxy/internal/apnstest"
+	"github.com/xapsproxy/xapsproxy/internal/testpki"
+	"github.com/xapsproxy/xapsproxy/push"
+	"github.com/xapsproxy/xapsproxy/store"
+)
+
+const testTopic = "com.apple.mail.XServer.3a1c2f4e-6b7d-4e8f-9a0b-1c2d3e4f5a6b"
+
+// token returns a distinct valid device token for i.
+func token(i int) string { return strings.Repeat(fmt.Sprintf("%02x", i), 32) }
+
+func testLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// waitFor polls cond until it holds, failing the test after timeout.
+func waitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+	}
+}
+
+// memStore is an in-memory store.Store.
+type memStore struct {
+	mu      sync.Mutex
+	regs    map[[2]string]store.Registration // by (user, token)
+	records []pushRecord
+	failReg int // fail this many Registrations calls
+}
+
+type pushRecord struct{ user, token, result string }
+
+func newMemStore(regs ...store.Registration) *memStore {
+	s := &memStore{regs: map[[2]string]store.Registration{}}
+	for _, r := range regs {
+		_ = s.Register(context.Background(), r)
+	}
+	return s
+}
+
+func (s *memStore) Register(_ context.Context, r store.Registration) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.regs[[2]string{r.User, r.DeviceToken}] = r
+	return nil
+}
+
+func (s *memStore) Registrations(_ context.Context, user string) ([]store.Registration, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failReg > 0 {
+		s.failReg--
+		return nil, errors.New("database is locked")
+	}
+	var out []store.Registration
+	for _, r := range s.regs {
+		if r.User == user {
+			out = append(out, r)
+		}
+	}
+	slices.SortFunc(out, func(a, b store.Registration) int { return strings.Compare(a.DeviceToken, b.DeviceToken) })
+	return out, nil
+}
+
+func (s *memStore) All(context.Context) ([]store.Registration, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []store.Registration
+	for _, r := range s.regs {
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b store.Registration) int {
+		return strings.Compare(a.User+"\x00"+a.DeviceToken, b.User+"\x00"+b.DeviceToken)
+	})
+	return out, nil
+}
+
+func (s *memStore) Users(ctx context.Context) ([]string, error) {
+	all, _ := s.All(ctx)
+	var users []string
+	for _, r := range all {
+		users = append(users, r.User)
+	}
+	return slices.Compact(users), nil
+}
+
+func (s *memStore) Delete(_ context.Context, user, token string) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := [2]string{user, token}
+	_, ok := s.regs[k]
+	delete(s.regs, k)
+	return ok, nil
+}
+
+func (s *memStore) DeleteToken(_ context.Context, token string) ([]string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var users []string
+	for k := range s.regs {
+		if k[1] == token {
+			users = append(users, k[0])
+			delete(s.regs, k)
+		}
+	}
+	slices.Sort(users)
+	return users, nil
+}
+
+func (s *memStore) RecordPush(_ context.Context, user, token string, at time.Time, result string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.records = append(s.records, pushRecord{user, token, result})
+	k := [2]string{user, token}
+	r, ok := s.regs[k]
+	if !ok {
+		return store.ErrNotFound
+	}
+	r.LastPush, r.LastPushResult = at, result
+	s.regs[k] = r
+	return nil
+}
+
+func (s *memStore) MailboxState(context.Context, string, string) (store.MailboxState, error) {
+	return store.MailboxState{}, store.ErrNotFound
+}
+
+func (s *memStore) SetMailboxState(context.Context, string, string, store.MailboxState) error {
+	return nil
+}
+
+func (s *memStore) Close() error { return nil }
+
+func (s *memStore) has(user, token string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.regs[[2]string{user, token}]
+	return ok
+}
+
+// results returns the recorded outcomes for token, oldest first.
+func (s *memStore) results(token string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, r := range s.records {
+		if r.token == token {
+			out = append(out, r.result)
+		}
+	}
+	return out
+}
+
+// funcSender is a Sender for scheduling tests that need no network: it
+// records every notification and answers with fn (nil = 200).
+type funcSender struct {
+	fn func(ctx context.Context, n push.Notification) (push.Response, error)
+
+	mu    sync.Mutex
+	calls []push.Notification
+}
+
+func (s *funcSender) Send(ctx context.Context, n push.Notification) (push.Response, error) {
+	s.mu.Lock()
+	s.calls = append(s.calls, n)
+	s.mu.Unlock()
+	if s.fn == nil {
+		return push.Response{StatusCode: 200}, nil
+	}
+	return s.fn(ctx, n)
+}
+
+func (s *funcSender) sent() []push.Notification {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]push.Notification(nil), s.calls...)
+}
+
+// apnsEnv is a fake APNs with a matching client certificate, CA file and
+// config, ready for LoadCredentials and NewAPNs.
+type apnsEnv struct {
+	ca     *testpki.CA
+	fake   *apnstest.Server
+	cert   tls.Certificate
+	cfg    config.APNS
+	creds  *push.Credentials
+	sender *push.APNs
+}
+
+func newAPNsEnv(t *testing.T) *apnsEnv {
+	t.Helper()
+	ca := testpki.NewCA(t)
+	e := &apnsEnv{ca: ca, fake: apnstest.Start(t, ca, testTopic), cert: ca.ClientCert(t, testTopic)}
+	dir := t.TempDir()
+	e.cfg = config.APNS{
+		CertificateFile: testpki.WriteCombinedPEM(t, dir, "apns", e.cert),
+		Endpoint:        e.fake.URL,
+		CAFile:          ca.WriteCA(t, dir),
+	}
+	var err error
+	if e.creds, err = push.LoadCredentials(e.cfg, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if e.sender, err = push.NewAPNs(e.creds, e.cfg); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.sender.Close)
+	return e
+}
+
+// startRun runs p until the test ends, then checks that Run returns.
+func startRun(t *testing.T, p *push.Pusher) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-errc:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Errorf("Run did not return 5s after cancel")
+		}
+	})
+}
+
+// waitIdle waits until p has nothing pending.
+func waitIdle(t *testing.T, p *push.Pusher) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "the pusher to be idle", func() bool { return p.Pending() == 0 })
+}
+
+// prunes collects OnPrune calls.
+type prunes struct {
+	mu    sync.Mutex
+	users []string
+}
+
+func (p *prunes) add(user string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.users = append(p.users, user)
+}
+
+func (p *prunes) get() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := append([]string(nil), p.users...)
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,332 @@
+// Package push wakes iPhone Mail through the Apple Push Notification service
+// (APNs). Watchers report mailbox events to a Pusher (a watch.Notifier); the
+// Pusher finds the registrations that asked for that mailbox and sends each
+// one background push whose body names the device's account id, so that Mail
+// connects and fetches. It coalesces bursts, retries what APNs could not take
+// and prunes device tokens APNs says are gone.
+//
+// Credentials (LoadCredentials) come from an APNs certificate (.pem or .p12)
+// or a .p8 token key; APNs (NewAPNs) sends over one long-lived HTTP/2
+// connection; LogSender stands in for it in demo mode.
+package push
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sideshow/apns2"
+
+	"github.com/xapsproxy/xapsproxy/store"
+	"github.com/xapsproxy/xapsproxy/watch"
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultChangeDelay   = 30 * time.Second
+	DefaultRetryBase     = time.Second
+	DefaultRetryMax      = 5 * time.Minute
+	DefaultExpiration    = 24 * time.Hour
+	DefaultMaxConcurrent = 8
+)
+
+// Options configure a Pusher. Store and Sender are required; every other
+// field has a default for its zero value.
+type Options struct {
+	Store  store.Store // registrations; push outcomes are recorded here
+	Sender Sender      // APNs, or LogSender in demo mode
+	// Logger receives one line per push and per problem; nil = slog.Default().
+	Logger *slog.Logger
+
+	// OnPrune is called with each user whose registration was deleted because
+	// APNs said the device token is gone (410, or 400 BadDeviceToken), after
+	// the store has dropped it. It is called from the Pusher's goroutines
+	// (or PushUser's caller), possibly concurrently, and must not block long.
+	// nil = nothing to call.
+	OnPrune func(user string)
+
+	// Topic is the apns-topic for registrations that stored none; normally
+	// the credentials' topic. "" = leave such pushes without a topic.
+	Topic string
+
+	// ChangeDelay is how long a KindChanged event waits for quiet: the push
+	// goes out this long after the last change. 0 = DefaultChangeDelay (30s).
+	ChangeDelay time.Duration
+	// RetryBase is the first retry delay after 429, 5xx or a transport
+	// error; it doubles per attempt, with jitter. 0 = DefaultRetryBase (1s).
+	RetryBase time.Duration
+	// RetryMax caps the retry delay. 0 = DefaultRetryMax (5m).
+	RetryMax time.Duration
+	// Expiration is how long a notification stays valid (apns-expiration)
+	// and is retried. 0 = DefaultExpiration (24h).
+	Expiration time.Duration
+	// MaxConcurrent bounds the pushes in flight at once. 0 = 8.
+	MaxConcurrent int
+	// Now is the clock for timestamps and schedules (waits use real
+	// timers). nil = time.Now.
+	Now func() time.Time
+}
+
+// Pusher turns mailbox events into APNs pushes. Create it with New, start
+// Run, and hand it to watchers as their watch.Notifier.
+type Pusher struct {
+	store         store.Store
+	sender        Sender
+	logger        *slog.Logger
+	onPrune       func(string)
+	topic         string
+	changeDelay   time.Duration
+	retryBase     time.Duration
+	retryMax      time.Duration
+	expiration    time.Duration
+	maxConcurrent int
+	now           func() time.Time
+
+	wake    chan struct{} // 1-buffered: "events are waiting"
+	running atomic.Bool   // a Run is active
+
+	mu        sync.Mutex
+	events    map[eventKey]eventState // reported, not yet looked up
+	resolving int                     // events being looked up by Run
+	jobCount  int                     // len(jobs), for Pending
+
+	// Owned by the active Run (handed over through running).
+	jobs         map[jobKey]*job
+	storeRetryAt time.Time // look events up again after a store error
+	storeErrors  int
+}
+
+// eventKey and eventState are what Notify keeps: per (user, mailbox),
+// whether new mail arrived and when the latest change was seen.
+type eventKey struct{ user, mailbox string }
+
+type eventState struct {
+	isNew     bool
+	changedAt time.Time // zero if no KindChanged
+}
+
+func (s *eventState) merge(o eventState) {
+	s.isNew = s.isNew || o.isNew
+	if o.changedAt.After(s.changedAt) {
+		s.changedAt = o.changedAt
+	}
+}
+
+var _ watch.Notifier = (*Pusher)(nil)
+
+// New makes a Pusher. It does no I/O; nothing is sent until Run.
+func New(opts Options) *Pusher {
+	p := &Pusher{
+		store:         opts.Store,
+		sender:        opts.Sender,
+		logger:        opts.Logger,
+		onPrune:       opts.OnPrune,
+		topic:         opts.Topic,
+		changeDelay:   orDefault(opts.ChangeDelay, DefaultChangeDelay),
+		retryBase:     orDefault(opts.RetryBase, DefaultRetryBase),
+		retryMax:      orDefault(opts.RetryMax, DefaultRetryMax),
+		expiration:    orDefault(opts.Expiration, DefaultExpiration),
+		maxConcurrent: opts.MaxConcurrent,
+		now:           opts.Now,
+		wake:          make(chan struct{}, 1),
+		events:        map[eventKey]eventState{},
+		jobs:          map[jobKey]*job{},
+	}
+	if p.logger == nil {
+		p.logger = slog.Default()
+	}
+	if p.maxConcurrent <= 0 {
+		p.maxConcurrent = DefaultMaxConcurrent
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	if p.retryMax < p.retryBase {
+		p.retryMax = p.retryBase
+	}
+	return p
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d <= 0 {
+		return def
+	}
+	return d
+}
+
+// Notify records an event for Run to push. It never blocks (beyond a short
+// mutex) and never drops: events are merged per (user, mailbox) until Run
+// looks them up, so memory is bounded by the number of watched mailboxes.
+// Events reported while Run is not running wait for the next Run. An event
+// of unknown kind is treated as KindNew.
+func (p *Pusher) Notify(ev watch.Event) {
+	st := eventState{isNew: ev.Kind != watch.KindChanged}
+	if !st.isNew {
+		st.changedAt = p.now()
+	}
+	p.mu.Lock()
+	k := eventKey{ev.User, ev.Mailbox}
+	cur := p.events[k]
+	cur.merge(st)
+	p.events[k] = cur
+	p.mu.Unlock()
+	select {
+	case p.wake <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// Pending reports how much work is outstanding: events not yet looked up plus
+// registrations with a push waiting, in flight or retrying. It is 0 when the
+// Pusher is idle.
+func (p *Pusher) Pending() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.events) + p.resolving + p.jobCount
+}
+
+// Action is what a push outcome means for its registration.
+type Action int
+
+const (
+	// Delivered: APNs accepted the push (200).
+	Delivered Action = iota + 1
+	// Pruned: APNs said the token is gone (410, 400 BadDeviceToken); every
+	// registration of the token was deleted.
+	Pruned
+	// Rejected: another 4xx (e.g. 400 DeviceTokenNotForTopic, 403); the
+	// registration is kept and the push is not retried.
+	Rejected
+	// Retry: 429, 5xx or no answer; the Pusher tries again later.
+	Retry
+)
+
+func (a Action) String() string {
+	switch a {
+	case Delivered:
+		return "delivered"
+	case Pruned:
+		return "pruned"
+	case Rejected:
+		return "rejected"
+	case Retry:
+		return "retry"
+	}
+	return "unknown"
+}
+
+// Result is the outcome of one push to one registration.
+type Result struct {
+	User        string
+	DeviceToken string
+	AccountID   string
+	Response    Response // APNs's answer; zero when Err is set
+	Err         error    // no answer from APNs (connection, TLS, timeout)
+	Action      Action
+}
+
+// Outcome is the text recorded in the store: "200", "410 Unregistered",
+// "error: <message>".
+func (r Result) Outcome() string {
+	if r.Err != nil {
+		return "error: " + r.Err.Error()
+	}
+	return r.Response.String()
+}
+
+func classify(resp Response, err error) Action {
+	switch {
+	case err != nil:
+		return Retry
+	case resp.StatusCode == http.StatusOK:
+		return Delivered
+	case resp.StatusCode == http.StatusGone,
+		resp.StatusCode == http.StatusBadRequest && resp.Reason == apns2.ReasonBadDeviceToken:
+		return Pruned
+	case resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
+		return Retry
+	}
+	return Rejected
+}
+
+// PushUser sends one push, now and without retrying, to every registration
+// of user, whatever its mailboxes, and returns one Result per registration
+// (none if the user has no registration). Outcomes are recorded and dead
+// tokens pruned as for any push. It does not need Run.
+func (p *Pusher) PushUser(ctx context.Context, user string) ([]Result, error) {
+	regs, err := p.store.Registrations(ctx, user)
+	if err != nil {
+		return nil, fmt.Errorf("registrations of %s: %w", user, err)
+	}
+	expires := p.now().Add(p.expiration)
+	results := make([]Result, 0, len(regs))
+	for _, reg := range regs {
+		results = append(results, p.pushOnce(ctx, reg, p.notification(reg, expires)))
+	}
+	return results, nil
+}
+
+func (p *Pusher) notification(reg store.Registration, expires time.Time) Notification {
+	topic := reg.Topic
+	if topic == "" {
+		topic = p.topic
+	}
+	return Notification{DeviceToken: reg.DeviceToken, Topic: topic, AccountID: reg.AccountID, Expiration: expires}
+}
+
+// pushOnce sends n for reg, records the outcome and prunes a dead token. It
+// records nothing when ctx was cancelled during the send (shutdown); once
+// APNs has answered, the bookkeeping is done even if ctx is cancelled.
+func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notification) Result {
+	resp, err := p.sender.Send(ctx, n)
+	res := Result{User: reg.User, DeviceToken: reg.DeviceToken, AccountID: reg.AccountID, Response: resp, Err: err}
+	if err != nil {
+		res.Response = Response{}
+	}
+	res.Action = classify(res.Response, err)
+	log := p.logger.With("user", reg.User, "token", shortToken(reg.DeviceToken), "account", reg.AccountID)
+	if err != nil && ctx.Err() != nil {
+		log.DebugContext(ctx, "push interrupted by shutdown", "error", err)
+		return res
+	}
+	// APNs answered: book-keep even if shutdown starts now.
+	ctx = context.WithoutCancel(ctx)
+	if rerr := p.store.RecordPush(ctx, reg.User, reg.DeviceToken, p.now(), res.Outcome()); rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
+		log.WarnContext(ctx, "cannot record push outcome", "error", rerr)
+	}
+	status := res.Outcome()
+	switch res.Action {
+	case Delivered:
+		log.InfoContext(ctx, "push delivered", "status", status, "apns_id", res.Response.APNsID)
+	case Rejected:
+		log.WarnContext(ctx, "push rejected by APNs; registration kept", "status", status)
+	case Retry:
+		log.WarnContext(ctx, "push failed; will retry", "status", status)
+	case Pruned:
+		users, derr := p.store.DeleteToken(ctx, reg.DeviceToken)
+		if derr != nil {
+			log.ErrorContext(ctx, "APNs says the device token is gone, but deleting it failed", "status", status, "error", derr)
+			break
+		}
+		log.InfoContext(ctx, "device token is gone; registration deleted", "status", status, "users", len(users))
+		if p.onPrune != nil {
+			for _, u := range users {
+				p.onPrune(u)
+			}
+		}
+	}
+	return res
+}
+
+// shortToken is how device tokens appear in logs: the first 8 hex digits.
+func shortToken(token string) string {
+	if len(token) > 8 {
+		return token[:8]
+	}
+	return token
+}

@@ -1,0 +1,308 @@
+package push
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/xapsproxy/xapsproxy/store"
+)
+
+// jobKey identifies a registration, as the store does.
+type jobKey struct{ user, token string }
+
+// job is the push state of one registration. At most one push per
+// registration is waiting, in flight or retrying at any time; events that
+// arrive meanwhile are folded into it.
+type job struct {
+	reg      store.Registration // latest copy, refreshed by each event
+	due      time.Time          // when to send next (meaningless while running)
+	urgent   bool               // new mail is waiting: due is not pushed back by changes
+	attempt  int                // failed attempts of the current notification; > 0 = retrying
+	expires  time.Time          // apns-expiration of the current notification; retries stop here
+	running  bool               // a worker is sending it
+	again    bool               // an event arrived while running: push again afterwards
+	againNew bool               // ... and it was new mail
+	againAt  time.Time          // ... latest change time, for the quiet delay
+}
+
+// outcome is what a worker hands back to Run.
+type outcome struct {
+	key jobKey
+	res Result
+}
+
+// Run sends pushes until ctx is done. All scheduling state belongs to the
+// goroutine running Run; it starts at most MaxConcurrent worker goroutines,
+// one per push in flight, and when ctx is done it cancels them, waits for
+// every one to exit, and returns nil. Work still pending is kept for a later
+// Run. Run returns an error only if another Run is active.
+func (p *Pusher) Run(ctx context.Context) error {
+	if !p.running.CompareAndSwap(false, true) {
+		return errors.New("push: Run is already running")
+	}
+	defer p.running.Store(false)
+
+	workCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	done := make(chan outcome, p.maxConcurrent) // workers never block on it
+	inflight := 0
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+
+	p.absorb(ctx, p.now()) // events reported before Run
+	for {
+		now := p.now()
+		if !p.storeRetryAt.IsZero() && !now.Before(p.storeRetryAt) {
+			p.storeRetryAt = time.Time{}
+			p.absorb(ctx, now)
+		}
+		inflight += p.dispatch(workCtx, now, p.maxConcurrent-inflight, &wg, done)
+		if next := p.nextWake(now); next.IsZero() {
+			timer.Stop()
+		} else {
+			timer.Reset(next.Sub(now))
+		}
+		select {
+		case <-ctx.Done():
+			cancel()
+			wg.Wait()
+			for ; inflight > 0; inflight-- {
+				p.finish(<-done, p.now(), true)
+			}
+			p.countJobs()
+			return nil
+		case <-p.wake:
+			p.absorb(ctx, p.now())
+		case out := <-done:
+			inflight--
+			p.finish(out, p.now(), false)
+		case <-timer.C:
+		}
+	}
+}
+
+// absorb takes the events Notify collected, looks up the registrations that
+// want each mailbox, and folds the events into their jobs. On a store error
+// the events are put back and looked up again after a backoff.
+func (p *Pusher) absorb(ctx context.Context, now time.Time) {
+	p.mu.Lock()
+	batch := p.events
+	p.events = map[eventKey]eventState{}
+	p.resolving = len(batch)
+	p.mu.Unlock()
+
+	byUser := map[string]map[string]eventState{}
+	for k, st := range batch {
+		if byUser[k.user] == nil {
+			byUser[k.user] = map[string]eventState{}
+		}
+		byUser[k.user][k.mailbox] = st
+	}
+	failed := false
+	for user, mailboxes := range byUser {
+		regs, err := p.store.Registrations(ctx, user)
+		if err != nil {
+			failed = true
+			p.putBack(user, mailboxes)
+			if ctx.Err() == nil {
+				p.logger.ErrorContext(ctx, "cannot look up registrations; will try again", "user", user, "error", err)
+			}
+			continue
+		}
+		for _, reg := range regs {
+			var st eventState
+			matched := false
+			for mailbox, es := range mailboxes {
+				if reg.HasMailbox(mailbox) {
+					st.merge(es)
+					matched = true
+				}
+			}
+			if matched {
+				p.schedule(reg, st, now)
+			}
+		}
+	}
+	if failed && ctx.Err() == nil {
+		p.storeErrors++
+		p.storeRetryAt = now.Add(p.backoff(p.storeErrors))
+	} else if !failed {
+		p.storeErrors = 0
+	}
+	p.countJobs()
+}
+
+func (p *Pusher) putBack(user string, mailboxes map[string]eventState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for mailbox, st := range mailboxes {
+		k := eventKey{user, mailbox}
+		cur := p.events[k]
+		cur.merge(st)
+		p.events[k] = cur
+	}
+}
+
+// schedule folds events st into the job of reg: new mail is due at once,
+// a change ChangeDelay after the latest change unless new mail is already
+// waiting. A job in flight is marked to go again; a retrying job already
+// covers the events, but its notification gets a fresh expiration.
+func (p *Pusher) schedule(reg store.Registration, st eventState, now time.Time) {
+	k := jobKey{reg.User, reg.DeviceToken}
+	j := p.jobs[k]
+	if j == nil {
+		j = &job{}
+		p.jobs[k] = j
+	}
+	j.reg = reg
+	switch {
+	case j.running:
+		j.again = true
+		j.againNew = j.againNew || st.isNew
+		if st.changedAt.After(j.againAt) {
+			j.againAt = st.changedAt
+		}
+	case j.attempt > 0:
+		j.expires = now.Add(p.expiration)
+	default:
+		p.setDue(j, st.isNew, st.changedAt, now)
+	}
+}
+
+func (p *Pusher) setDue(j *job, isNew bool, changedAt, now time.Time) {
+	switch {
+	case isNew:
+		j.urgent, j.due = true, now
+	case !j.urgent:
+		if due := changedAt.Add(p.changeDelay); due.After(j.due) {
+			j.due = due
+		}
+	}
+}
+
+// dispatch starts workers for due jobs, earliest first, at most free of them,
+// and returns how many it started.
+func (p *Pusher) dispatch(ctx context.Context, now time.Time, free int, wg *sync.WaitGroup, done chan<- outcome) int {
+	if free <= 0 {
+		return 0
+	}
+	var due []jobKey
+	for k, j := range p.jobs {
+		if !j.running && !j.due.After(now) {
+			due = append(due, k)
+		}
+	}
+	slices.SortFunc(due, func(a, b jobKey) int { return p.jobs[a].due.Compare(p.jobs[b].due) })
+	started := 0
+	for _, k := range due[:min(free, len(due))] {
+		j := p.jobs[k]
+		if j.attempt == 0 {
+			j.expires = now.Add(p.expiration)
+		}
+		j.running, j.urgent = true, false
+		reg, n := j.reg, p.notification(j.reg, j.expires)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done <- outcome{k, p.pushOnce(ctx, reg, n)}
+		}()
+		started++
+	}
+	return started
+}
+
+// finish applies a worker's outcome to its job. At shutdown, a push cut
+// short by the cancelled context is left due, to be sent by a later Run.
+func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
+	j := p.jobs[out.key]
+	if j == nil {
+		return
+	}
+	j.running = false
+	res := out.res
+	log := p.logger.With("user", res.User, "token", shortToken(res.DeviceToken), "account", res.AccountID)
+	switch {
+	case shutdown && res.Err != nil:
+		j.due = now
+	case res.Action == Pruned:
+		// DeleteToken removed the token for every user: forget all its jobs.
+		for k, other := range p.jobs {
+			if k.token == out.key.token && !other.running {
+				delete(p.jobs, k)
+			}
+		}
+	case res.Action == Retry:
+		j.attempt++
+		next := now.Add(p.backoff(j.attempt))
+		if next.After(j.expires) {
+			log.ErrorContext(context.Background(), "giving up: notification expired before APNs accepted it",
+				"status", res.Outcome(), "attempts", j.attempt)
+			p.done(out.key, j, now)
+			break
+		}
+		j.due = next // events that came in flight ride on the retry
+		j.again, j.againNew, j.againAt = false, false, time.Time{}
+	default: // Delivered, Rejected
+		p.done(out.key, j, now)
+	}
+	p.countJobs()
+}
+
+// done ends the current notification of j: the job goes away unless events
+// came in while it was in flight, in which case they are scheduled afresh.
+func (p *Pusher) done(k jobKey, j *job, now time.Time) {
+	j.attempt = 0
+	if !j.again {
+		delete(p.jobs, k)
+		return
+	}
+	isNew, at := j.againNew, j.againAt
+	j.again, j.againNew, j.againAt = false, false, time.Time{}
+	j.urgent, j.due = false, time.Time{}
+	p.setDue(j, isNew, at, now)
+}
+
+// nextWake is the earliest future time Run must wake for: a job becoming due
+// or a store retry. Jobs already due but waiting for a free worker are
+// started when a worker finishes, so they need no timer.
+func (p *Pusher) nextWake(now time.Time) time.Time {
+	var next time.Time
+	earliest := func(t time.Time) {
+		if t.After(now) && (next.IsZero() || t.Before(next)) {
+			next = t
+		}
+	}
+	for _, j := range p.jobs {
+		if !j.running {
+			earliest(j.due)
+		}
+	}
+	earliest(p.storeRetryAt) // zero (no retry) is never after now
+	return next
+}
+
+// backoff is the delay before retry number attempt (1, 2, ...): RetryBase
+// doubled per attempt, capped at RetryMax, with "equal jitter" (a random
+// point in the upper half) so that many devices do not retry in lockstep.
+func (p *Pusher) backoff(attempt int) time.Duration {
+	d := p.retryMax
+	if attempt < 32 {
+		if b := p.retryBase << (attempt - 1); b > 0 && b < d {
+			d = b
+		}
+	}
+	half := d / 2
+	return half + rand.N(d-half+1)
+}
+
+func (p *Pusher) countJobs() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.resolving = 0
+	p.jobCount = len(p.jobs)
+}
