@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/config"
+	"github.com/xapsproxy/xapsproxy/internal/testlog"
 	"github.com/xapsproxy/xapsproxy/internal/testpki"
 	"github.com/xapsproxy/xapsproxy/store"
 )
@@ -237,41 +238,8 @@ func login(t *testing.T, client, backend *lineConn, user string) {
 	client.expect("l1 OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT LITERAL+ NOTIFY XAPPLEPUSHSERVICE] Logged in")
 }
 
-// testLogger logs at debug level into the test log, and fails the test if a
-// password or authentication payload used by the tests ever shows up.
+// testLogger fails the test if a password or SASL payload used by the
+// tests ever shows up in the log: "secret" and "\x00alice\x00secret".
 func testLogger(t *testing.T) *slog.Logger {
-	w := &testLogWriter{t: t}
-	t.Cleanup(w.finish) // registered first, so it runs after all other cleanups
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
-
-// secrets never to be logged: the test passwords and a SASL PLAIN payload.
-var secrets = []string{"secret", "alicepw", "masterpw", "AGFsaWNlAHNlY3JldA=="}
-
-type testLogWriter struct {
-	t    *testing.T
-	mu   sync.Mutex
-	done bool
-	all  strings.Builder
-}
-
-func (w *testLogWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.all.Write(p)
-	if !w.done {
-		w.t.Log(strings.TrimSuffix(string(p), "\n"))
-	}
-	return len(p), nil
-}
-
-func (w *testLogWriter) finish() {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	w.done = true
-	for _, s := range secrets {
-		if strings.Contains(w.all.String(), s) {
-			w.t.Errorf("a secret (%q) was logged", s)
-		}
-	}
+	return testlog.New(t, "secret", "AGFsaWNlAHNlY3JldA==")
 }

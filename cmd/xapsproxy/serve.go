@@ -20,8 +20,11 @@ import (
 	"github.com/xapsproxy/xapsproxy/watch"
 )
 
-// shutdownGrace is how long sessions get to end after SIGTERM.
-const shutdownGrace = 10 * time.Second
+// Shutdown waits: for sessions to end after SIGTERM, and for queued pushes.
+const (
+	shutdownGrace    = 10 * time.Second
+	pushDrainTimeout = 5 * time.Second
+)
 
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	fs := newFlags("serve")
@@ -180,10 +183,12 @@ func (a *app) run(ctx context.Context) error {
 		serve(func() error { return a.admin.Serve(a.adminLn) })
 		a.log.Info("admin listening", "addr", a.adminLn.Addr().String())
 	}
-	bg, stopBackground := context.WithCancel(context.WithoutCancel(ctx))
-	var background sync.WaitGroup
-	background.Go(func() { a.watch.Run(bg) })
-	background.Go(func() { a.pusher.Run(bg) })
+	// Watchers and the pusher outlive ctx for an orderly shutdown below.
+	watchCtx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
+	pushCtx, stopPush := context.WithCancel(context.WithoutCancel(ctx))
+	var watching, pushing sync.WaitGroup
+	watching.Go(func() { a.watch.Run(watchCtx) })
+	pushing.Go(func() { a.pusher.Run(pushCtx) })
 
 	var err error
 	select {
@@ -201,9 +206,30 @@ func (a *app) run(ctx context.Context) error {
 		a.admin.Shutdown(sctx)
 	}
 	serving.Wait()
-	stopBackground()
-	background.Wait()
+	stopWatch()
+	watching.Wait()
+	// The watchers stored the mailbox state behind every event they reported,
+	// so a push still queued now would be missed after a restart: give the
+	// pusher a moment to send it.
+	drain(a.pusher, pushDrainTimeout)
+	stopPush()
+	pushing.Wait()
 	return err
+}
+
+// drain waits until the pusher has nothing left to send, or timeout.
+func drain(p *push.Pusher, timeout time.Duration) {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for p.Pending() > 0 {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
+			return
+		}
+	}
 }
 
 // close releases what newApp opened; listeners already closed by Shutdown

@@ -1,0 +1,143 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/BurntSushi/toml"
+)
+
+const minimal = `
+[proxy]
+listen_tls = "127.0.0.1:993"
+cert_file = "cert.pem"
+key_file = "key.pem"
+[backend]
+address = "127.0.0.1:143"
+[watch]
+master_user = "xaps"
+master_password = "pw"
+[apns]
+certificate_file = "apns.pem"
+`
+
+func TestMinimalAndDefaults(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse(minimal, "/etc/xapsproxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Proxy:   Proxy{ListenTLS: "127.0.0.1:993", CertFile: "/etc/xapsproxy/cert.pem", KeyFile: "/etc/xapsproxy/key.pem"},
+		Backend: Backend{Address: "127.0.0.1:143", TLS: "none"},
+		Watch:   Watch{Auth: "master", MasterUser: "xaps", MasterPassword: "pw", MasterSeparator: "*", Mode: "auto"},
+		APNS:    APNS{CertificateFile: "/etc/xapsproxy/apns.pem", Endpoint: "production"},
+		Store:   Store{Path: "/etc/xapsproxy/xapsproxy.db"},
+		Admin:   Admin{Listen: "127.0.0.1:9143"},
+	}
+	if !reflect.DeepEqual(*cfg, want) {
+		t.Errorf("got  %+v\nwant %+v", *cfg, want)
+	}
+	if got := cfg.APNS.EndpointURL(); got != "https://api.push.apple.com" {
+		t.Errorf("EndpointURL = %s", got)
+	}
+}
+
+func TestErrorsNameTheKey(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, replace, with, want string
+	}{
+		{"unknown key", `[backend]`, "[backend]\nadress = \"x\"", "unknown key backend.adress"},
+		{"unknown section", `[backend]`, "[bakend]\naddress = \"x\"\n[backend]", "unknown key bakend"},
+		{"wrong type", `address = "127.0.0.1:143"`, `address = 143`, "line 7"},
+		{"no listener", `listen_tls = "127.0.0.1:993"`, ``, "proxy.listen_tls: set listen_tls and/or listen_starttls"},
+		{"bad listener", `listen_tls = "127.0.0.1:993"`, `listen_tls = "993"`, `proxy.listen_tls: "993" is not host:port`},
+		{"no cert", `cert_file = "cert.pem"`, ``, "proxy.cert_file: required"},
+		{"no backend", `address = "127.0.0.1:143"`, ``, "backend.address: required"},
+		{"bad backend tls", `address = "127.0.0.1:143"`, "address = \"127.0.0.1:143\"\ntls = \"yes\"", `backend.tls: "yes" is not one of none, starttls, implicit`},
+		{"ca without tls", `address = "127.0.0.1:143"`, "address = \"127.0.0.1:143\"\nca_file = \"ca.pem\"", `backend.tls: ca_file and server_name need tls = "starttls" or "implicit"`},
+		{"captured", `master_user = "xaps"`, "auth = \"captured\"", `watch.auth: "captured" is not available in this version`},
+		{"no master password", `master_password = "pw"`, ``, "watch.master_password: required"},
+		{"both passwords", `master_password = "pw"`, "master_password = \"pw\"\nmaster_password_file = \"pwfile\"", "watch.master_password: set master_password or master_password_file, not both"},
+		{"missing password file", `master_password = "pw"`, `master_password_file = "nonexistent"`, "watch.master_password_file: open"},
+		{"bad mode", `master_password = "pw"`, "master_password = \"pw\"\nmode = \"poll\"", `watch.mode: "poll" is not one of auto, notify, idle`},
+		{"no apns", `certificate_file = "apns.pem"`, ``, "apns.certificate_file: required"},
+		{"token without topic", `certificate_file = "apns.pem"`, "token_key_file = \"k.p8\"\nkey_id = \"K\"\nteam_id = \"T\"", "apns.topic: required with token_key_file"},
+		{"both credentials", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\ntoken_key_file = \"k.p8\"", "apns.certificate_file: set certificate_file or token_key_file, not both"},
+		{"bad endpoint", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nendpoint = \"http://x\"", `apns.endpoint: "http://x" is not production, development or an https:// URL`},
+		{"bad admin", `[apns]`, "[admin]\nlisten = \"nope\"\n[apns]", `admin.listen: "nope" is not host:port`},
+	}
+	for _, tt := range tests {
+		doc := strings.Replace(minimal, tt.replace, tt.with, 1)
+		if doc == minimal {
+			t.Fatalf("%s: %q not in the document", tt.name, tt.replace)
+		}
+		_, err := Parse(doc, t.TempDir())
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: err = %v, want it to contain %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+func TestMasterPasswordFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "pw"), []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Replace(minimal, `master_password = "pw"`, `master_password_file = "pw"`, 1)
+	cfg, err := Parse(doc, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Watch.MasterPassword != "s3cret" {
+		t.Errorf("password %q", cfg.Watch.MasterPassword)
+	}
+}
+
+// config.example.toml documents every key, and nothing else, and parses.
+func TestExampleFile(t *testing.T) {
+	t.Parallel()
+	data, err := os.ReadFile("../config.example.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]map[string]any
+	if _, err := toml.Decode(string(data), &doc); err != nil {
+		t.Fatal(err)
+	}
+	var inExample, inStruct []string
+	for section, keys := range doc {
+		for key := range keys {
+			inExample = append(inExample, section+"."+key)
+		}
+	}
+	ct := reflect.TypeFor[Config]()
+	for i := range ct.NumField() {
+		sf := ct.Field(i)
+		for j := range sf.Type.NumField() {
+			inStruct = append(inStruct, sf.Tag.Get("toml")+"."+sf.Type.Field(j).Tag.Get("toml"))
+		}
+	}
+	slices.Sort(inExample)
+	slices.Sort(inStruct)
+	if !slices.Equal(inExample, inStruct) {
+		t.Errorf("config.example.toml has keys\n%v\nthe Config type has\n%v", inExample, inStruct)
+	}
+
+	// With its password file in place, the example is a valid configuration.
+	dir := t.TempDir()
+	pwFile := filepath.Join(dir, "master-password")
+	if err := os.WriteFile(pwFile, []byte("pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	example := strings.Replace(string(data), "/etc/xapsproxy/master-password", pwFile, 1)
+	if _, err := Parse(example, dir); err != nil {
+		t.Errorf("config.example.toml: %v", err)
+	}
+}
