@@ -28,7 +28,8 @@ const (
 	dialTimeout         = 15 * time.Second
 	commandTimeout      = time.Minute
 	storeTimeout        = 10 * time.Second
-	healthyAfter        = time.Minute // a session this old resets the backoff
+	healthyAfter        = time.Minute     // a session this old resets the backoff
+	resyncInterval      = 5 * time.Minute // how often every user is converged again
 )
 
 // Options configures a Manager.
@@ -106,19 +107,15 @@ func (m *Manager) Run(ctx context.Context) error {
 		}
 	}()
 
-	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	users, err := m.opts.Store.Users(sctx)
-	cancel()
-	if err != nil {
-		m.log.Error("cannot list registered users; watching only new registrations", "err", err)
-	}
-	for _, u := range users {
-		m.Sync(u)
-	}
+	resync := time.NewTicker(resyncInterval)
+	defer resync.Stop()
+	m.syncAll(ctx, watchers)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-resync.C:
+			m.syncAll(ctx, watchers)
 		case <-m.wake:
 		}
 		m.mu.Lock()
@@ -128,6 +125,24 @@ func (m *Manager) Run(ctx context.Context) error {
 		for user := range dirty {
 			m.converge(ctx, watchers, user)
 		}
+	}
+}
+
+// syncAll marks every stored user and every watched user for converging: at
+// startup, and now and then to catch changes made outside this process (such
+// as `xapsproxy registrations delete`).
+func (m *Manager) syncAll(ctx context.Context, watchers map[string]*watcher) {
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	users, err := m.opts.Store.Users(sctx)
+	cancel()
+	if err != nil {
+		m.log.Error("cannot list registered users", "err", err)
+	}
+	for u := range watchers {
+		users = append(users, u)
+	}
+	for _, u := range users {
+		m.Sync(u)
 	}
 }
 

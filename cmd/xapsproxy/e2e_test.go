@@ -49,6 +49,7 @@ type stack struct {
 	apns    *apnstest.Server
 	ca      *testpki.CA
 	cfg     *config.Config
+	cfgPath string
 
 	app  *app
 	stop func()
@@ -95,7 +96,7 @@ listen = "127.0.0.1:0"
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{t: t, dovecot: d, apns: fake, ca: ca, cfg: cfg}
+	s := &stack{t: t, dovecot: d, apns: fake, ca: ca, cfg: cfg, cfgPath: path}
 	t.Cleanup(func() {
 		if s.stop != nil {
 			s.stop()
@@ -341,4 +342,17 @@ func TestEndToEndServerError(t *testing.T) {
 	if err != nil || len(regs) != 1 || regs[0].Renewed.Before(before) {
 		t.Fatalf("registrations %+v, %v", regs, err)
 	}
+}
+
+// The watcher reconnects after a backend outage and pushes what arrived.
+func TestEndToEndBackendRestart(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.start()
+	s.connect().loginAndRegister(v2Line, "2")
+	s.waitWatching()
+	s.dovecot.Stop(t)
+	s.dovecot.Restart(t)
+	s.deliver("after the outage")
+	s.expectPushes(1, v2Token, v2Account)
 }

@@ -1,0 +1,56 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// The operator commands, run against the same configuration as a live proxy.
+func TestOperatorCommands(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.start()
+	s.connect().loginAndRegister(v2Line, "2")
+
+	cmd := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(t.Context(), args, &out, &out)
+		return out.String(), err
+	}
+
+	out, err := cmd("check", "-config", s.cfgPath, "-user", "alice")
+	if err != nil {
+		t.Fatalf("check: %v\n%s", err, out)
+	}
+	for _, want := range []string{"topic " + topic, "reachable", "master login as alice*master: ok", "backend offers IDLE: ok"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("check output lacks %q:\n%s", want, out)
+		}
+	}
+
+	out, err = cmd("registrations", "-config", s.cfgPath, "list")
+	if err != nil || !strings.Contains(out, "alice") || !strings.Contains(out, v2Token) || !strings.Contains(out, "INBOX,Notes") || !strings.Contains(out, "1 registrations") {
+		t.Errorf("registrations list: %v\n%s", err, out)
+	}
+
+	out, err = cmd("push", "-config", s.cfgPath, "-user", "alice")
+	if err != nil || !strings.Contains(out, "200 (delivered)") {
+		t.Errorf("push: %v\n%s", err, out)
+	}
+	if r := s.apns.WaitRequests(t, 1, waitTimeout)[0]; r.Token != v2Token || r.AccountID != v2Account {
+		t.Errorf("test push went to %s / %s", r.Token, r.AccountID)
+	}
+
+	out, err = cmd("registrations", "-config", s.cfgPath, "delete", "alice", strings.ToUpper(v2Token))
+	if err != nil || !strings.Contains(out, "deleted") {
+		t.Errorf("registrations delete: %v\n%s", err, out)
+	}
+	out, err = cmd("registrations", "-config", s.cfgPath)
+	if err != nil || !strings.Contains(out, "0 registrations") {
+		t.Errorf("registrations after delete: %v\n%s", err, out)
+	}
+	if _, err := cmd("push", "-config", s.cfgPath, "-user", "alice"); err == nil || !strings.Contains(err.Error(), "no registered devices") {
+		t.Errorf("push without devices: %v", err)
+	}
+}
