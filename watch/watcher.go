@@ -189,6 +189,8 @@ func (m *Manager) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.C
 			},
 		},
 	}
+	// dctx bounds the whole setup: dial, TLS, greeting. Closing the
+	// connection is what interrupts imapclient, which takes no context.
 	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
 	defer cancel()
 	var d net.Dialer
@@ -196,6 +198,8 @@ func (m *Manager) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.C
 	if err != nil {
 		return nil, fmt.Errorf("dial backend: %w", err)
 	}
+	stop := context.AfterFunc(dctx, func() { conn.Close() })
+	defer stop()
 	var c *imapclient.Client
 	switch b.TLS {
 	case config.BackendTLSImplicit:
@@ -212,9 +216,13 @@ func (m *Manager) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.C
 	default:
 		c = imapclient.New(conn, opts)
 	}
-	if err := timed(c, c.WaitGreeting); err != nil {
+	if err := c.WaitGreeting(); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("backend greeting: %w", err)
+	}
+	if !stop() {
+		c.Close()
+		return nil, fmt.Errorf("backend greeting: %w", context.Cause(dctx))
 	}
 	return c, nil
 }
@@ -228,6 +236,8 @@ func (m *Manager) Probe(ctx context.Context, user string) ([]string, error) {
 		return nil, err
 	}
 	defer c.Close()
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	defer stop()
 	if user != "" {
 		if err := m.login(c, user); err != nil {
 			return nil, err

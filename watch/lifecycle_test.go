@@ -1,0 +1,254 @@
+package watch_test
+
+// Backend outages, shutdown, and what gets logged.
+
+import (
+	"context"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/xapsproxy/xapsproxy/config"
+	"github.com/xapsproxy/xapsproxy/internal/testlog"
+	"github.com/xapsproxy/xapsproxy/store"
+	"github.com/xapsproxy/xapsproxy/watch"
+)
+
+// After Dovecot goes away and comes back, the watcher reconnects by itself
+// and reports new mail again.
+func TestReconnectsAfterBackendOutage(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	e.register("alice", 1, "INBOX")
+	e.run()
+	base := e.waitBaseline("alice", "INBOX")
+	e.waitSessions("alice", 1)
+
+	e.d.Stop(t)
+	e.d.Restart(t)
+	e.waitSessions("alice", 1) // the watcher is back
+	e.deliver("alice")
+	wantEvents(t, e.rec.wait(t, 1), newEvent("alice", "INBOX"))
+	e.waitState("alice", "INBOX", store.MailboxState{UIDValidity: base.UIDValidity, UIDNext: base.UIDNext + 1})
+	wantEvents(t, e.rec.snapshot(), newEvent("alice", "INBOX"))
+}
+
+// Mail delivered as soon as Dovecot is back, usually before the watcher has
+// reconnected (its backoff is 0.5-1 s here), is reported exactly once: by
+// the catch-up or by IDLE, never by both.
+func TestMailRightAfterRestartReportedOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *watch.Options) { o.MinBackoff, o.MaxBackoff = time.Second, time.Second })
+	e.register("alice", 1, "INBOX")
+	e.run()
+	base := e.waitBaseline("alice", "INBOX")
+	e.waitSessions("alice", 1)
+
+	e.d.Stop(t)
+	e.d.Restart(t)
+	e.deliver("alice")
+	wantEvents(t, e.rec.wait(t, 1), newEvent("alice", "INBOX"))
+	e.waitState("alice", "INBOX", store.MailboxState{UIDValidity: base.UIDValidity, UIDNext: base.UIDNext + 1})
+
+	// Another delivery is a barrier: a duplicate for the first message would
+	// come before its event.
+	e.deliver("alice")
+	e.rec.wait(t, 2)
+	e.waitState("alice", "INBOX", store.MailboxState{UIDValidity: base.UIDValidity, UIDNext: base.UIDNext + 2})
+	wantEvents(t, e.rec.snapshot(), newEvent("alice", "INBOX"), newEvent("alice", "INBOX"))
+}
+
+// A backend that is down when the manager starts is retried until it is
+// up; nothing is lost meanwhile.
+func TestBackendDownAtStart(t *testing.T) {
+	t.Parallel()
+	var logs *lockedBuilder
+	e := newEnv(t, func(o *watch.Options) { o.Logger, logs = newLogCapture(o.Logger) })
+	cur := e.status("alice", "INBOX")
+	e.setState("alice", "INBOX", cur)
+	e.register("alice", 1, "INBOX")
+	e.d.Stop(t)
+	e.run()
+	eventually(t, "three failed connection attempts", func() bool {
+		return strings.Count(logs.String(), "connection refused") >= 3
+	})
+	e.d.Restart(t)
+	e.deliver("alice")
+	wantEvents(t, e.rec.wait(t, 1), newEvent("alice", "INBOX"))
+	e.waitState("alice", "INBOX", store.MailboxState{UIDValidity: cur.UIDValidity, UIDNext: cur.UIDNext + 1})
+}
+
+// Run returns promptly when its context is cancelled, closes every backend
+// session and leaves no goroutine behind. Not parallel: it counts the
+// process's goroutines.
+func TestRunStopsPromptlyWithoutLeaks(t *testing.T) {
+	e := newEnv(t, func(o *watch.Options) { o.PollInterval = 100 * time.Millisecond })
+	e.createMailbox("bob", "Notes")
+	e.register("alice", 1, "INBOX")
+	e.register("bob", 2, "INBOX", "Notes")
+	before := runtime.NumGoroutine()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- e.m.Run(ctx) }()
+	e.waitBaseline("alice", "INBOX")
+	e.waitBaseline("bob", "Notes")
+	e.deliver("alice")
+	e.rec.wait(t, 1)
+	e.waitSessions("alice", 1)
+	e.waitSessions("bob", 1)
+
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run returned %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5s of its context being cancelled")
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Run took %v to return after cancel, want well under a second", took)
+	}
+	eventually(t, "the goroutine count to drop back", func() bool { return runtime.NumGoroutine() <= before })
+	e.waitSessions("alice", 0)
+	e.waitSessions("bob", 0)
+}
+
+// Cancelling Run while a watcher waits out a long reconnect backoff does not
+// wait for the backoff.
+func TestRunStopsDuringBackoff(t *testing.T) {
+	t.Parallel()
+	logger, logs := newLogCapture(testlog.New(t, "masterpw"))
+	st := openStore(t)
+	m := watch.New(watch.Options{
+		Store:      st,
+		Notifier:   &recorder{},
+		Backend:    config.Backend{Address: closedAddr(t)},
+		Watch:      masterLogin("master", "masterpw"),
+		MinBackoff: time.Hour,
+		MaxBackoff: time.Hour,
+		Logger:     logger,
+	})
+	e := &env{t: t, st: st, m: m}
+	e.register("alice", 1, "INBOX")
+	e.run()
+	eventually(t, "the watcher to back off", func() bool { return strings.Contains(logs.String(), "reconnecting") })
+	start := time.Now()
+	e.stop()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Run took %v to return after cancel, want well under a second", took)
+	}
+}
+
+// Cancelling Run while a watcher waits for the backend's greeting (the
+// backend accepted the connection but is too busy to greet, as Dovecot is
+// when all its login processes are taken) returns promptly.
+func TestRunStopsWhileBackendDoesNotGreet(t *testing.T) {
+	t.Parallel()
+	b := startSilentBackend(t)
+	st := openStore(t)
+	m := watch.New(watch.Options{
+		Store:      st,
+		Notifier:   &recorder{},
+		Backend:    config.Backend{Address: b.l.Addr().String()},
+		Watch:      masterLogin("master", "masterpw"),
+		MinBackoff: 50 * time.Millisecond,
+		MaxBackoff: 500 * time.Millisecond,
+		Logger:     testlog.New(t, "masterpw"),
+	})
+	if err := st.Register(context.Background(), registration("alice", 1, "INBOX")); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	eventually(t, "the watcher to connect", func() bool { return b.accepted() > 0 })
+
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Errorf("Run has not returned 2s after its context was cancelled: the watcher still waits for the greeting")
+		b.close() // unblocks it
+		<-done
+	}
+}
+
+// Probe gives up when its context ends, also while it waits for the greeting.
+func TestProbeHonoursContextWhileBackendDoesNotGreet(t *testing.T) {
+	t.Parallel()
+	b := startSilentBackend(t)
+	m := watch.New(watch.Options{
+		Backend: config.Backend{Address: b.l.Addr().String()},
+		Watch:   masterLogin("master", "masterpw"),
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := m.Probe(ctx, "alice"); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Error("Probe of a backend that never greets succeeded")
+		}
+	case <-time.After(2 * time.Second):
+		t.Errorf("Probe has not returned 2s after its context (200ms timeout) ended: it still waits for the greeting")
+		b.close()
+		<-done
+	}
+}
+
+// The master password never reaches the log, neither in normal operation
+// nor in the login failures that are logged.
+func TestMasterPasswordNeverLogged(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	logger, logs := newLogCapture(e.log)
+
+	// A working watcher, all the way to an event.
+	opts := e.options()
+	opts.Logger = logger
+	e.m = watch.New(opts)
+	e.register("alice", 1, "INBOX")
+	e.run()
+	e.waitBaseline("alice", "INBOX")
+	e.deliver("alice")
+	e.rec.wait(t, 1)
+
+	// A watcher whose master password is refused keeps logging its failure.
+	bad := e.options()
+	bad.Logger = logger
+	bad.Store = openStore(t)
+	bad.Watch = masterLogin("master", "wrongpw")
+	be := &env{t: t, st: bad.Store, m: watch.New(bad)}
+	be.register("alice", 1, "INBOX")
+	be.run()
+	eventually(t, "two failed logins to be logged", func() bool {
+		return strings.Count(logs.String(), "log in as alice*master") >= 2
+	})
+	be.stop()
+	e.stop()
+
+	all := logs.String()
+	if !strings.Contains(all, "new mail") {
+		t.Errorf("the log lacks the new mail line; captured:\n%s", all)
+	}
+	for _, secret := range []string{"masterpw", "wrongpw"} {
+		if strings.Contains(all, secret) {
+			t.Errorf("the log contains the password %q:\n%s", secret, all)
+		}
+	}
+}
+
+func registration(user string, tok int, mailboxes ...string) store.Registration {
+	now := time.Now()
+	return store.Registration{
+		User: user, DeviceToken: token(tok), AccountID: "ACCOUNT-" + user,
+		Subtopic: "com.apple.mobilemail", Mailboxes: mailboxes, Version: 2,
+		Topic: "com.apple.mail.XServer.test", Registered: now, Renewed: now,
+	}
+}
