@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -32,6 +33,14 @@ type Proxy struct {
 	ListenSTARTTLS string `toml:"listen_starttls"` // plain IMAP with STARTTLS, e.g. ":143"; "" = off
 	CertFile       string `toml:"cert_file"`       // PEM certificate chain presented to clients
 	KeyFile        string `toml:"key_file"`        // PEM private key for CertFile
+
+	MaxConnections      int           `toml:"max_connections"`        // client connections at once; 0 = no limit
+	MaxConnectionsPerIP int           `toml:"max_connections_per_ip"` // from one client address; 0 = no limit
+	LoginTimeout        time.Duration `toml:"login_timeout"`          // connect to successful login
+	IdleTimeout         time.Duration `toml:"idle_timeout"`           // client silence after login; >= 30m (RFC 9051)
+	// AllowPlaintextAuth lets clients log in on the STARTTLS listener without
+	// STARTTLS. Only for a loopback listen_starttls (local tools, tests).
+	AllowPlaintextAuth bool `toml:"allow_plaintext_auth"`
 }
 
 // Backend TLS modes.
@@ -101,6 +110,13 @@ type Admin struct {
 
 // Defaults applied to keys the file leaves out.
 const (
+	DefaultMaxConnections      = 10000
+	DefaultMaxConnectionsPerIP = 100
+	DefaultLoginTimeout        = time.Minute
+	DefaultIdleTimeout         = 35 * time.Minute
+	// MinIdleTimeout is RFC 9051 section 5.4's floor for the autologout timer.
+	MinIdleTimeout = 30 * time.Minute
+
 	DefaultBackendTLS      = BackendTLSNone
 	DefaultAuth            = AuthMaster
 	DefaultMasterSeparator = "*"
@@ -128,6 +144,12 @@ func Load(path string) (*Config, error) {
 // resolved against dir.
 func Parse(doc, dir string) (*Config, error) {
 	cfg := &Config{
+		Proxy: Proxy{
+			MaxConnections:      DefaultMaxConnections,
+			MaxConnectionsPerIP: DefaultMaxConnectionsPerIP,
+			LoginTimeout:        DefaultLoginTimeout,
+			IdleTimeout:         DefaultIdleTimeout,
+		},
 		Backend: Backend{TLS: DefaultBackendTLS},
 		Watch:   Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Mode: DefaultMode},
 		APNS:    APNS{Endpoint: DefaultEndpoint},
@@ -138,6 +160,9 @@ func Parse(doc, dir string) (*Config, error) {
 	if err != nil {
 		var perr toml.ParseError
 		if errors.As(err, &perr) {
+			if perr.LastKey != "" {
+				return nil, fmt.Errorf("line %d: %s: %s", perr.Position.Line, perr.LastKey, perr.Message)
+			}
 			return nil, fmt.Errorf("line %d: %s", perr.Position.Line, perr.Message)
 		}
 		return nil, err
@@ -202,7 +227,35 @@ func (p *Proxy) validate() error {
 	if p.KeyFile == "" {
 		return keyError("proxy.key_file", "required with cert_file")
 	}
+	if p.MaxConnections < 0 {
+		return keyError("proxy.max_connections", "must not be negative (0 = no limit)")
+	}
+	if p.MaxConnectionsPerIP < 0 {
+		return keyError("proxy.max_connections_per_ip", "must not be negative (0 = no limit)")
+	}
+	if p.LoginTimeout <= 0 {
+		return keyError("proxy.login_timeout", "must be positive, e.g. \"60s\"")
+	}
+	if p.IdleTimeout < MinIdleTimeout {
+		return keyError("proxy.idle_timeout", "%v is below 30m: clients may stay silent that long in IDLE (RFC 9051 section 5.4)", p.IdleTimeout)
+	}
+	if p.AllowPlaintextAuth && !isLoopback(p.ListenSTARTTLS) {
+		return keyError("proxy.allow_plaintext_auth", "only allowed when listen_starttls is a loopback address")
+	}
 	return nil
+}
+
+// isLoopback reports whether a listen address binds loopback only.
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (b *Backend) validate() error {

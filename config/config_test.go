@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/BurntSushi/toml"
 )
@@ -32,7 +33,8 @@ func TestMinimalAndDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Proxy:   Proxy{ListenTLS: "127.0.0.1:993", CertFile: "/etc/xapsproxy/cert.pem", KeyFile: "/etc/xapsproxy/key.pem"},
+		Proxy: Proxy{ListenTLS: "127.0.0.1:993", CertFile: "/etc/xapsproxy/cert.pem", KeyFile: "/etc/xapsproxy/key.pem",
+			MaxConnections: 10000, MaxConnectionsPerIP: 100, LoginTimeout: time.Minute, IdleTimeout: 35 * time.Minute},
 		Backend: Backend{Address: "127.0.0.1:143", TLS: "none"},
 		Watch:   Watch{Auth: "master", MasterUser: "xaps", MasterPassword: "pw", MasterSeparator: "*", Mode: "auto"},
 		APNS:    APNS{CertificateFile: "/etc/xapsproxy/apns.pem", Endpoint: "production"},
@@ -54,10 +56,14 @@ func TestErrorsNameTheKey(t *testing.T) {
 	}{
 		{"unknown key", `[backend]`, "[backend]\nadress = \"x\"", "unknown key backend.adress"},
 		{"unknown section", `[backend]`, "[bakend]\naddress = \"x\"\n[backend]", "unknown key bakend"},
-		{"wrong type", `address = "127.0.0.1:143"`, `address = 143`, "line 7"},
+		{"wrong type", `address = "127.0.0.1:143"`, `address = 143`, "backend.address"},
 		{"no listener", `listen_tls = "127.0.0.1:993"`, ``, "proxy.listen_tls: set listen_tls and/or listen_starttls"},
 		{"bad listener", `listen_tls = "127.0.0.1:993"`, `listen_tls = "993"`, `proxy.listen_tls: "993" is not host:port`},
 		{"no cert", `cert_file = "cert.pem"`, ``, "proxy.cert_file: required"},
+		{"negative limit", `cert_file = "cert.pem"`, "cert_file = \"cert.pem\"\nmax_connections_per_ip = -1", "proxy.max_connections_per_ip: must not be negative"},
+		{"bad duration", `cert_file = "cert.pem"`, "cert_file = \"cert.pem\"\nlogin_timeout = \"soon\"", `line 5: proxy.login_timeout: invalid duration: "soon"`},
+		{"short idle timeout", `cert_file = "cert.pem"`, "cert_file = \"cert.pem\"\nidle_timeout = \"10m\"", "proxy.idle_timeout: 10m0s is below 30m"},
+		{"plaintext auth in public", `cert_file = "cert.pem"`, "cert_file = \"cert.pem\"\nlisten_starttls = \":143\"\nallow_plaintext_auth = true", "proxy.allow_plaintext_auth: only allowed when listen_starttls is a loopback address"},
 		{"no backend", `address = "127.0.0.1:143"`, ``, "backend.address: required"},
 		{"bad backend tls", `address = "127.0.0.1:143"`, "address = \"127.0.0.1:143\"\ntls = \"yes\"", `backend.tls: "yes" is not one of none, starttls, implicit`},
 		{"ca without tls", `address = "127.0.0.1:143"`, "address = \"127.0.0.1:143\"\nca_file = \"ca.pem\"", `backend.tls: ca_file and server_name need tls = "starttls" or "implicit"`},

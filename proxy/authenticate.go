@@ -12,11 +12,11 @@ import (
 // and LOGIN it notes the user name, from the initial response (RFC 4959) or
 // from the first continuation line; the lines that follow the command are
 // continuation data until the backend completes it.
-func (s *session) forwardAuthenticate(line []byte, tag string) error {
-	d := imapwire.NewDecoder(line, nil)
-	d.Tag()
-	d.SP()
-	d.Atom()
+func (s *session) forwardAuthenticate(line []byte, tag string, rest []byte) error {
+	if s.plaintextRefused() {
+		return s.refuse(tag, rest, privacyRequired)
+	}
+	d := imapwire.NewDecoder(rest, nil)
 	var mech, ir string
 	if d.SP() {
 		mech, _ = d.Atom()
@@ -25,13 +25,8 @@ func (s *session) forwardAuthenticate(line []byte, tag string) error {
 		}
 	}
 	mech = strings.ToUpper(mech)
-	s.mu.Lock()
-	s.authTags[tag] = saslUser(mech, []byte(ir))
-	if ir == "" {
-		s.contMode = &contMode{tag: tag, mech: mech}
-	}
-	s.mu.Unlock()
-	return s.forward(line, tag, nil)
+	c := &command{tag: tag, kind: kindAuth, mech: mech, user: saslUser(mech, []byte(ir))}
+	return s.forward(line, c, nil)
 }
 
 // saslUser returns the user a SASL client response logs in as: for PLAIN the
@@ -42,15 +37,14 @@ func saslUser(mech string, resp []byte) string {
 		return ""
 	}
 	raw := make([]byte, base64.StdEncoding.DecodedLen(len(resp)))
-	n, err := base64.StdEncoding.Decode(raw, resp)
 	defer clear(raw) // may hold a password
+	n, err := base64.StdEncoding.Decode(raw, resp)
 	if err != nil {
 		return ""
 	}
-	raw = raw[:n]
 	switch mech {
 	case "PLAIN":
-		parts := bytes.SplitN(raw, []byte{0}, 3)
+		parts := bytes.SplitN(raw[:n], []byte{0}, 3)
 		if len(parts) != 3 {
 			return ""
 		}
@@ -59,7 +53,7 @@ func saslUser(mech string, resp []byte) string {
 		}
 		return string(parts[1])
 	case "LOGIN":
-		return string(raw)
+		return string(raw[:n])
 	}
 	return ""
 }

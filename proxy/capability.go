@@ -9,25 +9,33 @@ import (
 
 // capPolicy says how a capability list is changed on its way to the client.
 type capPolicy struct {
-	startTLS bool // the client may still upgrade with STARTTLS (offered by the proxy)
-	xaps     bool // authenticated: XAPPLEPUSHSERVICE is answered by the proxy
-	dropCode bool // the list is stale (backend STARTTLS happened): remove the code
+	startTLS      bool // the client may still upgrade with STARTTLS (offered by the proxy)
+	loginDisabled bool // no login before STARTTLS: LOGINDISABLED, no AUTH= (RFC 9051 section 6.2.1)
+	xaps          bool // authenticated: XAPPLEPUSHSERVICE is answered by the proxy
+	dropCode      bool // the list is stale (backend STARTTLS happened): remove the code
 }
 
-// apply edits a list: STARTTLS is the proxy's to offer, XAPPLEPUSHSERVICE the
-// proxy's to answer, and COMPRESS would hide the stream the proxy must read
-// (RFC 4978), so it is never offered.
+// apply edits a list: STARTTLS is the proxy's to offer (and LOGINDISABLED
+// its to say before it), XAPPLEPUSHSERVICE the proxy's to answer, and
+// COMPRESS would hide the stream the proxy must read (RFC 4978), so it is
+// never offered.
 func (p capPolicy) apply(caps []string) []string {
 	out := caps[:0]
 	for _, c := range caps {
 		u := strings.ToUpper(c)
-		if u == "STARTTLS" || u == "XAPPLEPUSHSERVICE" || strings.HasPrefix(u, "COMPRESS=") {
+		switch {
+		case u == "STARTTLS", u == "XAPPLEPUSHSERVICE", strings.HasPrefix(u, "COMPRESS="):
+			continue
+		case p.loginDisabled && (u == "LOGINDISABLED" || strings.HasPrefix(u, "AUTH=")):
 			continue
 		}
 		out = append(out, c)
 	}
 	if p.startTLS {
 		out = append(out, "STARTTLS")
+	}
+	if p.loginDisabled {
+		out = append(out, "LOGINDISABLED")
 	}
 	if p.xaps {
 		out = append(out, "XAPPLEPUSHSERVICE")
@@ -38,7 +46,12 @@ func (p capPolicy) apply(caps []string) []string {
 // editCapabilities applies the session's policy to a response line.
 func (s *session) editCapabilities(line []byte, stale bool) []byte {
 	s.mu.Lock()
-	p := capPolicy{startTLS: !s.clientTLS, xaps: s.authenticated, dropCode: stale}
+	p := capPolicy{
+		startTLS:      !s.clientTLS && !s.authenticated,
+		loginDisabled: !s.clientTLS && !s.authenticated && !s.srv.opts.AllowPlaintextAuth,
+		xaps:          s.authenticated,
+		dropCode:      stale,
+	}
 	s.mu.Unlock()
 	return editCapabilities(line, p)
 }

@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"errors"
 	"io"
-	"net"
-	"slices"
 
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 )
@@ -33,35 +31,38 @@ func (c *capture) Write(p []byte) (int, error) {
 // wipe clears the captured bytes, which may hold a password.
 func (c *capture) wipe() { clear(c.buf) }
 
-// forward sends a command to the backend. line is its first line; literals
+// forward sends command c to the backend. line is its first line; literals
 // and the lines after them are streamed from the client as they come. A
 // synchronizing literal goes on only once the backend sent "+" (which the
 // client also needs to see); if the backend completes the command instead,
 // the client sends no data and neither does the proxy.
-func (s *session) forward(line []byte, tag string, c *capture) error {
-	if tag != "" {
-		s.mu.Lock()
-		s.pending = append(s.pending, tag)
-		s.mu.Unlock()
+func (s *session) forward(line []byte, c *command, capt *capture) error {
+	if err := s.push(c); err != nil {
+		return err
 	}
-	for {
+	for first := true; ; first = false {
 		lit, hasLit := imapwire.LiteralSuffix(line)
-		if c != nil {
-			c.Write(line)
-			if !hasLit && c.finish != nil {
-				c.finish(c.buf)
+		if hasLit && lit.Size > maxPreAuthLiteral {
+			if authenticated, _ := s.authState(); !authenticated {
+				return s.refuseLiteral(c, first && !lit.NonSync)
 			}
 		}
-		var wait *contWait
+		if capt != nil {
+			capt.Write(line)
+			if !hasLit && capt.finish != nil {
+				capt.finish(capt.buf)
+			}
+		}
+		var wait chan bool
 		if hasLit && !lit.NonSync {
-			wait = s.expectContinuation(tag)
+			wait = s.awaitLiteral(c)
 		}
 		if _, err := s.bw.Write(line); err != nil {
 			return err
 		}
 		if !hasLit {
-			if s.cr.Buffered() > 0 {
-				return nil // more pipelined input: flush with it
+			if completeLineBuffered(s.cr) {
+				return nil // the next command is here: flush with it
 			}
 			return s.bw.Flush()
 		}
@@ -70,17 +71,17 @@ func (s *session) forward(line []byte, tag string, c *capture) error {
 				return err
 			}
 			select {
-			case goAhead := <-wait.ch:
+			case goAhead := <-wait:
 				if !goAhead {
 					return nil
 				}
 			case <-s.done:
-				return net.ErrClosed
+				return errClosed
 			}
 		}
 		var dst io.Writer = s.bw
-		if c != nil {
-			dst = io.MultiWriter(s.bw, c)
+		if capt != nil {
+			dst = io.MultiWriter(s.bw, capt)
 		}
 		if _, err := io.CopyN(dst, s.cr, lit.Size); err != nil {
 			return err
@@ -97,12 +98,23 @@ func (s *session) forward(line []byte, tag string, c *capture) error {
 	}
 }
 
-func (s *session) expectContinuation(tag string) *contWait {
-	w := &contWait{tag: tag, ch: make(chan bool, 1)}
+// refuseLiteral turns down a large literal before login, without reading it:
+// a synchronizing literal at the start of a command gets a tagged BAD (the
+// client then sends no data); anything else cannot be skipped cheaply, and
+// part of the command may already be with the backend, so the session ends.
+func (s *session) refuseLiteral(c *command, canRefuse bool) error {
+	if !canRefuse {
+		s.bye("Literal too large before login")
+		return errBadInput
+	}
 	s.mu.Lock()
-	s.contWait = w
+	c.done = true
 	s.mu.Unlock()
-	return w
+	s.finish(c)
+	if err := s.waitDrained(); err != nil {
+		return err
+	}
+	return s.writeClient(c.tag + " BAD Literal too large before login\r\n")
 }
 
 // forwardRaw sends one line of continuation data (IDLE's DONE, an
@@ -114,61 +126,52 @@ func (s *session) forwardRaw(line []byte) error {
 	return s.bw.Flush()
 }
 
-// continuationLine reports whether line is continuation data of a running
-// IDLE or AUTHENTICATE rather than a new command.
-func (s *session) continuationLine(line []byte) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	m := s.contMode
-	if m == nil {
-		return false
-	}
-	if !slices.Contains(s.pending, m.tag) {
-		s.contMode = nil
-		return false
-	}
-	if m.idle {
-		if !bytes.EqualFold(imapwire.TrimCRLF(line), []byte("DONE")) {
-			return false
-		}
-		s.contMode = nil
-		return true
-	}
-	m.lines++
-	if m.lines == 1 {
-		if user := saslUser(m.mech, imapwire.TrimCRLF(line)); user != "" {
-			s.authTags[m.tag] = user
-		}
-	}
-	return true
-}
-
 // backendLoop forwards backend responses to the client until either side
-// closes.
+// closes, or until a draining session has nothing left running.
 func (s *session) backendLoop() error {
 	for {
 		first, err := s.br.ReadSlice('\n')
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return err
 		}
-		if err := s.forwardResponse(first, err == nil); err != nil {
+		done, err := s.forwardResponse(first, err == nil)
+		if err != nil {
 			return err
+		}
+		if done != nil {
+			s.mu.Lock()
+			end := s.draining && !s.busy()
+			s.mu.Unlock()
+			if end {
+				s.bye("Server shutting down")
+				return nil
+			}
 		}
 	}
 }
 
 // forwardResponse forwards one response whose first line (whole, or its
 // first bufio-full chunk) is first: the line itself, then any literals and
-// the lines that follow them.
-func (s *session) forwardResponse(first []byte, whole bool) error {
-	s.observe(first)
+// the lines that follow them. It returns the command the response completed.
+func (s *session) forwardResponse(first []byte, whole bool) (*command, error) {
+	kind, tag, status := classify(first)
+	var done *command
+	switch kind {
+	case respContinuation:
+		s.routePlus()
+	case respTagged:
+		done = s.complete(tag, status)
+	}
 	out := first
-	if whole {
+	if whole && kind != respContinuation {
 		out = s.editCapabilities(first, false)
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
 	lit, hasLit, err := imapwire.CopyLine(s.cw, s.br, out)
+	// Only data responses carry literals; status and continuation lines end
+	// in free text, which may look like one (RFC 9051 resp-text).
+	hasLit = hasLit && kind == respData
 	for err == nil && hasLit {
 		if _, err = io.CopyN(s.cw, s.br, lit.Size); err != nil {
 			break
@@ -176,64 +179,43 @@ func (s *session) forwardResponse(first []byte, whole bool) error {
 		lit, hasLit, err = imapwire.CopyLine(s.cw, s.br, nil)
 	}
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if s.br.Buffered() > 0 {
-		return nil // more responses already here: flush with them
+	if done != nil {
+		// Written, but not yet flushed to the client: a reply of the
+		// proxy's own waiting for this command comes after it, and the
+		// client cannot act on it before the state is up to date.
+		s.finish(done)
 	}
-	return s.cw.Flush()
+	if completeLineBuffered(s.br) {
+		return done, nil // more responses already here: flush with them
+	}
+	return done, s.cw.Flush()
 }
 
-// observe updates the session from a response before the client sees it, so
-// that the client's next command meets the new state.
-func (s *session) observe(line []byte) {
+// Kinds of backend responses.
+const (
+	respData         = iota // untagged data; may carry literals
+	respStatus              // untagged OK, NO, BAD, BYE or PREAUTH
+	respTagged              // completion of a command
+	respContinuation        // "+"
+)
+
+// classify tells what a response is from its first line.
+func classify(line []byte) (kind int, tag, status string) {
 	if len(line) > 0 && line[0] == '+' {
-		s.mu.Lock()
-		if w := s.contWait; w != nil {
-			s.contWait = nil
-			w.ch <- true
-		}
-		s.mu.Unlock()
-		return
+		return respContinuation, "", ""
 	}
-	d := imapwire.NewDecoder(line, nil)
-	tag, ok := d.Tag()
-	if !ok || tag == "*" || !d.SP() {
-		return
-	}
-	status, ok := d.Atom()
+	t, rest, ok := bytes.Cut(imapwire.TrimCRLF(line), []byte(" "))
 	if !ok {
-		return
+		return respData, "", ""
 	}
-	s.completed(tag, status)
-}
-
-// completed records the tagged response of a forwarded command.
-func (s *session) completed(tag, status string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	i := slices.Index(s.pending, tag)
-	if i < 0 {
-		return
+	word, _, _ := bytes.Cut(rest, []byte(" "))
+	switch {
+	case string(t) != "*":
+		return respTagged, string(t), string(word)
+	case isStatus(string(word)):
+		return respStatus, "", string(word)
 	}
-	s.pending = slices.Delete(s.pending, i, i+1)
-	if user, ok := s.authTags[tag]; ok {
-		delete(s.authTags, tag)
-		if equalFold(status, "OK") {
-			s.authenticated = true
-			s.user = user
-			s.log.Info("logged in", "user", user)
-		}
-	}
-	if w := s.contWait; w != nil && w.tag == tag {
-		s.contWait = nil
-		w.ch <- false
-	}
-	if m := s.contMode; m != nil && m.tag == tag {
-		s.contMode = nil
-	}
-	if len(s.pending) == 0 && s.drained != nil {
-		close(s.drained)
-		s.drained = nil
-	}
+	return respData, "", ""
 }

@@ -197,7 +197,12 @@ func (b *fakeBackend) accept(t *testing.T, greeting string) *lineConn {
 // dialTLS connects a client to the proxy's implicit-TLS listener.
 func (e *proxyEnv) dialTLS(t *testing.T) *lineConn {
 	t.Helper()
-	c, err := tls.Dial("tcp", e.tlsAddr, &tls.Config{RootCAs: e.ca.Pool(), ServerName: "127.0.0.1"})
+	return e.dialTLSAt(t, e.tlsAddr)
+}
+
+func (e *proxyEnv) dialTLSAt(t *testing.T, addr string) *lineConn {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: e.ca.Pool(), ServerName: "127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,22 +4,37 @@ import (
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 )
 
+// privacyRequired answers LOGIN and AUTHENTICATE on the STARTTLS listener
+// before STARTTLS (RFC 9051 section 6.2.3, RFC 5530 PRIVACYREQUIRED).
+const privacyRequired = "NO [PRIVACYREQUIRED] Use STARTTLS before logging in"
+
+// plaintextRefused reports whether logging in must wait for STARTTLS.
+func (s *session) plaintextRefused() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.clientTLS && !s.srv.opts.AllowPlaintextAuth
+}
+
 // forwardLogin forwards LOGIN unchanged and notes its user name, so that the
 // session knows who it is once the backend says OK. The password is read only
 // as part of the captured bytes, which are wiped afterwards.
-func (s *session) forwardLogin(line []byte, tag string) error {
-	c := &capture{}
-	c.finish = func(cmd []byte) {
-		user := ""
-		if !c.overflow {
-			user = loginUser(cmd)
+func (s *session) forwardLogin(line []byte, tag string, rest []byte) error {
+	if s.plaintextRefused() {
+		return s.refuse(tag, rest, privacyRequired)
+	}
+	c := &command{tag: tag, kind: kindLogin}
+	capt := &capture{}
+	capt.finish = func(cmd []byte) {
+		if capt.overflow {
+			return
 		}
+		user := loginUser(cmd)
 		s.mu.Lock()
-		s.authTags[tag] = user
+		c.user = user
 		s.mu.Unlock()
 	}
-	defer c.wipe()
-	return s.forward(line, tag, c)
+	defer capt.wipe()
+	return s.forward(line, c, capt)
 }
 
 // loginUser parses `tag LOGIN userid password` (RFC 9051 section 6.2.3) and

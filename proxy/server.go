@@ -13,7 +13,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -26,14 +26,19 @@ import (
 
 // Timeouts and limits of the client-facing side.
 const (
-	handshakeTimeout  = 30 * time.Second // client TLS handshake
-	backendTimeout    = 15 * time.Second // dial, TLS and greeting of the backend
-	registerTimeout   = 10 * time.Second // storing one registration
-	maxLineLength     = 64 << 10         // one command line; Dovecot's imap_max_line_length default
-	maxCaptureLength  = 8 << 10          // LOGIN/AUTHENTICATE bytes kept to learn the user name
-	maxXAPSLiteral    = 1 << 10          // one literal inside XAPPLEPUSHSERVICE
-	maxDiscardLiteral = 64 << 10         // data skipped after a refused command
-	bufferSize        = 4 << 10          // bufio size per direction
+	handshakeTimeout   = 30 * time.Second // client TLS handshake
+	rejectTimeout      = 5 * time.Second  // handshake and BYE for a connection over the limits
+	backendTimeout     = 15 * time.Second // dial, TLS and greeting of the backend
+	registerTimeout    = 10 * time.Second // storing one registration
+	maxLineLength      = 64 << 10         // one command line; Dovecot's imap_max_line_length default
+	maxCaptureLength   = 8 << 10          // LOGIN/AUTHENTICATE bytes kept to learn the user name
+	maxPreAuthLiteral  = 8 << 10          // a literal before login (LOGIN, ID need little)
+	maxXAPSLiteral     = 1 << 10          // one literal inside XAPPLEPUSHSERVICE or ID
+	maxDiscardLiteral  = 64 << 10         // data skipped after a refused command
+	maxPipeline        = 1000             // commands forwarded and not yet answered
+	bufferSize         = 4 << 10          // bufio size per direction
+	defaultLoginTimout = time.Minute
+	defaultIdleTimeout = 35 * time.Minute
 )
 
 // Options configures a Server. The zero value of each field is noted.
@@ -50,6 +55,19 @@ type Options struct {
 	// Register durably stores a registration; the device gets its OK only
 	// after it returns nil. Required.
 	Register func(ctx context.Context, r store.Registration) error
+
+	// MaxConnections and MaxConnectionsPerIP bound the client connections,
+	// in all and per client address; 0 means no limit.
+	MaxConnections, MaxConnectionsPerIP int
+	// LoginTimeout is the time from connecting to a successful login; 0
+	// means one minute.
+	LoginTimeout time.Duration
+	// IdleTimeout ends a logged-in session whose client has been silent
+	// this long while no command (other than IDLE) runs; 0 means 35 minutes.
+	IdleTimeout time.Duration
+	// AllowPlaintextAuth allows LOGIN and AUTHENTICATE before STARTTLS.
+	AllowPlaintextAuth bool
+
 	// Logger receives connection logs; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -58,8 +76,10 @@ type Options struct {
 
 // Server accepts client connections and runs one session for each.
 type Server struct {
-	opts Options
-	log  *slog.Logger
+	opts         Options
+	log          *slog.Logger
+	loginTimeout time.Duration
+	idleTimeout  time.Duration
 
 	ctx    context.Context // cancelled by Shutdown after the grace period
 	cancel context.CancelFunc
@@ -67,8 +87,9 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
+	perIP     map[string]int
 	closing   bool
-	wg        sync.WaitGroup // sessions
+	wg        sync.WaitGroup // sessions and rejections
 	nextID    atomic.Uint64
 }
 
@@ -84,14 +105,24 @@ func New(opts Options) *Server {
 		opts.Now = time.Now
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Server{
-		opts:      opts,
-		log:       opts.Logger,
-		ctx:       ctx,
-		cancel:    cancel,
-		listeners: make(map[net.Listener]struct{}),
-		sessions:  make(map[*session]struct{}),
+	s := &Server{
+		opts:         opts,
+		log:          opts.Logger,
+		loginTimeout: opts.LoginTimeout,
+		idleTimeout:  opts.IdleTimeout,
+		ctx:          ctx,
+		cancel:       cancel,
+		listeners:    make(map[net.Listener]struct{}),
+		sessions:     make(map[*session]struct{}),
+		perIP:        make(map[string]int),
 	}
+	if s.loginTimeout == 0 {
+		s.loginTimeout = defaultLoginTimout
+	}
+	if s.idleTimeout == 0 {
+		s.idleTimeout = defaultIdleTimeout
+	}
+	return s
 }
 
 // ServeTLS accepts implicit-TLS (IMAPS) connections on ln until Shutdown.
@@ -119,34 +150,67 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
-			if s.isClosing() {
+			if s.isClosing() || errors.Is(err, net.ErrClosed) {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				// Out of file descriptors and similar: wait, as net/http does.
-				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				s.log.Warn("accept failed, retrying", "err", err, "delay", backoff)
-				select {
-				case <-time.After(backoff):
-					continue
-				case <-s.ctx.Done():
-					return ErrServerClosed
-				}
+			// Out of file descriptors and the like pass: wait and go on,
+			// as net/http does, rather than stop serving.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			s.log.Warn("accept failed, retrying", "err", err, "delay", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+				continue
+			case <-s.ctx.Done():
+				t.Stop()
+				return ErrServerClosed
 			}
-			return fmt.Errorf("accept: %w", err)
 		}
 		backoff = 0
-		sess := newSession(s, conn, implicitTLS)
-		if !s.track(sess) {
+		ip := remoteIP(conn)
+		sess := newSession(s, conn, implicitTLS, ip)
+		switch reason := s.track(sess); reason {
+		case "":
+			go func() {
+				defer s.untrack(sess)
+				sess.run(s.ctx)
+			}()
+		case errClosing:
 			conn.Close()
 			return ErrServerClosed
+		default:
+			s.log.Warn("connection refused", "remote", conn.RemoteAddr().String(), "reason", reason)
+			go func() {
+				defer s.wg.Done()
+				reject(conn, implicitTLS, s.opts.TLS, reason)
+			}()
 		}
-		go func() {
-			defer s.untrack(sess)
-			sess.run(s.ctx)
-		}()
 	}
+}
+
+const errClosing = "closing"
+
+func remoteIP(conn net.Conn) string {
+	host, _, err := net.SplitHostPort(conn.RemoteAddr().String())
+	if err != nil {
+		return conn.RemoteAddr().String()
+	}
+	return host
+}
+
+// reject tells a client over the limits why it cannot be served, within
+// rejectTimeout, and hangs up.
+func reject(conn net.Conn, implicitTLS bool, tc *tls.Config, reason string) {
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(rejectTimeout))
+	if implicitTLS {
+		tlsConn := tls.Server(conn, tc)
+		if tlsConn.Handshake() != nil {
+			return
+		}
+		conn = tlsConn
+	}
+	io.WriteString(conn, "* BYE [UNAVAILABLE] "+reason+", try again later\r\n")
 }
 
 func (s *Server) isClosing() bool {
@@ -155,42 +219,53 @@ func (s *Server) isClosing() bool {
 	return s.closing
 }
 
-func (s *Server) track(sess *session) bool {
+// track admits a session within the limits, or says why not ("" = admitted;
+// a rejection is counted in wg too, and the caller must call wg.Done).
+func (s *Server) track(sess *session) string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closing {
-		return false
+	switch {
+	case s.closing:
+		return errClosing
+	case s.opts.MaxConnections > 0 && len(s.sessions) >= s.opts.MaxConnections:
+		s.wg.Add(1)
+		return "Too many connections"
+	case s.opts.MaxConnectionsPerIP > 0 && s.perIP[sess.ip] >= s.opts.MaxConnectionsPerIP:
+		s.wg.Add(1)
+		return "Too many connections from your address"
 	}
 	s.sessions[sess] = struct{}{}
+	s.perIP[sess.ip]++
 	s.wg.Add(1)
-	return true
+	return ""
 }
 
 func (s *Server) untrack(sess *session) {
 	s.mu.Lock()
 	delete(s.sessions, sess)
+	if s.perIP[sess.ip]--; s.perIP[sess.ip] <= 0 {
+		delete(s.perIP, sess.ip)
+	}
 	s.mu.Unlock()
 	s.wg.Done()
 }
 
-// Shutdown stops accepting, tells every client `* BYE` and closes its
-// connection, then waits for the sessions to end or ctx to expire.
+// Shutdown stops accepting and ends every session gracefully: an idle one
+// (nothing running but IDLE) is told `* BYE` at once, a busy one after its
+// running commands are answered. When ctx expires first, the remaining
+// sessions are closed with `* BYE` and Shutdown returns ctx's error.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
 	for ln := range s.listeners {
 		ln.Close()
 	}
-	sessions := make([]*session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		sessions = append(sessions, sess)
-	}
+	sessions := s.sessionList()
 	s.mu.Unlock()
 
 	for _, sess := range sessions {
-		sess.bye("Server shutting down")
+		sess.drain()
 	}
-	s.cancel()
 	done := make(chan struct{})
 	go func() {
 		s.wg.Wait()
@@ -198,8 +273,27 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}()
 	select {
 	case <-done:
+		s.cancel()
 		return nil
 	case <-ctx.Done():
-		return ctx.Err()
 	}
+	// Out of time: cut the rest short. close returns within about a second
+	// each, so they run side by side.
+	s.cancel()
+	s.mu.Lock()
+	sessions = s.sessionList()
+	s.mu.Unlock()
+	for _, sess := range sessions {
+		go sess.bye("Server shutting down")
+	}
+	<-done
+	return ctx.Err()
+}
+
+func (s *Server) sessionList() []*session {
+	list := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		list = append(list, sess)
+	}
+	return list
 }

@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -26,69 +27,60 @@ type session struct {
 	srv         *Server
 	log         *slog.Logger
 	implicitTLS bool
+	raw         net.Conn // the client's TCP connection, never replaced
+	ip          string   // the client's address, for the per-address limit
 
 	// Owned by the client reader (run).
 	cr      *bufio.Reader
 	lineBuf []byte
 	bw      *bufio.Writer // to the backend
 
-	raw    net.Conn // the client's TCP connection, never replaced
 	wmu    sync.Mutex
-	client net.Conn      // raw, or TLS over it; replaced once by STARTTLS, under wmu
+	client net.Conn      // raw, or TLS over it; replaced by STARTTLS under wmu
 	cw     *bufio.Writer // to the client
 
 	br *bufio.Reader // from the backend; owned by backendLoop once it runs
 
 	mu            sync.Mutex
+	cond          *sync.Cond // on mu: pending shrank, or the session closed
 	backend       net.Conn
 	clientTLS     bool
 	authenticated bool
-	user          string            // login name once the backend said OK
-	pending       []string          // forwarded tags not yet completed, oldest first
-	authTags      map[string]string // LOGIN/AUTHENTICATE in flight: tag -> user name ("" if unknown)
-	contWait      *contWait         // the client reader waits for "+" for a literal
-	contMode      *contMode         // lines from the client are continuation data
-	drained       chan struct{}     // closed when pending becomes empty
-	byeReason     string            // set by bye: told to the client when the session ends
+	user          string     // login name once the backend said OK
+	pending       []*command // forwarded, not yet answered; oldest first
+	contCmd       *command   // IDLE or AUTHENTICATE whose continuation lines come next
+	draining      bool       // Shutdown asked: end after the running command
+	closed        bool
+	byeReason     string      // told to the client when the session ends
+	timer         *time.Timer // login deadline, then the idle timeout
 
 	closeOnce sync.Once
 	done      chan struct{}
 }
 
-// contWait is a synchronizing literal forwarded to the backend: true on its
-// channel means "+" came, false that the command was completed instead.
-type contWait struct {
-	tag string
-	ch  chan bool
-}
-
-// contMode is a command during which the client sends continuation data
-// rather than commands: IDLE (until DONE) or AUTHENTICATE (until completed).
-type contMode struct {
-	tag   string
-	idle  bool
-	mech  string // AUTHENTICATE mechanism, upper case
-	lines int    // continuation lines seen
-}
-
-func newSession(srv *Server, conn net.Conn, implicitTLS bool) *session {
+func newSession(srv *Server, conn net.Conn, implicitTLS bool, ip string) *session {
 	id := srv.nextID.Add(1)
-	return &session{
+	s := &session{
 		srv:         srv,
 		log:         srv.log.With("conn", id, "remote", conn.RemoteAddr().String()),
 		implicitTLS: implicitTLS,
 		raw:         conn,
+		ip:          ip,
 		client:      conn,
-		authTags:    make(map[string]string),
 		done:        make(chan struct{}),
 	}
+	s.cond = sync.NewCond(&s.mu)
+	return s
 }
 
 func (s *session) run(ctx context.Context) {
 	defer s.close()
+	s.mu.Lock()
+	s.timer = time.AfterFunc(s.srv.loginTimeout, s.onTimer)
+	s.mu.Unlock()
 	s.log.Debug("connected")
 	if s.implicitTLS {
-		tlsConn := tls.Server(s.client, s.srv.opts.TLS)
+		tlsConn := tls.Server(s.raw, s.srv.opts.TLS)
 		hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 		err := tlsConn.HandshakeContext(hctx)
 		cancel()
@@ -108,7 +100,7 @@ func (s *session) run(ctx context.Context) {
 	s.cw = bufio.NewWriterSize(s.client, bufferSize)
 	s.wmu.Unlock()
 
-	b, err := dialBackend(ctx, s.srv.opts.Backend, s.srv.opts.BackendTLS, s.client)
+	b, err := dialBackend(ctx, s.srv.opts.Backend, s.srv.opts.BackendTLS, s.raw)
 	if err != nil {
 		s.log.Warn("backend unavailable", "err", err)
 		s.writeClient("* BYE [UNAVAILABLE] Backend server unavailable, try again later\r\n")
@@ -149,32 +141,57 @@ func (s *session) logEnd(side string, err error) {
 func (s *session) setBackend(b *backendConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	select {
-	case <-s.done:
+	if s.closed {
 		return false
-	default:
 	}
 	s.backend, s.br = b.conn, b.r
 	s.bw = bufio.NewWriterSize(b.conn, bufferSize)
-	s.authenticated = b.preauth
+	if b.preauth {
+		s.authenticated = true
+		s.timer.Reset(s.srv.idleTimeout)
+	}
 	return true
 }
 
-// close ends the session from any goroutine; it is idempotent and does not
-// block for long. A reason set by bye is sent to the client first.
+// onTimer ends a session that did not log in in time, or that has been
+// silent after login for longer than the idle timeout while no command ran.
+func (s *session) onTimer() {
+	s.mu.Lock()
+	authenticated, busy, closed := s.authenticated, s.busy(), s.closed
+	if authenticated && busy && !closed {
+		s.timer.Reset(s.srv.idleTimeout)
+	}
+	s.mu.Unlock()
+	switch {
+	case closed, authenticated && busy:
+	case !authenticated:
+		s.bye("Login timeout")
+	default:
+		s.bye("Autologout: idle for too long")
+	}
+}
+
+// close ends the session from any goroutine; it is idempotent and returns
+// within about a second. A reason set by bye is sent to the client first.
 func (s *session) close() {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
+		s.closed = true
 		close(s.done)
+		s.cond.Broadcast()
+		if s.timer != nil {
+			s.timer.Stop()
+		}
 		backend, reason := s.backend, s.byeReason
 		s.mu.Unlock()
 		if backend != nil {
 			backend.Close() // unblocks backendLoop, which may hold wmu
 		}
 		if reason != "" {
-			// A writer stuck on a client that does not read gives up by the
-			// deadline, so wmu is free soon after.
-			s.raw.SetWriteDeadline(time.Now().Add(time.Second))
+			// A writer stuck on a client that does not read, or a TLS
+			// handshake in progress, gives up by the deadline and lets go
+			// of wmu.
+			s.raw.SetDeadline(time.Now().Add(time.Second))
 			s.wmu.Lock()
 			if s.cw != nil {
 				s.cw.WriteString("* BYE " + reason + "\r\n")
@@ -189,9 +206,25 @@ func (s *session) close() {
 // bye ends the session, telling the client why.
 func (s *session) bye(reason string) {
 	s.mu.Lock()
-	s.byeReason = reason
+	if s.byeReason == "" {
+		s.byeReason = reason
+	}
 	s.mu.Unlock()
 	s.close()
+}
+
+// drain is Shutdown's request: an idle session (nothing running, or only
+// IDLE) ends now; a busy one ends after its running commands are answered.
+func (s *session) drain() {
+	s.mu.Lock()
+	s.draining = true
+	busy := s.busy()
+	s.mu.Unlock()
+	if !busy {
+		// Not waited for here: a client that does not read holds close up
+		// to a second. run waits for it before the session counts as ended.
+		go s.bye("Server shutting down")
+	}
 }
 
 // writeClient writes a complete response of the proxy's own and flushes it.
@@ -216,11 +249,21 @@ func (s *session) clientLoop(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
+		s.mu.Lock()
+		if s.authenticated {
+			s.timer.Reset(s.srv.idleTimeout)
+		}
+		draining := s.draining
+		s.mu.Unlock()
 		if s.continuationLine(line) {
 			if err := s.forwardRaw(line); err != nil {
 				return err
 			}
 			continue
+		}
+		if draining {
+			s.bye("Server shutting down")
+			return nil
 		}
 		if err := s.dispatch(ctx, line); err != nil {
 			return err
@@ -232,14 +275,17 @@ func (s *session) clientLoop(ctx context.Context) error {
 func (s *session) dispatch(ctx context.Context, line []byte) error {
 	d := imapwire.NewDecoder(line, nil)
 	tag, ok := d.Tag()
-	var name string
-	if ok && d.SP() {
-		name, ok = d.Atom()
+	if !ok || !d.Is(' ') {
+		// Without a tag nothing can be answered in order; a literal after
+		// it could not be skipped safely.
+		if _, hasLit := imapwire.LiteralSuffix(line); hasLit {
+			s.bye("Invalid command: no tag")
+			return errBadInput
+		}
+		return s.writeClient("* BAD Invalid command: no tag\r\n")
 	}
-	if !ok {
-		// Not a command the proxy can read; the backend answers it.
-		return s.forward(line, "", nil)
-	}
+	d.SP()
+	name, _ := d.Atom()
 	rest := d.Rest()
 	switch strings.ToUpper(name) {
 	case "XAPPLEPUSHSERVICE":
@@ -249,16 +295,24 @@ func (s *session) dispatch(ctx context.Context, line []byte) error {
 	case "COMPRESS":
 		return s.refuse(tag, rest, "NO COMPRESS is not available through this proxy")
 	case "LOGIN":
-		return s.forwardLogin(line, tag)
+		return s.forwardLogin(line, tag, rest)
 	case "AUTHENTICATE":
-		return s.forwardAuthenticate(line, tag)
+		return s.forwardAuthenticate(line, tag, rest)
+	case "ID":
+		if s.srv.opts.Backend.ForwardClientIP {
+			return s.forwardID(tag, rest)
+		}
 	case "IDLE":
-		s.mu.Lock()
-		s.contMode = &contMode{tag: tag, idle: true}
-		s.mu.Unlock()
+		return s.forward(line, &command{tag: tag, kind: kindIdle}, nil)
 	}
-	return s.forward(line, tag, nil)
+	return s.forward(line, &command{tag: tag}, nil)
 }
+
+// errBadInput ends a session whose client sent what cannot be recovered from.
+var errBadInput = errors.New("proxy: unrecoverable client input")
+
+// errClosed is returned by waits cut short because the session ended.
+var errClosed = net.ErrClosed
 
 // refuse answers a command of the proxy's own without forwarding it, after
 // reading the rest of it.
@@ -266,52 +320,38 @@ func (s *session) refuse(tag string, rest []byte, resp string) error {
 	if err := s.waitDrained(); err != nil {
 		return err
 	}
-	d := imapwire.NewDecoder(rest, s.cr)
-	d.CheckLiteral = func(imapwire.Literal) error { return imapwire.ErrLiteralRefused }
-	if err := s.discard(d); err != nil {
+	if err := s.discard(imapwire.NewDecoder(rest, s.cr)); err != nil {
 		return err
 	}
 	return s.writeClient(tag + " " + resp + "\r\n")
 }
 
-// discard skips what is left of a command the proxy answers itself.
+// discard skips what is left of a command the proxy answers itself. What
+// cannot be skipped ends the session with a reason.
 func (s *session) discard(d *imapwire.Decoder) error {
-	if _, err := d.Discard(maxDiscardLiteral); err != nil {
-		if errors.Is(err, imapwire.ErrLiteralRefused) {
-			s.bye("Literal too large")
-		}
-		return err
+	_, err := d.Discard(maxDiscardLiteral)
+	switch {
+	case errors.Is(err, imapwire.ErrLiteralRefused):
+		s.bye("Literal too large")
+	case errors.Is(err, imapwire.ErrLineTooLong):
+		s.bye("Command line too long")
 	}
-	return nil
-}
-
-// waitDrained blocks until every forwarded command has been answered, so a
-// reply of the proxy's own comes in order after them.
-func (s *session) waitDrained() error {
-	// Pipelined commands may still sit in the buffer.
-	if err := s.bw.Flush(); err != nil {
-		return err
-	}
-	s.mu.Lock()
-	if len(s.pending) == 0 {
-		s.mu.Unlock()
-		return nil
-	}
-	if s.drained == nil {
-		s.drained = make(chan struct{})
-	}
-	ch := s.drained
-	s.mu.Unlock()
-	select {
-	case <-ch:
-		return nil
-	case <-s.done:
-		return net.ErrClosed
-	}
+	return err
 }
 
 func (s *session) authState() (authenticated bool, user string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.authenticated, s.user
+}
+
+// completeLineBuffered reports whether br holds the whole next line, so a
+// flush can wait for it.
+func completeLineBuffered(br *bufio.Reader) bool {
+	n := br.Buffered()
+	if n == 0 {
+		return false
+	}
+	buf, _ := br.Peek(n)
+	return bytes.IndexByte(buf, '\n') >= 0
 }

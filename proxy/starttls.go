@@ -17,20 +17,26 @@ func (s *session) handleSTARTTLS(ctx context.Context, tag string, rest []byte) e
 	if active {
 		return s.refuse(tag, rest, "BAD TLS is already active")
 	}
+	if d := imapwire.NewDecoder(rest, nil); !d.CRLF() {
+		return s.refuse(tag, rest, "BAD STARTTLS takes no arguments")
+	}
 	if err := s.waitDrained(); err != nil {
 		return err
-	}
-	d := imapwire.NewDecoder(rest, nil)
-	if !d.CRLF() {
-		return s.refuse(tag, rest, "BAD STARTTLS takes no arguments")
 	}
 	if s.cr.Buffered() > 0 {
 		// Plain-text bytes sent after STARTTLS would be taken as if they came
 		// over TLS (the CVE-2011-0411 injection): refuse and hang up.
 		s.bye("Commands pipelined after STARTTLS")
-		return nil
+		return errBadInput
 	}
-	if err := s.writeClient(tag + " OK Begin TLS negotiation now\r\n"); err != nil {
+	// wmu is held from the OK to the new writer, so that nothing from the
+	// backend goes to the client in clear text in between.
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if _, err := s.cw.WriteString(tag + " OK Begin TLS negotiation now\r\n"); err != nil {
+		return err
+	}
+	if err := s.cw.Flush(); err != nil {
 		return err
 	}
 	tlsConn := tls.Server(s.raw, s.srv.opts.TLS)
@@ -43,10 +49,8 @@ func (s *session) handleSTARTTLS(ctx context.Context, tag string, rest []byte) e
 	s.mu.Lock()
 	s.clientTLS = true
 	s.mu.Unlock()
-	s.wmu.Lock()
 	s.client = tlsConn
 	s.cr = bufio.NewReaderSize(tlsConn, bufferSize)
 	s.cw = bufio.NewWriterSize(tlsConn, bufferSize)
-	s.wmu.Unlock()
 	return nil
 }

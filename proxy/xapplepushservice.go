@@ -13,6 +13,8 @@ import (
 // Limits on what a device may register.
 const (
 	maxMailboxes     = 1000
+	maxNesting       = 8
+	maxIDFields      = 30 // RFC 2971 section 3.3
 	maxAccountIDLen  = 256
 	maxMailboxLen    = 1024
 	defaultSubtopic  = "com.apple.mobilemail"
@@ -41,12 +43,8 @@ func (s *session) handleXAPPLEPUSHSERVICE(ctx context.Context, tag string, rest 
 	}
 	d := imapwire.NewDecoder(rest, s.cr)
 	d.MaxLiteral = maxXAPSLiteral
-	d.CheckLiteral = func(lit imapwire.Literal) error {
-		if lit.NonSync {
-			return nil
-		}
-		return s.writeClient("+ Ready for literal data\r\n")
-	}
+	d.Budget = maxLineLength
+	d.CheckLiteral = s.continueLiteral
 	values, mailboxes, err := parseXAPS(d)
 	if err != nil {
 		var se *imapwire.SyntaxError
@@ -109,6 +107,10 @@ func parseXAPS(d *imapwire.Decoder) (values map[string]string, mailboxes []strin
 		switch {
 		case key == "mailboxes" && d.Is('('):
 			d.List(func() bool {
+				if len(mailboxes) >= maxMailboxes {
+					d.Expect(')', fmt.Sprintf("at most %d mailboxes", maxMailboxes))
+					return false
+				}
 				name, isNil, ok := d.NString()
 				if ok && !isNil {
 					mailboxes = append(mailboxes, name)
@@ -121,7 +123,7 @@ func parseXAPS(d *imapwire.Decoder) (values map[string]string, mailboxes []strin
 				mailboxes = append(mailboxes, name)
 			}
 		case !strings.HasPrefix(key, "aps-") || d.Is('('):
-			skipValue(d)
+			skipValue(d, 0)
 		default:
 			val, isNil, ok := d.NString()
 			if !ok || isNil {
@@ -138,10 +140,13 @@ func parseXAPS(d *imapwire.Decoder) (values map[string]string, mailboxes []strin
 }
 
 // skipValue reads a value of an unknown key: a string, NIL or a list, nested
-// to any depth.
-func skipValue(d *imapwire.Decoder) bool {
+// up to maxNesting deep.
+func skipValue(d *imapwire.Decoder, depth int) bool {
 	if d.Is('(') {
-		return d.List(func() bool { return skipValue(d) })
+		if depth >= maxNesting {
+			return d.Expect(')', fmt.Sprintf("lists nested at most %d deep", maxNesting))
+		}
+		return d.List(func() bool { return skipValue(d, depth+1) })
 	}
 	_, _, ok := d.NString()
 	return ok

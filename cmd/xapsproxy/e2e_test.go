@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -51,8 +52,9 @@ type stack struct {
 	cfg     *config.Config
 	cfgPath string
 
-	app  *app
-	stop func()
+	app    *app
+	stop   func()
+	reload chan os.Signal // as SIGHUP
 }
 
 func newStack(t *testing.T) *stack {
@@ -114,6 +116,8 @@ func (s *stack) start() {
 		cancel()
 		s.t.Fatal(err)
 	}
+	s.reload = make(chan os.Signal, 1)
+	a.reload = s.reload
 	done := make(chan error, 1)
 	go func() { done <- a.run(ctx) }()
 	var once sync.Once
@@ -355,4 +359,32 @@ func TestEndToEndBackendRestart(t *testing.T) {
 	s.dovecot.Restart(t)
 	s.deliver("after the outage")
 	s.expectPushes(1, v2Token, v2Account)
+}
+
+// SIGHUP makes new connections get the renewed certificate.
+func TestEndToEndCertificateReload(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.start()
+	before := s.connect()
+	renewedCA := testpki.NewCA(t)
+	certFile, keyFile := testpki.WritePEM(t, t.TempDir(), "renewed", renewedCA.ServerCert(t, "localhost"))
+	for _, f := range [][2]string{{certFile, s.cfg.Proxy.CertFile}, {keyFile, s.cfg.Proxy.KeyFile}} {
+		data, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f[1], data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.reload <- syscall.SIGHUP
+	waitUntil(t, "the renewed certificate", func() bool {
+		c, err := tls.Dial("tcp", s.app.tlsLn.Addr().String(), &tls.Config{RootCAs: renewedCA.Pool(), ServerName: "localhost"})
+		if err == nil {
+			c.Close()
+		}
+		return err == nil
+	})
+	before.loginAndRegister(v2Line, "2") // a session from before goes on
 }

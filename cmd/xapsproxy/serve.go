@@ -2,14 +2,16 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/admin"
@@ -45,6 +47,10 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	a.reload = hup
 	return a.run(ctx)
 }
 
@@ -57,9 +63,14 @@ type app struct {
 	topic string
 
 	proxy  *proxy.Server
+	cert   *proxy.Certificate
 	watch  *watch.Manager
 	pusher *push.Pusher
 	admin  *http.Server
+
+	// reload, when it delivers, makes run read the client certificate again
+	// (SIGHUP after a renewal).
+	reload <-chan os.Signal
 
 	tlsLn, startTLSLn, adminLn net.Listener
 }
@@ -87,9 +98,8 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, sender pu
 	} else {
 		a.topic = cfg.APNS.Topic
 	}
-	cert, err := tls.LoadX509KeyPair(cfg.Proxy.CertFile, cfg.Proxy.KeyFile)
-	if err != nil {
-		return nil, fmt.Errorf("proxy cert_file/key_file: %w", err)
+	if a.cert, err = proxy.LoadCertificate(cfg.Proxy.CertFile, cfg.Proxy.KeyFile); err != nil {
+		return nil, err
 	}
 	backendTLS, err := proxy.BackendTLSConfig(cfg.Backend)
 	if err != nil {
@@ -115,12 +125,17 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, sender pu
 		Logger:     log.With("part", "watch"),
 	})
 	a.proxy = proxy.New(proxy.Options{
-		Backend:    cfg.Backend,
-		BackendTLS: backendTLS,
-		TLS:        &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		Topic:      a.topic,
-		Register:   a.register,
-		Logger:     log.With("part", "proxy"),
+		Backend:             cfg.Backend,
+		BackendTLS:          backendTLS,
+		TLS:                 a.cert.TLSConfig(),
+		Topic:               a.topic,
+		Register:            a.register,
+		MaxConnections:      cfg.Proxy.MaxConnections,
+		MaxConnectionsPerIP: cfg.Proxy.MaxConnectionsPerIP,
+		LoginTimeout:        cfg.Proxy.LoginTimeout,
+		IdleTimeout:         cfg.Proxy.IdleTimeout,
+		AllowPlaintextAuth:  cfg.Proxy.AllowPlaintextAuth,
+		Logger:              log.With("part", "proxy"),
 	})
 	if a.tlsLn, err = listen(cfg.Proxy.ListenTLS, "proxy.listen_tls"); err != nil {
 		return nil, err
@@ -191,12 +206,20 @@ func (a *app) run(ctx context.Context) error {
 	pushing.Go(func() { a.pusher.Run(pushCtx) })
 
 	var err error
-	select {
-	case <-ctx.Done():
-		a.log.Info("shutting down")
-	case err = <-failed:
-		a.log.Error("listener failed, shutting down", "err", err)
+	for err == nil && ctx.Err() == nil {
+		select {
+		case <-ctx.Done():
+		case err = <-failed:
+			a.log.Error("listener failed, shutting down", "err", err)
+		case <-a.reload:
+			if rerr := a.cert.Reload(); rerr != nil {
+				a.log.Error("certificate not reloaded; keeping the current one", "err", rerr)
+			} else {
+				a.log.Info("certificate reloaded")
+			}
+		}
 	}
+	a.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()
 	if serr := a.proxy.Shutdown(sctx); serr != nil {

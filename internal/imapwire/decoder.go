@@ -32,8 +32,12 @@ type Decoder struct {
 	CheckLiteral func(Literal) error
 	// MaxLiteral bounds the data of one literal; zero means 64 KiB.
 	MaxLiteral int64
+	// Budget bounds the bytes parsed outside literal data, over all lines of
+	// the command; zero means no bound (the caller limits the input).
+	Budget int
 
 	err     error
+	used    int      // bytes parsed outside literal data
 	refused *Literal // a literal whose data was not read
 }
 
@@ -86,6 +90,10 @@ func (d *Decoder) next() (byte, bool) {
 	if !ok {
 		return 0, false
 	}
+	if d.Budget > 0 && d.used >= d.Budget {
+		return 0, d.fail("command too long")
+	}
+	d.used++
 	if len(d.pre) > 0 {
 		d.pre = d.pre[1:]
 	} else {
@@ -176,7 +184,8 @@ func (d *Decoder) Tag() (string, bool) {
 	return d.readWhile(func(b byte) bool { return (isAtomChar(b) || b == ']') && b != '+' }, "tag")
 }
 
-// AString reads an atom, a quoted string or a literal.
+// AString reads an atom, a quoted string or a literal. (A literal8, ~{N},
+// is not an astring: RFC 3516 allows it only for message data.)
 func (d *Decoder) AString() (string, bool) {
 	b, ok := d.peek()
 	switch {
@@ -184,7 +193,7 @@ func (d *Decoder) AString() (string, bool) {
 		return "", false
 	case b == '"':
 		return d.quoted()
-	case b == '{' || b == '~':
+	case b == '{':
 		return d.literal()
 	}
 	return d.readWhile(func(b byte) bool { return isAtomChar(b) || b == ']' }, "string")
@@ -193,7 +202,7 @@ func (d *Decoder) AString() (string, bool) {
 // NString reads an astring or NIL; isNil reports the latter. A quoted "NIL"
 // is a string, not NIL.
 func (d *Decoder) NString() (s string, isNil bool, ok bool) {
-	if b, ok := d.peek(); ok && b != '"' && b != '{' && b != '~' {
+	if b, ok := d.peek(); ok && b != '"' && b != '{' {
 		s, ok := d.AString()
 		return s, ok && strings.EqualFold(s, "NIL"), ok
 	}
@@ -218,12 +227,13 @@ func (d *Decoder) quoted() (string, bool) {
 		case '"':
 			return sb.String(), true
 		case '\\':
-			if b, ok = d.next(); !ok {
+			if b, ok = d.peek(); !ok {
 				return "", false
 			}
 			if b != '"' && b != '\\' {
 				return "", d.fail("bad escape in quoted string")
 			}
+			d.next()
 		}
 		sb.WriteByte(b)
 	}
@@ -231,9 +241,6 @@ func (d *Decoder) quoted() (string, bool) {
 
 func (d *Decoder) literal() (string, bool) {
 	var lit Literal
-	if d.Special('~') {
-		lit.Binary = true
-	}
 	if !d.Expect('{', "literal") {
 		return "", false
 	}

@@ -84,7 +84,7 @@ func TestCopyLineStreamsLongLines(t *testing.T) {
 
 func TestDecoder(t *testing.T) {
 	t.Parallel()
-	in := "tag1 LOGIN \"al\\\"ice\" {6}\r\nse cr\x00 (a NIL \"NIL\") ~{2+}\r\nxy\r\nnext"
+	in := "tag1 LOGIN \"al\\\"ice\" {6}\r\nse cr\x00 (a NIL \"NIL\") {2+}\r\nxy\r\nnext"
 	br := bufio.NewReader(strings.NewReader(in))
 	first, _ := br.ReadSlice('\n')
 	var lits []Literal
@@ -121,7 +121,7 @@ func TestDecoder(t *testing.T) {
 	if strings.Join(items, ",") != "a,NIL" || nils != 1 {
 		t.Errorf("list = %q with %d NIL, want a,NIL (quoted) and 1 NIL", items, nils)
 	}
-	if len(lits) != 2 || lits[0] != (Literal{Size: 6}) || lits[1] != (Literal{Size: 2, NonSync: true, Binary: true}) {
+	if len(lits) != 2 || lits[0] != (Literal{Size: 6}) || lits[1] != (Literal{Size: 2, NonSync: true}) {
 		t.Errorf("literals seen = %+v", lits)
 	}
 	rest, _ := io.ReadAll(br)
@@ -254,7 +254,7 @@ func FuzzDecoder(f *testing.F) {
 		"a2 XAPPLEPUSHSERVICE aps-version 2 aps-account-id 0715A26B-CA09-4730-A419-793000CA982E aps-device-token 2918390218931890821908309283098109381029309829018310983092892829 aps-subtopic com.apple.mobilemail mailboxes (INBOX Notes)\r\n",
 		"tag1 XAPPLEPUSHSERVICE \"aps-version\" \"1\" \"aps-account-id\" \"E8CD34AD-98D3-4489-A6BB-86B1D082FECE\" \"aps-device-token\" \"a66216ad1683d48b9933cdcc3b98a833ee1a968143f41ea494187da54715da66\" \"aps-subtopic\" \"com.apple.mobilemail\"\r\n",
 		"a LOGIN {5}\r\nalice {3+}\r\npw!\r\n",
-		"a X ((\"\\\"\" NIL) ~{2}\r\n\x00\x01)\r\n",
+		"a X ((\"\\\"\" NIL) {2}\r\n\x00\x01)\r\n",
 	} {
 		f.Add([]byte(seed))
 	}

@@ -1,0 +1,202 @@
+package proxy
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Hostile or odd input: each case gets a clear reply or a closed
+// connection, never a crash, and the proxy keeps serving others.
+
+func TestXAPPLEPUSHSERVICEHostileValues(t *testing.T) {
+	t.Parallel()
+	const token = "2918390218931890821908309283098109381029309829018310983092892829"
+	tests := []struct {
+		name, send, want string
+	}{
+		{"deep nesting", "x XAPPLEPUSHSERVICE foo " + strings.Repeat("(", 20) + "\r\n", "x BAD XAPPLEPUSHSERVICE expected lists nested at most 8 deep"},
+		{"too many mailboxes", "x XAPPLEPUSHSERVICE aps-version 2 mailboxes (" + strings.Repeat("m ", 1000) + "m)\r\n", "x BAD XAPPLEPUSHSERVICE expected at most 1000 mailboxes"},
+		{"endless atom after a literal", "x XAPPLEPUSHSERVICE aps-foo {0+}\r\n bar" + strings.Repeat("a", 70<<10) + "\r\n", "x BAD XAPPLEPUSHSERVICE command too long"},
+		{"backslash before a bare LF", "x XAPPLEPUSHSERVICE aps-version \"2\\\n", "x BAD XAPPLEPUSHSERVICE bad escape in quoted string"},
+		{"literal8 is not a string", "x XAPPLEPUSHSERVICE aps-version ~{1+}\r\n2\r\n", "x BAD XAPPLEPUSHSERVICE expected space"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			b := startFakeBackend(t)
+			env := startProxy(t, b.addr(), nil)
+			client, backend := env.session(t, b)
+			login(t, client, backend, "alice")
+			client.sendRaw(tt.send)
+			client.expect(tt.want)
+			client.send("n1 NOOP")
+			backend.expect("n1 NOOP")
+		})
+	}
+	t.Run("flood of parentheses", func(t *testing.T) {
+		t.Parallel()
+		b := startFakeBackend(t)
+		env := startProxy(t, b.addr(), nil)
+		client, backend := env.session(t, b)
+		login(t, client, backend, "alice")
+		client.sendRaw("x XAPPLEPUSHSERVICE aps-foo {0+}\r\n bar ")
+		go client.conn.Write([]byte(strings.Repeat("(", 1<<20))) // the proxy hangs up long before the end
+		client.expect("* BYE Command line too long")
+		client.expectClosed()
+		// Still serving.
+		other, _ := env.session(t, b)
+		other.send("n1 NOOP")
+	})
+	t.Run("tilde starts an atom", func(t *testing.T) {
+		t.Parallel()
+		b := startFakeBackend(t)
+		env := startProxy(t, b.addr(), nil)
+		client, backend := env.session(t, b)
+		login(t, client, backend, "alice")
+		client.send("x XAPPLEPUSHSERVICE aps-version 2 aps-account-id A aps-device-token " + token + " mailboxes (INBOX ~Archive)")
+		client.expect(`* XAPPLEPUSHSERVICE aps-version "2" aps-topic "`+testTopic+`"`, "x OK XAPPLEPUSHSERVICE completed.")
+		if regs := env.registrations(); len(regs) != 1 || strings.Join(regs[0].Mailboxes, ",") != "INBOX,~Archive" {
+			t.Fatalf("stored %+v", regs)
+		}
+	})
+}
+
+// The proxy's own reply never overtakes the response to a command pipelined
+// before it (the backend's response is written before the reply may go).
+func TestOwnReplyNeverOvertakes(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), nil)
+	client, backend := env.session(t, b)
+	for i := range 300 {
+		client.send(fmt.Sprintf("p%d NOOP", i), fmt.Sprintf("z%d COMPRESS DEFLATE", i))
+		backend.expect(fmt.Sprintf("p%d NOOP", i))
+		backend.send(fmt.Sprintf("p%d OK NOOP completed.", i))
+		client.expect(fmt.Sprintf("p%d OK NOOP completed.", i), fmt.Sprintf("z%d NO COMPRESS is not available through this proxy", i))
+	}
+}
+
+func TestCommandsTheProxyCannotRead(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), nil)
+	client, backend := env.session(t, b)
+
+	// A tag but a command name that is not an atom: forwarded, and its
+	// synchronizing literal follows the backend's answer.
+	client.sendRaw("a1 \"LOGIN\" {5}\r\n")
+	backend.expect(`a1 "LOGIN" {5}`)
+	backend.send("a1 BAD Error in IMAP command received by server.")
+	client.expect("a1 BAD Error in IMAP command received by server.")
+	client.send("n1 NOOP")
+	backend.expect("n1 NOOP")
+
+	// No tag at all: answered by the proxy.
+	client.send(`"x" NOOP`)
+	client.expect("* BAD Invalid command: no tag")
+	client.send("n2 NOOP")
+	backend.expect("n2 NOOP")
+	client.sendRaw("(x {5}\r\n")
+	client.expect("* BYE Invalid command: no tag")
+	client.expectClosed()
+}
+
+// Status lines end in free text, which may look like a literal.
+func TestStatusTextEndingLikeALiteral(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), nil)
+	client, backend := env.session(t, b)
+	login(t, client, backend, "alice")
+	client.send("s1 SELECT x{22}")
+	backend.expect("s1 SELECT x{22}")
+	backend.send("* OK [ALERT] look: {3}", "s1 NO Mailbox doesn't exist: x{22}")
+	client.expect("* OK [ALERT] look: {3}", "s1 NO Mailbox doesn't exist: x{22}")
+	client.send(v1Line)
+	client.expect(`* XAPPLEPUSHSERVICE aps-version "1" aps-topic "`+testTopic+`"`, "tag1 OK XAPPLEPUSHSERVICE completed.")
+}
+
+// A reused tag: the NOOP's completion is not taken as refusing the literal.
+func TestReusedTag(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), nil)
+	client, backend := env.session(t, b)
+	login(t, client, backend, "alice")
+	client.sendRaw("a NOOP\r\na APPEND INBOX {5}\r\n")
+	backend.expect("a NOOP", "a APPEND INBOX {5}")
+	backend.send("a OK NOOP completed.", "+ OK")
+	client.expect("a OK NOOP completed.", "+ OK")
+	client.sendRaw("hello\r\n")
+	backend.expect("hello")
+	backend.send("a OK Append completed.")
+	client.expect("a OK Append completed.")
+	client.send(v1Line)
+	client.expect(`* XAPPLEPUSHSERVICE aps-version "1" aps-topic "`+testTopic+`"`, "tag1 OK XAPPLEPUSHSERVICE completed.")
+}
+
+// A command goes to the backend even when the next one is still arriving.
+func TestForwardsWithoutWaitingForTheNextLine(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), nil)
+	client, backend := env.session(t, b)
+	client.sendRaw("a1 NOOP\r\na2 NO")
+	backend.expect("a1 NOOP")
+	backend.sendRaw("a1 OK NOOP completed.\r\n* 3 EXI")
+	client.expect("a1 OK NOOP completed.")
+}
+
+// Pipelined commands are bounded: the proxy stops reading the client when
+// maxPipeline commands wait for their responses.
+func TestPipelineDepthIsBounded(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), nil)
+	client, backend := env.session(t, b)
+	var cmds []string
+	for i := range maxPipeline + 5 {
+		cmds = append(cmds, fmt.Sprintf("n%d NOOP", i))
+	}
+	go client.send(cmds...)
+	for i := range maxPipeline {
+		backend.expect(fmt.Sprintf("n%d NOOP", i))
+	}
+	backend.conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if line, err := backend.r.ReadString('\n'); err == nil {
+		t.Fatalf("command %q forwarded beyond the pipeline bound", line)
+	}
+	backend.send("n0 OK NOOP completed.")
+	backend.expect(fmt.Sprintf("n%d NOOP", maxPipeline))
+}
+
+// Running out of file descriptors does not stop the listener.
+func TestAcceptErrorsAreRetried(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), nil)
+	ln := &failingListener{Listener: listen(t)}
+	ln.failures.Store(3)
+	go env.srv.ServeTLS(ln)
+	c := env.dialTLSAt(t, ln.Addr().String())
+	b.accept(t, greetingCaps)
+	c.expect(greetingCaps)
+}
+
+type failingListener struct {
+	net.Listener
+	failures atomic.Int32
+}
+
+func (l *failingListener) Accept() (net.Conn, error) {
+	if l.failures.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
