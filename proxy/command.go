@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 )
 
