@@ -59,7 +59,7 @@ type stack struct {
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	d := dovecottest.Start(t, dovecottest.Options{Hibernate: true})
+	d := dovecottest.Start(t, dovecottest.Options{})
 	ca := testpki.NewCA(t)
 	dir := t.TempDir()
 	proxyCert, proxyKey := testpki.WritePEM(t, dir, "proxy", ca.ServerCert(t, "127.0.0.1", "localhost"))
