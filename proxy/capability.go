@@ -26,6 +26,10 @@ func (p capPolicy) apply(caps []string) []string {
 		switch {
 		case u == "STARTTLS", u == "XAPPLEPUSHSERVICE", strings.HasPrefix(u, "COMPRESS="):
 			continue
+		case u == "UNAUTHENTICATE":
+			// RFC 8437 would take a session back to before login while
+			// the proxy still answers XAPPLEPUSHSERVICE for the old user.
+			continue
 		case p.loginDisabled && (u == "LOGINDISABLED" || strings.HasPrefix(u, "AUTH=")):
 			continue
 		}
