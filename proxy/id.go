@@ -8,10 +8,11 @@ import (
 )
 
 // forwardID forwards a client's own ID command (RFC 2971) without its "x-"
-// fields. With forward_client_ip the proxy tells the backend the client's
-// address with those fields, and the backend trusts them from the proxy: a
-// client must not be able to claim another address. Everything else (name,
-// version, os...) goes through.
+// fields. Dovecot takes the client's address from those fields when they
+// come from a trusted network, which the proxy's address is once
+// forward_client_ip is used (and may be for other reasons): a client must
+// not be able to claim another address through the proxy. Everything else
+// (name, version, os...) goes through.
 func (s *session) forwardID(tag string, rest []byte) error {
 	// The proxy reads the command itself, so it answers "+" to literals; its
 	// continuation request must come after earlier responses.

@@ -251,3 +251,15 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond) // polling interval, not synchronisation
 	}
 }
+
+// Without forward_client_ip too: the proxy may be trusted by the backend.
+func TestClientIDStrippedWithoutForwarding(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), nil)
+	client, backend := env.session(t, b)
+	client.send(`i1 ID ("x-originating-ip" "6.6.6.6" "name" "n")`)
+	backend.expect(`i1 ID ("name" "n")`)
+	client.send(`i2 ID ("x-originating-ip" "6.6.6.6")`)
+	backend.expect(`i2 ID NIL`)
+}

@@ -299,9 +299,7 @@ func (s *session) dispatch(ctx context.Context, line []byte) error {
 	case "AUTHENTICATE":
 		return s.forwardAuthenticate(line, tag, rest)
 	case "ID":
-		if s.srv.opts.Backend.ForwardClientIP {
-			return s.forwardID(tag, rest)
-		}
+		return s.forwardID(tag, rest)
 	case "IDLE":
 		return s.forward(line, &command{tag: tag, kind: kindIdle}, nil)
 	}
