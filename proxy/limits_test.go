@@ -260,6 +260,8 @@ func TestClientIDStrippedWithoutForwarding(t *testing.T) {
 	client, backend := env.session(t, b)
 	client.send(`i1 ID ("x-originating-ip" "6.6.6.6" "name" "n")`)
 	backend.expect(`i1 ID ("name" "n")`)
+	backend.send("i1 OK ID completed.")
+	client.expect("i1 OK ID completed.")
 	client.send(`i2 ID ("x-originating-ip" "6.6.6.6")`)
 	backend.expect(`i2 ID NIL`)
 }
