@@ -1,0 +1,245 @@
+// Command xapsbench is xapsproxy's performance benchmark. It starts a real
+// Dovecot, xapsproxy (built from this repository and run as its own
+// process) and, when installed, nginx with its mail module in front of the
+// same Dovecot, all on 127.0.0.1, and reports side by side:
+//
+//   - bulk FETCH throughput of a 100 MiB mailbox: direct, through xapsproxy,
+//     through nginx (the proxies with the same client TLS: TLS 1.3, Go's
+//     default ciphers, the client verifying a CA made for the run);
+//   - NOOP and small FETCH round-trip latency, p50 and p99, and the latency
+//     each proxy adds to the direct path;
+//   - the RSS of the proxy process per idle, logged-in TLS connection at
+//     5 000 connections (nginx's master and workers for comparison), with a
+//     go-imap in-memory server as the backend so that Dovecot's limits do
+//     not get in the way;
+//
+// then a verdict per goal: throughput >= nginx's, added p50 latency <=
+// nginx's, <= 48 KiB per idle TLS connection.
+//
+// Run it from the repository root (the Dovecot config template and
+// ./cmd/xapsproxy are found there):
+//
+//	go run ./cmd/xapsbench            # full run, a few minutes on 2 cores
+//	go run ./cmd/xapsbench -quick     # smoke test, well under a minute
+//	go run ./cmd/xapsbench -h         # the knobs
+//	go run ./cmd/xapsbench connmem    # where xapsproxy's per-connection memory goes
+//
+// It needs Dovecot (apt-get install dovecot-imapd dovecot-lmtpd) and Go;
+// nginx is optional (apt-get install nginx libnginx-mod-mail): without it,
+// the nginx columns and the goals that compare with it are left out. Run as
+// root, Dovecot's processes and nginx's workers run as nobody. Everything
+// lives in a temporary directory and is removed on exit, Ctrl-C included.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/xapsproxy/xapsproxy/internal/dovecotrun"
+)
+
+// The account every path logs in as (dovecotrun's and the memory backend's).
+const (
+	benchUser     = "alice"
+	benchPassword = "alicepw"
+)
+
+// settings are the knobs of one run.
+type settings struct {
+	quick            bool
+	messages         int
+	messageSize      int
+	runs             int
+	ops              int
+	conns            int
+	memRuns          int
+	warmup           int
+	concurrency      int
+	settle           time.Duration
+	nginxWorkers     string
+	nginxProxyBuffer string
+	noNginx          bool
+	xapsproxyEnv     string
+	only             string
+}
+
+func parseSettings(args []string, stderr io.Writer) (settings, error) {
+	fs := flag.NewFlagSet("xapsbench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var s settings
+	fs.BoolVar(&s.quick, "quick", false, "smoke test: 10 MiB mailbox, 3 runs, 500 round trips, 500 connections")
+	fs.IntVar(&s.messages, "messages", 0, "messages in the mailbox (default 100, quick 10)")
+	fs.IntVar(&s.messageSize, "message-size", 1<<20, "bytes per message")
+	fs.IntVar(&s.runs, "runs", 0, "measured bulk FETCH runs per path (default 7, quick 3)")
+	fs.IntVar(&s.ops, "ops", 0, "NOOPs and FETCHes per path (default 10000, quick 500)")
+	fs.IntVar(&s.conns, "conns", 0, "idle connections for the memory measurement (default 5000, quick 500)")
+	fs.IntVar(&s.memRuns, "mem-runs", 0, "memory measurements per proxy, each with a fresh process (default 3, quick 1)")
+	fs.IntVar(&s.warmup, "warmup", 100, "connections opened before the 'before' memory sample")
+	fs.IntVar(&s.concurrency, "concurrency", 50, "connections being opened at once")
+	fs.DurationVar(&s.settle, "settle", 0, "longest wait for the RSS to settle (default 20s, quick 5s)")
+	fs.StringVar(&s.nginxWorkers, "nginx-workers", "1", `nginx worker_processes ("1" or "auto")`)
+	fs.StringVar(&s.nginxProxyBuffer, "nginx-proxy-buffer", "", `nginx proxy_buffer, e.g. "16k" ("" = nginx's default, one memory page)`)
+	fs.StringVar(&s.only, "only", "", `run one part only: "bulk", "latency" or "memory" ("" = all)`)
+	fs.BoolVar(&s.noNginx, "no-nginx", false, "leave nginx out even if installed")
+	fs.StringVar(&s.xapsproxyEnv, "xapsproxy-env", "", `extra environment for the xapsproxy processes only, e.g. "GOGC=50 GOMAXPROCS=1"`)
+	if err := fs.Parse(args); err != nil {
+		return s, err
+	}
+	switch s.only {
+	case "", "bulk", "latency", "memory":
+	default:
+		return s, fmt.Errorf("-only %q: want bulk, latency or memory", s.only)
+	}
+	if fs.NArg() > 0 {
+		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	def := func(v *int, full, quick int) {
+		if *v == 0 {
+			*v = map[bool]int{false: full, true: quick}[s.quick]
+		}
+	}
+	def(&s.messages, 100, 10)
+	def(&s.runs, 7, 3)
+	def(&s.ops, 10000, 500)
+	def(&s.conns, 5000, 500)
+	def(&s.memRuns, 3, 1)
+	if s.settle == 0 {
+		s.settle = map[bool]time.Duration{false: 20 * time.Second, true: 5 * time.Second}[s.quick]
+	}
+	if s.messages < 1 || s.messageSize < 1024 || s.runs < 1 || s.ops < 1 || s.conns < 1 || s.memRuns < 1 || s.concurrency < 1 || s.warmup < 0 {
+		return s, errors.New("counts must be positive (message-size at least 1024)")
+	}
+	return s, nil
+}
+
+// wants reports whether part is measured in this run.
+func (s settings) wants(part string) bool { return s.only == "" || s.only == part }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	var err error
+	switch args := os.Args[1:]; {
+	case len(args) > 0 && args[0] == "connmem":
+		err = connmemCmd(ctx, args[1:], os.Stdout, os.Stderr)
+	case len(args) > 0 && args[0] == "connmem-server": // connmem's child
+		err = connmemServerCmd(args[1:], os.Stdin, os.Stdout)
+	default:
+		err = run(ctx, args, os.Stdout, os.Stderr)
+	}
+	interrupted := ctx.Err() != nil
+	stop()
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return
+	case interrupted:
+		fmt.Fprintln(os.Stderr, "xapsbench: interrupted; everything started was stopped and removed")
+		os.Exit(130)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "xapsbench:", err)
+		os.Exit(1)
+	}
+}
+
+// run does one whole benchmark. Everything it starts is stopped, and its
+// temporary directory removed, before it returns.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	s, err := parseSettings(args, stderr)
+	if err != nil {
+		return err
+	}
+	progress := prefixWriter{w: stderr}
+	env := &environment{command: commandLine(args), cpus: runtime.NumCPU(), cpuModel: cpuModel(), kernel: kernel(), goEnv: goEnv()}
+	// Each connection costs the bench two descriptors (client and memory
+	// backend side) and the proxy two.
+	if env.fileLimit, err = raiseFileLimit(uint64(2*(s.conns+s.warmup) + 4096)); err != nil {
+		return err
+	}
+	if need := uint64(2*(s.conns+s.warmup) + 256); env.fileLimit < need {
+		return fmt.Errorf("RLIMIT_NOFILE is %d, %d connections need about %d: raise it (ulimit -n) or lower -conns", env.fileLimit, s.conns, need)
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	env.dir = root
+	if env.dovecot, err = dovecotrun.Version(); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "xapsbench")
+	if err != nil {
+		return fmt.Errorf("temporary directory: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil { // nginx workers run as nobody
+		return fmt.Errorf("temporary directory: %w", err)
+	}
+
+	fmt.Fprintf(progress, "certificates, Dovecot, go build ./cmd/xapsproxy\n")
+	p, err := newPKI(dir)
+	if err != nil {
+		return err
+	}
+	pool, err := p.pool()
+	if err != nil {
+		return err
+	}
+	clientTLS := &tls.Config{MinVersion: tls.VersionTLS13, MaxVersion: tls.VersionTLS13, RootCAs: pool, ServerName: "localhost"}
+	dc, err := dovecotrun.Start(dovecotrun.Options{})
+	if err != nil {
+		return fmt.Errorf("dovecot: %w", err)
+	}
+	defer dc.Close()
+	bin, goVersion, err := buildXapsproxy(ctx, root, dir)
+	if err != nil {
+		return err
+	}
+	env.goVersion = goVersion
+	xb := &xapsproxyBuild{bin: bin, dir: dir, pki: p, env: strings.Fields(s.xapsproxyEnv)}
+	env.proxyEnv = s.xapsproxyEnv
+
+	res := &results{env: env, settings: s}
+	ngx, err := findNginx()
+	switch {
+	case s.noNginx:
+		env.nginx, ngx = "not measured: left out with -no-nginx", nil
+	case err != nil:
+		env.nginx = "not measured: " + err.Error()
+	default:
+		env.nginx = ngx.version
+	}
+
+	b := &bench{s: s, res: res, dir: dir, xb: xb, ngx: ngx, clientTLS: clientTLS, progress: progress}
+	if s.wants("bulk") || s.wants("latency") {
+		if err := b.bulkAndLatency(ctx, dc.IMAPAddr); err != nil {
+			return err
+		}
+	}
+	if s.wants("memory") {
+		if err := b.memory(ctx); err != nil {
+			return err
+		}
+	}
+	r := &report{w: stdout}
+	res.print(r)
+	return r.err
+}
+
+// prefixWriter writes progress lines to w.
+type prefixWriter struct{ w io.Writer }
+
+func (p prefixWriter) Write(b []byte) (int, error) {
+	if _, err := fmt.Fprintf(p.w, "xapsbench: %s", b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}

@@ -1,0 +1,133 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// buildXapsproxy builds ./cmd/xapsproxy of the module at root into dir, as
+// an operator would, so that the proxy runs as its own process (and its RSS
+// is its own). It returns the binary and `go version` of the toolchain.
+func buildXapsproxy(ctx context.Context, root, dir string) (bin, goVersion string, err error) {
+	bin = filepath.Join(dir, "xapsproxy")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/xapsproxy")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("go build ./cmd/xapsproxy: %w\n%s", err, out)
+	}
+	out, err := exec.CommandContext(ctx, "go", "version").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("go version: %w", err)
+	}
+	return bin, strings.TrimSpace(string(out)), nil
+}
+
+// xapsproxyConfig is a complete configuration for a benchmark instance:
+// TLS on a free loopback port, no connection limits, no admin listener,
+// an APNs certificate shaped like Apple's and an endpoint nobody calls (no
+// device registers, so nothing is ever pushed).
+func xapsproxyConfig(p *pki, backend, storePath string) string {
+	return fmt.Sprintf(`# written by xapsbench
+[proxy]
+listen_tls = "127.0.0.1:0"
+cert_file = %q
+key_file = %q
+max_connections = 0
+max_connections_per_ip = 0
+login_timeout = "10m"
+
+[backend]
+address = %q
+
+[watch]
+master_user = "master"
+master_password = "masterpw"
+
+[apns]
+certificate_file = %q
+endpoint = "https://127.0.0.1:9/unused"
+
+[store]
+path = %q
+
+[admin]
+listen = ""
+`, p.serverCert, p.serverKey, backend, p.apnsPEM, storePath)
+}
+
+// proxyProc is a running `xapsproxy serve`.
+type proxyProc struct {
+	*child
+	addr string // its TLS listener
+}
+
+// listeningRE finds the TLS listener in xapsproxy's log line
+// `... msg=listening tls=127.0.0.1:PORT`.
+func listeningRE() *regexp.Regexp { return regexp.MustCompile(`msg=listening tls=(\S+)`) }
+
+// xapsproxyBuild is how to run the built xapsproxy: the binary, where its
+// files go, its certificates, and extra environment (e.g. GOGC=50) for it
+// alone.
+type xapsproxyBuild struct {
+	bin string
+	dir string
+	pki *pki
+	env []string
+}
+
+// start writes dir/name.toml and runs `xapsproxy serve` on it, returning
+// once its TLS listener is bound (the address is read from its log, so no
+// port is guessed).
+func (b *xapsproxyBuild) start(ctx context.Context, name, backend string) (*proxyProc, error) {
+	cfgPath := filepath.Join(b.dir, name+".toml")
+	cfg := xapsproxyConfig(b.pki, backend, filepath.Join(b.dir, name+".db"))
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		return nil, fmt.Errorf("%s config: %w", name, err)
+	}
+	pr, pw := io.Pipe()
+	cmd := exec.Command(b.bin, "serve", "-config", cfgPath)
+	cmd.Env = append(os.Environ(), b.env...)
+	cmd.Stderr = pw
+	c, err := startChild(name, cmd)
+	if err != nil {
+		return nil, err
+	}
+	addrc := make(chan string, 1)
+	go func() {
+		// Read the log for the listener line, keeping everything for
+		// diagnostics, until xapsproxy exits.
+		re := listeningRE()
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			c.out.Write(append(sc.Bytes(), '\n'))
+			if m := re.FindSubmatch(sc.Bytes()); m != nil {
+				select {
+				case addrc <- string(m[1]):
+				default:
+				}
+			}
+		}
+		io.Copy(c.out, pr)
+	}()
+	go func() { <-c.done; pw.Close() }()
+	select {
+	case addr := <-addrc:
+		return &proxyProc{child: c, addr: addr}, nil
+	case <-c.done:
+		return nil, fmt.Errorf("%s exited at startup (%v):\n%s", name, c.cmd.ProcessState, c.out.String())
+	case <-time.After(20 * time.Second):
+		c.stop()
+		return nil, fmt.Errorf("%s: no TLS listener after 20s:\n%s", name, c.out.String())
+	case <-ctx.Done():
+		c.stop()
+		return nil, ctx.Err()
+	}
+}

@@ -1,0 +1,342 @@
+// Package dovecotrun runs a real, unmodified Dovecot 2.3 as a throwaway
+// instance: its own config, users, mail and log under a short directory in
+// /tmp, listening on free 127.0.0.1 ports for IMAP (plain text) and LMTP.
+// Mail is delivered over LMTP exactly as an MTA would deliver it.
+//
+// It is the core of internal/dovecottest (which wraps it for tests) and of
+// cmd/xapsbench. The config comes from testdata/dovecot/dovecot.conf.tmpl at
+// the module root, found by walking up from the working directory to go.mod
+// (TemplatePath), which documents every setting.
+//
+// Use:
+//
+//	d, err := dovecotrun.Start(dovecotrun.Options{})
+//	if err != nil { ... }
+//	defer d.Close() // stops Dovecot and removes its directory
+package dovecotrun
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// InstallHint says how to install what Start needs.
+const InstallHint = "install it with: apt-get install dovecot-imapd dovecot-lmtpd"
+
+// Error is the type of this package's sentinel errors.
+type Error string
+
+func (e Error) Error() string { return string(e) }
+
+// ErrNotInstalled is returned by Start when no Dovecot binary is found.
+const ErrNotInstalled = Error("dovecot not found; " + InstallHint)
+
+// Options configures an instance. The zero value is a good default.
+type Options struct {
+	// Hibernate sets imap_hibernate_timeout to 1s (instead of 0, off), so that
+	// IDLE connections idle for more than a second move to imap-hibernate.
+	Hibernate bool
+	// Users maps user names to passwords; nil means alice:alicepw, bob:bobpw.
+	Users map[string]string
+	// ExtraConfig is appended to the config, e.g.
+	// "login_trusted_networks = 127.0.0.0/8".
+	ExtraConfig string
+	// Template is the config template file; "" means TemplatePath().
+	Template string
+	// KeepOnFailure keeps the instance directory when Start fails, for
+	// inspection; the error names it.
+	KeepOnFailure bool
+}
+
+// Instance is a running Dovecot.
+type Instance struct {
+	IMAPAddr       string // 127.0.0.1:port
+	LMTPAddr       string // 127.0.0.1:port
+	Dir            string // instance directory (config, users, mail, log)
+	MasterUser     string // log in as "USER*master" with MasterPassword
+	MasterPassword string
+
+	users map[string]string
+	cred  *syscall.Credential // nil: run as ourselves
+	out   syncBuffer          // Dovecot's stdout and stderr
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has exited
+}
+
+// Available reports whether a Dovecot binary is installed.
+func Available() bool { return binary() != "" }
+
+func binary() string {
+	if _, err := os.Stat("/usr/sbin/dovecot"); err == nil {
+		return "/usr/sbin/dovecot"
+	}
+	p, _ := exec.LookPath("dovecot")
+	return p
+}
+
+// Version returns the installed Dovecot's version, e.g. "2.3.19.1 (9b53102964)".
+func Version() (string, error) {
+	bin := binary()
+	if bin == "" {
+		return "", ErrNotInstalled
+	}
+	out, err := exec.Command(bin, "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("dovecot --version: %w", err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// Start starts a Dovecot instance and waits until its IMAP and LMTP
+// listeners answer. Close stops it and removes its directory. On error
+// nothing is left running, and the directory is removed unless
+// opts.KeepOnFailure; the error then includes Dovecot's log and output.
+func Start(opts Options) (*Instance, error) {
+	if !Available() {
+		return nil, ErrNotInstalled
+	}
+	tmplPath := opts.Template
+	if tmplPath == "" {
+		p, err := TemplatePath()
+		if err != nil {
+			return nil, err
+		}
+		tmplPath = p
+	}
+	tmpl, err := os.ReadFile(tmplPath)
+	if err != nil {
+		return nil, fmt.Errorf("dovecot template: %w", err)
+	}
+	userName, groupName, cred, err := identity()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("/tmp", "xdc")
+	if err != nil {
+		return nil, fmt.Errorf("instance directory: %w", err)
+	}
+	d := &Instance{Dir: dir, MasterUser: "master", MasterPassword: "masterpw", users: opts.Users, cred: cred}
+	if d.users == nil {
+		d.users = map[string]string{"alice": "alicepw", "bob": "bobpw"}
+	}
+	if err := d.setup(string(tmpl), userName, groupName, opts); err != nil {
+		d.Kill()
+		if opts.KeepOnFailure {
+			return nil, fmt.Errorf("%w\n(instance directory kept: %s)", err, dir)
+		}
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return d, nil
+}
+
+// setup writes the files and launches Dovecot, retrying with fresh ports.
+func (d *Instance) setup(tmpl, userName, groupName string, opts Options) error {
+	err := os.Chmod(d.Dir, 0o755)
+	if err == nil && d.cred != nil {
+		err = os.Chown(d.Dir, int(d.cred.Uid), int(d.cred.Gid))
+	}
+	if err != nil {
+		return fmt.Errorf("instance directory: %w", err)
+	}
+	var users strings.Builder
+	for u, pw := range d.users {
+		fmt.Fprintf(&users, "%s:{PLAIN}%s:::::\n", u, pw)
+	}
+	if err := d.writeFile("users", users.String()); err != nil {
+		return err
+	}
+	if err := d.writeFile("masters", fmt.Sprintf("%s:{PLAIN}%s\n", d.MasterUser, d.MasterPassword)); err != nil {
+		return err
+	}
+	hibernate := "0"
+	if opts.Hibernate {
+		hibernate = "1s"
+	}
+	// Free ports are found by listening on :0 and closing again, so another
+	// process may grab one before Dovecot binds it: retry with fresh ports.
+	for attempt := 1; ; attempt++ {
+		imapPort, err := freePort()
+		if err != nil {
+			return err
+		}
+		lmtpPort, err := freePort()
+		if err != nil {
+			return err
+		}
+		d.IMAPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(imapPort))
+		d.LMTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(lmtpPort))
+		conf := strings.NewReplacer("@DIR@", d.Dir, "@IMAP_PORT@", strconv.Itoa(imapPort),
+			"@LMTP_PORT@", strconv.Itoa(lmtpPort), "@USER@", userName, "@GROUP@", groupName,
+			"@HIBERNATE@", hibernate).Replace(tmpl)
+		if err := d.writeFile("dovecot.conf", conf+"\n"+opts.ExtraConfig+"\n"); err != nil {
+			return err
+		}
+		// Create the log ourselves, world-readable, so that the caller can
+		// read it even when Dovecot runs as another user.
+		if err := d.writeFile("dovecot.log", ""); err != nil {
+			return err
+		}
+		err = d.launch()
+		if err == nil {
+			return nil
+		}
+		d.Kill()
+		if attempt >= 5 || !strings.Contains(d.Log()+d.out.String(), "Address already in use") {
+			return fmt.Errorf("%w\n%s", err, d.Diagnostics())
+		}
+	}
+}
+
+// TemplatePath finds testdata/dovecot/dovecot.conf.tmpl at the module root,
+// searching upwards from the working directory (a test's package directory,
+// or anywhere inside the repository).
+func TemplatePath() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("dovecot template: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return filepath.Join(dir, "testdata", "dovecot", "dovecot.conf.tmpl"), nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", Error("go.mod not found above the working directory (run from inside the xapsproxy repository)")
+		}
+		dir = parent
+	}
+}
+
+// identity returns the account Dovecot runs as: nobody when we are root
+// (Dovecot's login and mail processes refuse root), otherwise ourselves.
+func identity() (userName, groupName string, cred *syscall.Credential, err error) {
+	root := os.Geteuid() == 0
+	u, err := user.Current()
+	if err == nil && root {
+		u, err = user.Lookup("nobody")
+	}
+	var g *user.Group
+	if err == nil {
+		g, err = user.LookupGroupId(u.Gid)
+	}
+	if err != nil {
+		return "", "", nil, fmt.Errorf("dovecot account: %w", err)
+	}
+	if root {
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	return u.Username, g.Name, cred, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// writeFile writes DIR/name (mode 0644), owned by Dovecot's account.
+func (d *Instance) writeFile(name, content string) error {
+	p := filepath.Join(d.Dir, name)
+	err := os.WriteFile(p, []byte(content), 0o644)
+	if err == nil && d.cred != nil {
+		err = os.Chown(p, int(d.cred.Uid), int(d.cred.Gid))
+	}
+	if err != nil {
+		return fmt.Errorf("write %s: %w", name, err)
+	}
+	return nil
+}
+
+// launch starts the master process and waits until both listeners answer.
+func (d *Instance) launch() error {
+	cmd := exec.Command(binary(), "-F", "-c", filepath.Join(d.Dir, "dovecot.conf"))
+	cmd.Dir = d.Dir
+	cmd.Stdout, cmd.Stderr = &d.out, &d.out
+	// Own process group, so that Kill reaches every Dovecot process.
+	// Pdeathsig kills the master if our process dies (panic, timeout); its
+	// children then exit by themselves.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: d.cred, Pdeathsig: syscall.SIGKILL}
+	cmd.WaitDelay = time.Second // don't hang on output pipes held by stray children
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start dovecot: %w", err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	d.mu.Lock()
+	d.cmd, d.done = cmd, done
+	d.mu.Unlock()
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := probe(d.IMAPAddr, "* OK")
+		if err == nil {
+			err = probe(d.LMTPAddr, "220")
+		}
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("dovecot exited during startup (%v)", cmd.ProcessState)
+		case <-time.After(5 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("dovecot not ready after 10s: %w", err)
+		}
+	}
+}
+
+// probe connects to addr and checks that the greeting starts with prefix.
+func probe(addr, prefix string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("%s: reading greeting: %w", addr, err)
+	}
+	if !strings.HasPrefix(line, prefix) {
+		return fmt.Errorf("%s: unexpected greeting %q", addr, line)
+	}
+	return nil
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}

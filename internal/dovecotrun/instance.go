@@ -1,0 +1,145 @@
+package dovecotrun
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// ErrStopTimeout is returned by Stop when Dovecot ignored SIGTERM for 5 s
+// and had to be killed; it is stopped all the same.
+const ErrStopTimeout = Error("dovecot ignored SIGTERM for 5s, killing it")
+
+// Kill SIGKILLs the whole process group and waits for the master. Data
+// stays in place for Restart.
+func (d *Instance) Kill() {
+	d.mu.Lock()
+	cmd, done := d.cmd, d.done
+	d.cmd = nil
+	d.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	<-done
+}
+
+// Stop shuts Dovecot down gracefully (SIGTERM, SIGKILL after 5 s, then
+// ErrStopTimeout). Data stays in place for Restart. Stopping a stopped
+// instance does nothing.
+func (d *Instance) Stop() error {
+	d.mu.Lock()
+	cmd, done := d.cmd, d.done
+	d.mu.Unlock()
+	if cmd == nil {
+		return nil
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	var err error
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		err = ErrStopTimeout
+	}
+	d.Kill() // also reaps any straggling child still holding a listener
+	return err
+}
+
+// Restart stops Dovecot if it is running and starts it again on the same
+// directory and ports, keeping all mail. A failed start leaves nothing
+// running; the error includes Dovecot's log and output.
+func (d *Instance) Restart() error {
+	d.Stop() // a timeout there ends in a kill: still a clean restart
+	if err := d.launch(); err != nil {
+		d.Kill()
+		return fmt.Errorf("restart: %w\n%s", err, d.Diagnostics())
+	}
+	return nil
+}
+
+// Close stops Dovecot at once (SIGKILL) and removes its directory.
+func (d *Instance) Close() error {
+	d.Kill()
+	if err := os.RemoveAll(d.Dir); err != nil {
+		return fmt.Errorf("remove dovecot directory: %w", err)
+	}
+	return nil
+}
+
+// Password returns the password of a configured user ("" if unknown).
+func (d *Instance) Password(user string) string { return d.users[user] }
+
+// Log returns the contents of Dovecot's log file.
+func (d *Instance) Log() string {
+	b, _ := os.ReadFile(filepath.Join(d.Dir, "dovecot.log"))
+	return string(b)
+}
+
+// Output returns what Dovecot wrote to its standard output and error.
+func (d *Instance) Output() string { return d.out.String() }
+
+// Diagnostics returns the log and the output, labelled, for error reports.
+func (d *Instance) Diagnostics() string {
+	return "--- " + filepath.Join(d.Dir, "dovecot.log") + ":\n" + d.Log() +
+		"--- dovecot stdout/stderr:\n" + d.out.String()
+}
+
+// Deliver delivers msg to rcpt (e.g. "alice@example.com") over LMTP, as an
+// MTA would: LHLO, MAIL FROM:<sender@example.com>, RCPT TO:<rcpt>, DATA.
+// msg should use CRLF line endings. The DATA writer does the dot-stuffing,
+// turns any bare LF into CRLF and adds a final CRLF if msg lacks one.
+//
+// Like any MTA delivery, the stored message gains trace header fields:
+// Dovecot prepends Return-Path, Delivered-To and Received.
+func (d *Instance) Deliver(rcpt string, msg []byte) error {
+	conn, err := net.DialTimeout("tcp", d.LMTPAddr, 5*time.Second)
+	if err == nil {
+		c := smtp.NewClientLMTP(conn)
+		defer c.Close()
+		c.CommandTimeout, c.SubmissionTimeout = 10*time.Second, 10*time.Second
+		if err = c.Hello("localhost"); err == nil { // LHLO
+			err = c.SendMail("sender@example.com", []string{rcpt}, bytes.NewReader(msg))
+		}
+		if err == nil {
+			err = c.Quit()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("LMTP delivery to %s: %w", rcpt, err)
+	}
+	return nil
+}
+
+// Doveadm runs `doveadm -c DIR/dovecot.conf args...` as Dovecot's account
+// and returns its standard output, e.g. Doveadm("mailbox", "create", "-u",
+// "alice", "Notes").
+func (d *Instance) Doveadm(args ...string) ([]byte, error) {
+	return d.DoveadmInput(nil, args...)
+}
+
+// DoveadmInput is Doveadm with stdin, e.g. for `doveadm save -u alice`
+// with the message on stdin.
+func (d *Instance) DoveadmInput(stdin io.Reader, args ...string) ([]byte, error) {
+	cmd := exec.Command("doveadm", append([]string{"-c", filepath.Join(d.Dir, "dovecot.conf")}, args...)...)
+	cmd.Dir = d.Dir
+	cmd.Stdin = stdin
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: d.cred}
+	out, err := cmd.Output()
+	if ee, ok := errors.AsType[*exec.ExitError](err); ok {
+		err = fmt.Errorf("%w: %s", err, bytes.TrimSpace(ee.Stderr))
+	}
+	if err != nil {
+		return out, fmt.Errorf("doveadm %s: %w", strings.Join(args, " "), err)
+	}
+	return out, nil
+}
