@@ -98,7 +98,7 @@ func dialBackend(ctx context.Context, cfg config.Backend, tc *tls.Config, client
 		}
 		conn = tlsConn
 	}
-	b := &backendConn{conn: conn, r: bufio.NewReaderSize(conn, bufferSize)}
+	b := &backendConn{conn: conn, r: bufio.NewReaderSize(conn, readBufferSize)}
 	b.greeting, err = imapwire.ReadLine(b.r, nil, maxLineLength)
 	if err != nil {
 		return nil, fmt.Errorf("backend greeting: %w", err)
@@ -119,7 +119,7 @@ func dialBackend(ctx context.Context, cfg config.Backend, tc *tls.Config, client
 			return nil, fmt.Errorf("backend TLS: %w", err)
 		}
 		b.conn = tlsConn
-		b.r = bufio.NewReaderSize(tlsConn, bufferSize)
+		b.r = bufio.NewReaderSize(tlsConn, readBufferSize)
 		b.greetingStale = true
 	}
 	if cfg.ForwardClientIP {

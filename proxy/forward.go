@@ -79,9 +79,9 @@ func (s *session) forward(line []byte, c *command, capt *capture) error {
 				return errClosed
 			}
 		}
-		var dst io.Writer = s.bw
+		var dst io.Writer = &s.bw
 		if capt != nil {
-			dst = io.MultiWriter(s.bw, capt)
+			dst = io.MultiWriter(&s.bw, capt)
 		}
 		if _, err := io.CopyN(dst, s.cr, lit.Size); err != nil {
 			return err
@@ -130,6 +130,11 @@ func (s *session) forwardRaw(line []byte) error {
 // closes, or until a draining session has nothing left running.
 func (s *session) backendLoop() error {
 	for {
+		br, err := s.brd.next()
+		if err != nil {
+			return err
+		}
+		s.br = br
 		first, err := s.br.ReadSlice('\n')
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return err
@@ -168,15 +173,15 @@ func (s *session) forwardResponse(first []byte, whole bool) (*command, error) {
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	lit, hasLit, err := imapwire.CopyLine(s.cw, s.br, out)
+	lit, hasLit, err := imapwire.CopyLine(&s.cw, s.br, out)
 	// Only data responses carry literals; status and continuation lines end
 	// in free text, which may look like one (RFC 9051 resp-text).
 	hasLit = hasLit && kind == respData
 	for err == nil && hasLit {
-		if _, err = io.CopyN(s.cw, s.br, lit.Size); err != nil {
+		if _, err = io.CopyN(&s.cw, s.br, lit.Size); err != nil {
 			break
 		}
-		lit, hasLit, err = imapwire.CopyLine(s.cw, s.br, nil)
+		lit, hasLit, err = imapwire.CopyLine(&s.cw, s.br, nil)
 	}
 	if err != nil {
 		return nil, err

@@ -39,7 +39,7 @@ type proxyEnv struct {
 	fail error // returned by Register when set
 }
 
-func startProxy(t *testing.T, backendAddr string, mod func(*Options)) *proxyEnv {
+func startProxy(t testing.TB, backendAddr string, mod func(*Options)) *proxyEnv {
 	t.Helper()
 	env := &proxyEnv{ca: testpki.NewCA(t)}
 	cert := env.ca.ServerCert(t, "127.0.0.1", "localhost")
@@ -89,7 +89,7 @@ func (e *proxyEnv) registrations() []store.Registration {
 	return append([]store.Registration(nil), e.regs...)
 }
 
-func listen(t *testing.T) net.Listener {
+func listen(t testing.TB) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -195,12 +195,12 @@ func (b *fakeBackend) accept(t *testing.T, greeting string) *lineConn {
 }
 
 // dialTLS connects a client to the proxy's implicit-TLS listener.
-func (e *proxyEnv) dialTLS(t *testing.T) *lineConn {
+func (e *proxyEnv) dialTLS(t testing.TB) *lineConn {
 	t.Helper()
 	return e.dialTLSAt(t, e.tlsAddr)
 }
 
-func (e *proxyEnv) dialTLSAt(t *testing.T, addr string) *lineConn {
+func (e *proxyEnv) dialTLSAt(t testing.TB, addr string) *lineConn {
 	t.Helper()
 	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: e.ca.Pool(), ServerName: "127.0.0.1"})
 	if err != nil {
@@ -245,6 +245,6 @@ func login(t *testing.T, client, backend *lineConn, user string) {
 
 // testLogger fails the test if a password or SASL payload used by the
 // tests ever shows up in the log: "secret" and "\x00alice\x00secret".
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(t testing.TB) *slog.Logger {
 	return testlog.New(t, "secret", "AGFsaWNlAHNlY3JldA==")
 }

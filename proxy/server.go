@@ -36,7 +36,6 @@ const (
 	maxXAPSLiteral     = 1 << 10          // one literal inside XAPPLEPUSHSERVICE or ID
 	maxDiscardLiteral  = 64 << 10         // data skipped after a refused command
 	maxPipeline        = 1000             // commands forwarded and not yet answered
-	bufferSize         = 4 << 10          // bufio size per direction
 	defaultLoginTimout = time.Minute
 	defaultIdleTimeout = 35 * time.Minute
 )

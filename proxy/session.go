@@ -31,15 +31,18 @@ type session struct {
 	ip          string   // the client's address, for the per-address limit
 
 	// Owned by the client reader (run).
-	cr      *bufio.Reader
+	crd     lazyReader    // from the client
+	cr      *bufio.Reader // crd's buffer while a command is read
 	lineBuf []byte
-	bw      *bufio.Writer // to the backend
+	bw      lazyWriter // to the backend
 
 	wmu    sync.Mutex
-	client net.Conn      // raw, or TLS over it; replaced by STARTTLS under wmu
-	cw     *bufio.Writer // to the client
+	client net.Conn   // raw, or TLS over it; replaced by STARTTLS under wmu
+	cw     lazyWriter // to the client
 
-	br *bufio.Reader // from the backend; owned by backendLoop once it runs
+	// Owned by backendLoop once it runs.
+	brd lazyReader    // from the backend
+	br  *bufio.Reader // brd's buffer while a response is read
 
 	mu            sync.Mutex
 	cond          *sync.Cond // on mu: pending shrank, or the session closed
@@ -96,8 +99,8 @@ func (s *session) run(ctx context.Context) {
 		s.wmu.Unlock()
 	}
 	s.wmu.Lock()
-	s.cr = bufio.NewReaderSize(s.client, bufferSize)
-	s.cw = bufio.NewWriterSize(s.client, bufferSize)
+	s.crd.conn = s.client
+	s.cw.w = s.client
 	s.wmu.Unlock()
 
 	b, err := dialBackend(ctx, s.srv.opts.Backend, s.srv.opts.BackendTLS, s.raw)
@@ -144,8 +147,9 @@ func (s *session) setBackend(b *backendConn) bool {
 	if s.closed {
 		return false
 	}
-	s.backend, s.br = b.conn, b.r
-	s.bw = bufio.NewWriterSize(b.conn, bufferSize)
+	s.backend = b.conn
+	s.brd = lazyReader{conn: b.conn, br: b.r} // b.r may hold more than the greeting
+	s.bw.w = b.conn
 	if b.preauth {
 		s.authenticated = true
 		s.timer.Reset(s.srv.idleTimeout)
@@ -193,7 +197,7 @@ func (s *session) close() {
 			// of wmu.
 			s.raw.SetDeadline(time.Now().Add(time.Second))
 			s.wmu.Lock()
-			if s.cw != nil {
+			if s.cw.w != nil {
 				s.cw.WriteString("* BYE " + reason + "\r\n")
 				s.cw.Flush()
 			}
@@ -240,6 +244,11 @@ func (s *session) writeClient(resp string) error {
 // clientLoop reads client commands until the client goes away.
 func (s *session) clientLoop(ctx context.Context) error {
 	for {
+		cr, err := s.crd.next()
+		if err != nil {
+			return err
+		}
+		s.cr = cr
 		line, err := imapwire.ReadLine(s.cr, s.lineBuf, maxLineLength)
 		s.lineBuf = line[:0]
 		if errors.Is(err, imapwire.ErrLineTooLong) {

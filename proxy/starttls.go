@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 
@@ -50,7 +49,9 @@ func (s *session) handleSTARTTLS(ctx context.Context, tag string, rest []byte) e
 	s.clientTLS = true
 	s.mu.Unlock()
 	s.client = tlsConn
-	s.cr = bufio.NewReaderSize(tlsConn, bufferSize)
-	s.cw = bufio.NewWriterSize(tlsConn, bufferSize)
+	s.crd.release() // empty: checked above
+	s.crd.conn = tlsConn
+	s.cr = nil
+	s.cw.w = tlsConn
 	return nil
 }
