@@ -128,6 +128,8 @@ func (s *session) complete(tag, status string) *command {
 			c.litWait = nil
 		}
 		if s.contCmd == c {
+			// Now, not at finish: the client may send its next command as
+			// soon as it sees this response.
 			s.contCmd = nil
 		}
 		return c
@@ -152,6 +154,9 @@ func (s *session) finish(c *command) {
 	}
 	if len(s.pending) == 0 {
 		s.pending = s.pending[:0:0] // let the backing array go
+	}
+	if s.contCmd == c {
+		s.contCmd = nil
 	}
 	s.cond.Broadcast()
 }
@@ -179,9 +184,13 @@ func (s *session) continuationLine(line []byte) bool {
 	return true
 }
 
-// busy reports whether a command other than IDLE is running: the client may
-// then be silent for as long as it takes.
+// busy reports whether the backend is working on a command other than IDLE:
+// the client may then be silent for as long as it takes. A command whose
+// literal the client is still sending is not the backend's work.
 func (s *session) busy() bool {
+	if s.readingLiteral {
+		return false
+	}
 	for _, c := range s.pending {
 		if c.kind != kindIdle {
 			return true

@@ -6,8 +6,10 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xapsproxy/xapsproxy/internal/dovecottest"
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
@@ -123,4 +125,31 @@ func (c *lineConn) fetchLiteral(t *testing.T, uid int, item string) []byte {
 	}
 	c.expectPrefix("f OK ")
 	return data
+}
+
+// Same hole with IDLE, against a real Dovecot that trusts the proxy
+// (forward_client_ip off): the client's x-originating-ip reaches Dovecot.
+func TestDovecotRefusedLiteralCannotSpoofAddress(t *testing.T) {
+	t.Parallel()
+	d := dovecottest.Start(t, dovecottest.Options{ExtraConfig: "login_trusted_networks = 127.0.0.1/32"})
+	env := startProxy(t, d.IMAPAddr, nil)
+	c := env.dialTLS(t)
+	c.expectPrefix("* OK ")
+	c.send("a IDLE {100000}")
+	c.expect("a BAD Literal too large before login")
+	c.send(`i ID ("x-originating-ip" "10.9.9.9")`)
+	for !strings.HasPrefix(c.readLine(), "i OK ") {
+	}
+	c.send("l LOGIN alice alicepw")
+	for !strings.HasPrefix(c.readLine(), "l OK ") {
+	}
+	re := regexp.MustCompile(`Login: user=<alice>.*?(rip=[0-9.]+)`)
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if m := re.FindStringSubmatch(d.Log()); m != nil {
+			if m[1] != "rip=127.0.0.1" {
+				t.Errorf("Dovecot logged %s: the client's x-originating-ip got through", m[1])
+			}
+			return
+		}
+	}
 }

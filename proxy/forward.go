@@ -61,10 +61,7 @@ func (s *session) forward(line []byte, c *command, capt *capture) error {
 			return err
 		}
 		if !hasLit {
-			if completeLineBuffered(s.cr) {
-				return nil // the next command is here: flush with it
-			}
-			return s.bw.Flush()
+			return nil // clientLoop flushes, unless the next command is here
 		}
 		if wait != nil {
 			if err := s.bw.Flush(); err != nil {
@@ -83,12 +80,13 @@ func (s *session) forward(line []byte, c *command, capt *capture) error {
 		if capt != nil {
 			dst = io.MultiWriter(&s.bw, capt)
 		}
-		if _, err := io.CopyN(dst, s.cr, lit.Size); err != nil {
-			return err
+		s.setReadingLiteral(true)
+		_, err := io.CopyN(dst, s.cr, lit.Size)
+		if err == nil {
+			line, err = imapwire.ReadLine(s.cr, s.lineBuf, maxLineLength)
+			s.lineBuf = line[:0]
 		}
-		var err error
-		line, err = imapwire.ReadLine(s.cr, s.lineBuf, maxLineLength)
-		s.lineBuf = line[:0]
+		s.setReadingLiteral(false)
 		if errors.Is(err, imapwire.ErrLineTooLong) {
 			s.bye("Command line too long")
 		}
@@ -96,6 +94,12 @@ func (s *session) forward(line []byte, c *command, capt *capture) error {
 			return err
 		}
 	}
+}
+
+func (s *session) setReadingLiteral(on bool) {
+	s.mu.Lock()
+	s.readingLiteral = on
+	s.mu.Unlock()
 }
 
 // refuseLiteral turns down a large literal before login, without reading it:
@@ -120,10 +124,8 @@ func (s *session) refuseLiteral(c *command, canRefuse bool) error {
 // forwardRaw sends one line of continuation data (IDLE's DONE, an
 // AUTHENTICATE response).
 func (s *session) forwardRaw(line []byte) error {
-	if _, err := s.bw.Write(line); err != nil {
-		return err
-	}
-	return s.bw.Flush()
+	_, err := s.bw.Write(line)
+	return err
 }
 
 // backendLoop forwards backend responses to the client until either side

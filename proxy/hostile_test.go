@@ -200,3 +200,52 @@ func (l *failingListener) Accept() (net.Conn, error) {
 	}
 	return l.Listener.Accept()
 }
+
+// After a refused pre-auth literal on AUTHENTICATE, contCmd stays set and
+// every later client line is forwarded raw (here COMPRESS).
+func TestRefusedLiteralEndsContinuation(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), nil)
+	client, backend := env.session(t, b)
+	client.send("a1 AUTHENTICATE PLAIN {100000}")
+	client.expect("a1 BAD Literal too large before login")
+	client.send("c1 COMPRESS DEFLATE")
+	backend.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if line, err := backend.r.ReadString('\n'); err == nil {
+		t.Fatalf("backend received %q: the proxy forwarded a command it must intercept", line)
+	}
+}
+
+// A command followed in the same packet by a line without a tag is never
+// flushed to the backend.
+func TestNoTagLineAfterPipelinedCommand(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), nil)
+	client, backend := env.session(t, b)
+	client.sendRaw("a1 NOOP\r\nxyz\r\n")
+	client.expect("* BAD Invalid command: no tag")
+	backend.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := backend.r.ReadString('\n'); err != nil {
+		t.Fatalf("backend never got a1 NOOP: %v", err)
+	}
+}
+
+// A logged-in client that stops in the middle of a literal is never timed out.
+func TestStalledLiteralTimesOut(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), func(o *Options) { o.IdleTimeout = 300 * time.Millisecond })
+	client, backend := env.session(t, b)
+	login(t, client, backend, "alice")
+	client.send("a1 APPEND INBOX {100}")
+	backend.expect("a1 APPEND INBOX {100}")
+	backend.send("+ OK")
+	client.expect("+ OK")
+	client.sendRaw("abc")
+	client.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := client.r.ReadString('\n'); err != nil {
+		t.Errorf("after 2s (idle timeout 300ms) the session is still open: %v", err)
+	}
+}

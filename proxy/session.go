@@ -44,19 +44,21 @@ type session struct {
 	brd lazyReader    // from the backend
 	br  *bufio.Reader // brd's buffer while a response is read
 
-	mu            sync.Mutex
-	cond          *sync.Cond // on mu: pending shrank, or the session closed
-	backend       net.Conn
-	clientTLS     bool
-	authenticated bool
-	user          string     // login name once the backend said OK
-	pending       []*command // forwarded, not yet answered; oldest first
-	contCmd       *command   // IDLE or AUTHENTICATE whose continuation lines come next
-	draining      bool       // Shutdown asked: end after the running command
-	closed        bool
-	byeReason     string      // told to the client when the session ends
-	timer         *time.Timer // login deadline, then the idle timeout
+	mu             sync.Mutex
+	cond           *sync.Cond // on mu: pending shrank, or the session closed
+	backend        net.Conn
+	clientTLS      bool
+	authenticated  bool
+	user           string     // login name once the backend said OK
+	pending        []*command // forwarded, not yet answered; oldest first
+	contCmd        *command   // IDLE or AUTHENTICATE whose continuation lines come next
+	draining       bool       // Shutdown asked: end after the running command
+	readingLiteral bool       // the client reader waits for the rest of a command from the client
+	closed         bool
+	byeReason      string      // told to the client when the session ends
+	timer          *time.Timer // login deadline, then the idle timeout
 
+	cancel    context.CancelFunc // ends the session's context: dialing, handshakes
 	closeOnce sync.Once
 	done      chan struct{}
 }
@@ -77,10 +79,17 @@ func newSession(srv *Server, conn net.Conn, implicitTLS bool, ip string) *sessio
 }
 
 func (s *session) run(ctx context.Context) {
+	ctx, cancel := context.WithCancel(ctx)
 	defer s.close()
 	s.mu.Lock()
+	s.cancel = cancel
 	s.timer = time.AfterFunc(s.srv.loginTimeout, s.onTimer)
+	closed := s.closed
 	s.mu.Unlock()
+	if closed {
+		cancel()
+		return
+	}
 	s.log.Debug("connected")
 	if s.implicitTLS {
 		tlsConn := tls.Server(s.raw, s.srv.opts.TLS)
@@ -186,6 +195,9 @@ func (s *session) close() {
 		if s.timer != nil {
 			s.timer.Stop()
 		}
+		if s.cancel != nil {
+			s.cancel()
+		}
 		backend, reason := s.backend, s.byeReason
 		s.mu.Unlock()
 		if backend != nil {
@@ -264,18 +276,24 @@ func (s *session) clientLoop(ctx context.Context) error {
 		}
 		draining := s.draining
 		s.mu.Unlock()
-		if s.continuationLine(line) {
-			if err := s.forwardRaw(line); err != nil {
-				return err
-			}
-			continue
-		}
-		if draining {
+		switch {
+		case s.continuationLine(line):
+			err = s.forwardRaw(line)
+		case draining:
 			s.bye("Server shutting down")
 			return nil
+		default:
+			err = s.dispatch(ctx, line)
 		}
-		if err := s.dispatch(ctx, line); err != nil {
+		if err != nil {
 			return err
+		}
+		// Pipelined commands go out together: flush when the next one is
+		// not already here.
+		if !completeLineBuffered(s.cr) {
+			if err := s.bw.Flush(); err != nil {
+				return err
+			}
 		}
 	}
 }
@@ -303,6 +321,8 @@ func (s *session) dispatch(ctx context.Context, line []byte) error {
 		return s.handleSTARTTLS(ctx, tag, rest)
 	case "COMPRESS":
 		return s.refuse(tag, rest, "NO COMPRESS is not available through this proxy")
+	case "UNAUTHENTICATE":
+		return s.refuse(tag, rest, "NO UNAUTHENTICATE is not available through this proxy")
 	case "LOGIN":
 		return s.forwardLogin(line, tag, rest)
 	case "AUTHENTICATE":
@@ -355,6 +375,9 @@ func (s *session) authState() (authenticated bool, user string) {
 // completeLineBuffered reports whether br holds the whole next line, so a
 // flush can wait for it.
 func completeLineBuffered(br *bufio.Reader) bool {
+	if br == nil {
+		return false
+	}
 	n := br.Buffered()
 	if n == 0 {
 		return false
