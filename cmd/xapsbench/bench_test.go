@@ -76,7 +76,7 @@ func TestXapsproxyConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := xapsproxyConfig(p, "127.0.0.1:143", "/tmp/x.db")
+	doc := xapsproxyConfig(p, "127.0.0.1:143", "/tmp/x.db", apnsEndpoint{})
 	cfg, err := config.Parse(doc, t.TempDir())
 	if err != nil {
 		t.Fatal(err)

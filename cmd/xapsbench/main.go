@@ -12,6 +12,9 @@
 //     5 000 connections (nginx's master and workers for comparison), with a
 //     go-imap in-memory server as the backend so that Dovecot's limits do
 //     not get in the way;
+//   - push latency: the time from delivering a mail over LMTP to the APNs
+//     request leaving xapsproxy (received by a fake APNs in the bench),
+//     against a plain IMAP client idling directly on Dovecot;
 //
 // then a verdict per goal: throughput >= nginx's, added p50 latency <=
 // nginx's, <= 48 KiB per idle TLS connection.
@@ -71,13 +74,14 @@ type settings struct {
 	noNginx          bool
 	xapsproxyEnv     string
 	only             string
+	pushes           int
 }
 
 func parseSettings(args []string, stderr io.Writer) (settings, error) {
 	fs := flag.NewFlagSet("xapsbench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var s settings
-	fs.BoolVar(&s.quick, "quick", false, "smoke test: 10 MiB mailbox, 3 runs, 500 round trips, 500 connections")
+	fs.BoolVar(&s.quick, "quick", false, "smoke test: 10 MiB mailbox, 3 runs, 500 round trips, 500 connections, 10 pushes")
 	fs.IntVar(&s.messages, "messages", 0, "messages in the mailbox (default 100, quick 10)")
 	fs.IntVar(&s.messageSize, "message-size", 1<<20, "bytes per message")
 	fs.IntVar(&s.runs, "runs", 0, "measured bulk FETCH runs per path (default 7, quick 3)")
@@ -89,16 +93,17 @@ func parseSettings(args []string, stderr io.Writer) (settings, error) {
 	fs.DurationVar(&s.settle, "settle", 0, "longest wait for the RSS to settle (default 20s, quick 5s)")
 	fs.StringVar(&s.nginxWorkers, "nginx-workers", "1", `nginx worker_processes ("1" or "auto")`)
 	fs.StringVar(&s.nginxProxyBuffer, "nginx-proxy-buffer", "", `nginx proxy_buffer, e.g. "16k" ("" = nginx's default, one memory page)`)
-	fs.StringVar(&s.only, "only", "", `run one part only: "bulk", "latency" or "memory" ("" = all)`)
+	fs.IntVar(&s.pushes, "pushes", 0, "measured deliveries in the push phase (default 50, quick 10)")
+	fs.StringVar(&s.only, "only", "", `run one part only: "bulk", "latency", "memory" or "push" ("" = all)`)
 	fs.BoolVar(&s.noNginx, "no-nginx", false, "leave nginx out even if installed")
 	fs.StringVar(&s.xapsproxyEnv, "xapsproxy-env", "", `extra environment for the xapsproxy processes only, e.g. "GOGC=50 GOMAXPROCS=1"`)
 	if err := fs.Parse(args); err != nil {
 		return s, err
 	}
 	switch s.only {
-	case "", "bulk", "latency", "memory":
+	case "", "bulk", "latency", "memory", "push":
 	default:
-		return s, fmt.Errorf("-only %q: want bulk, latency or memory", s.only)
+		return s, fmt.Errorf("-only %q: want bulk, latency, memory or push", s.only)
 	}
 	if fs.NArg() > 0 {
 		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
@@ -113,10 +118,11 @@ func parseSettings(args []string, stderr io.Writer) (settings, error) {
 	def(&s.ops, 10000, 500)
 	def(&s.conns, 5000, 500)
 	def(&s.memRuns, 3, 1)
+	def(&s.pushes, 50, 10)
 	if s.settle == 0 {
 		s.settle = map[bool]time.Duration{false: 20 * time.Second, true: 5 * time.Second}[s.quick]
 	}
-	if s.messages < 1 || s.messageSize < 1024 || s.runs < 1 || s.ops < 1 || s.conns < 1 || s.memRuns < 1 || s.concurrency < 1 || s.warmup < 0 {
+	if s.messages < 1 || s.messageSize < 1024 || s.runs < 1 || s.ops < 1 || s.conns < 1 || s.memRuns < 1 || s.pushes < 1 || s.concurrency < 1 || s.warmup < 0 {
 		return s, errors.New("counts must be positive (message-size at least 1024)")
 	}
 	return s, nil
@@ -214,13 +220,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		env.nginx, ngx = "not measured: left out with -no-nginx", nil
 	case err != nil:
 		env.nginx = "not measured: " + err.Error()
+	case s.only == "push":
+		env.nginx, ngx = "not used by -only push", nil
 	default:
 		env.nginx = ngx.version
 	}
 
 	b := &bench{s: s, res: res, dir: dir, xb: xb, ngx: ngx, clientTLS: clientTLS, progress: progress}
-	if s.wants("bulk") || s.wants("latency") {
-		if err := b.bulkAndLatency(ctx, dc.IMAPAddr); err != nil {
+	if s.wants("bulk") || s.wants("latency") || s.wants("push") {
+		if err := b.dovecotPhases(ctx, dc); err != nil {
 			return err
 		}
 	}
@@ -231,7 +239,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	r := &report{w: stdout}
 	res.print(r)
-	return r.err
+	if r.err != nil {
+		return r.err
+	}
+	if p := res.push; p != nil && p.errors() > 0 {
+		return fmt.Errorf("push phase: %d error(s), listed in the report above", p.errors())
+	}
+	return nil
 }
 
 // prefixWriter writes progress lines to w.

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+
+	"github.com/xapsproxy/xapsproxy/internal/dovecotrun"
 )
 
 // bench is one run's setup, shared by its phases.
@@ -25,16 +27,44 @@ func (b *bench) nginxOptions(name, backend string, maxConns int) nginxOptions {
 		proxyBuffer: b.s.nginxProxyBuffer, maxConns: maxConns, pki: b.xb.pki, clientTLS: b.clientTLS}
 }
 
-// bulkAndLatency measures the three paths to Dovecot.
-func (b *bench) bulkAndLatency(ctx context.Context, dovecot string) error {
-	s, res, progress := b.s, b.res, b.progress
-	targets := []target{{name: "direct", addr: dovecot}}
-	x, err := b.xb.start(ctx, "xapsproxy-dovecot", dovecot)
+// dovecotPhases runs the phases in front of Dovecot (bulk, latency, push)
+// with one xapsproxy process, which pushes to a fake APNs in the bench when
+// the push phase runs.
+func (b *bench) dovecotPhases(ctx context.Context, dc *dovecotrun.Instance) error {
+	var endpoint apnsEndpoint
+	var apns *fakeAPNs
+	if b.s.wants("push") {
+		var err error
+		if apns, err = startFakeAPNs(b.xb.pki, newDeviceToken(), pushAccountID); err != nil {
+			return err
+		}
+		defer apns.Close() // after xapsproxy has stopped
+		endpoint = apns.endpoint(b.xb.pki)
+	}
+	x, err := b.xb.start(ctx, "xapsproxy-dovecot", dc.IMAPAddr, endpoint)
 	if err != nil {
 		return err
 	}
 	defer x.stop()
+	if b.s.wants("bulk") || b.s.wants("latency") {
+		if err := b.bulkAndLatency(ctx, dc.IMAPAddr, x); err != nil {
+			return err
+		}
+	}
+	if b.s.wants("push") {
+		if b.res.push, err = measurePush(ctx, b, dc, x, apns, b.s.pushes); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// bulkAndLatency measures the three paths to Dovecot.
+func (b *bench) bulkAndLatency(ctx context.Context, dovecot string, x *proxyProc) error {
+	s, res, progress := b.s, b.res, b.progress
+	targets := []target{{name: "direct", addr: dovecot}}
 	targets = append(targets, target{name: "xapsproxy", addr: x.addr, tls: b.clientTLS})
+	var err error
 	if b.ngx != nil {
 		ng, err := startNginx(ctx, b.ngx, b.nginxOptions("nginx-dovecot", dovecot, 64))
 		if err != nil {
@@ -88,7 +118,7 @@ func (b *bench) memory(ctx context.Context) error {
 	for run := 1; run <= s.memRuns; run++ {
 		fmt.Fprintf(b.progress, "memory, run %d/%d: xapsproxy with %d idle TLS connections\n", run, s.memRuns, s.conns)
 		m, err := b.memoryRun(ctx, opts, func(backend string) (target, func() []int, func(), error) {
-			p, err := b.xb.start(ctx, fmt.Sprintf("xapsproxy-mem%d", run), backend)
+			p, err := b.xb.start(ctx, fmt.Sprintf("xapsproxy-mem%d", run), backend, apnsEndpoint{})
 			if err != nil {
 				return target{}, nil, nil, err
 			}

@@ -22,6 +22,7 @@ import (
 // Keys are ECDSA P-256.
 type pki struct {
 	caPEM      []byte
+	caFile     string // caPEM written out, for xapsproxy's apns ca_file
 	serverCert string // PEM leaf certificate (the CA is the clients' root)
 	serverKey  string
 	apnsPEM    string // certificate and key in one file
@@ -56,7 +57,10 @@ func newPKI(dir string) (*pki, error) {
 	if err != nil {
 		return nil, fmt.Errorf("CA certificate: %w", err)
 	}
-	p := &pki{caPEM: pemBlock("CERTIFICATE", caDER)}
+	p := &pki{caPEM: pemBlock("CERTIFICATE", caDER), caFile: filepath.Join(dir, "ca.pem")}
+	if err := os.WriteFile(p.caFile, p.caPEM, 0o644); err != nil {
+		return nil, fmt.Errorf("CA certificate: %w", err)
+	}
 
 	server := &x509.Certificate{
 		SerialNumber: big.NewInt(2),

@@ -14,6 +14,7 @@ type results struct {
 	throughput []throughputResult
 	latency    []latencyResult
 	rss        []*rssPath
+	push       *pushResult
 	nginxNote  string // how nginx ran
 }
 
@@ -97,6 +98,10 @@ func (res *results) print(r *report) {
 		}
 		r.f("  (a Go process's RSS includes GC headroom: with GOGC=100 the heap may grow to twice its live size between")
 		r.f("  collections, so xapsproxy's number depends on where the last GC fell; `go run ./cmd/xapsbench connmem` breaks it down)")
+		r.f("")
+	}
+	if res.push != nil {
+		res.push.print(r)
 		r.f("")
 	}
 	res.verdicts(r)
@@ -187,6 +192,9 @@ func (res *results) verdicts(r *report) {
 			detail += fmt.Sprintf(" (nginx %.1f KiB: xapsproxy %.2fx nginx)", mn.perConn(), mx.perConn()/mn.perConn())
 		}
 		verdict("<= 48 KiB per idle TLS connection", mx.perConn() <= 48, detail)
+	}
+	if res.push != nil {
+		r.f("  %-36s %-8s %s", "delivery -> APNs request (no goal)", "-", res.push.summary())
 	}
 }
 

@@ -30,11 +30,21 @@ func buildXapsproxy(ctx context.Context, root, dir string) (bin, goVersion strin
 	return bin, strings.TrimSpace(string(out)), nil
 }
 
+// apnsEndpoint is where an instance sends pushes: the bench's fake APNs
+// (see apnsfake.go), trusted through the bench's CA. The zero value is an
+// endpoint nobody calls, for instances where no device registers.
+type apnsEndpoint struct {
+	url    string
+	caFile string
+}
+
 // xapsproxyConfig is a complete configuration for a benchmark instance:
 // TLS on a free loopback port, no connection limits, no admin listener,
-// an APNs certificate shaped like Apple's and an endpoint nobody calls (no
-// device registers, so nothing is ever pushed).
-func xapsproxyConfig(p *pki, backend, storePath string) string {
+// an APNs certificate shaped like Apple's and the endpoint apns.
+func xapsproxyConfig(p *pki, backend, storePath string, apns apnsEndpoint) string {
+	if apns.url == "" {
+		apns.url = "https://127.0.0.1:9/unused"
+	}
 	return fmt.Sprintf(`# written by xapsbench
 [proxy]
 listen_tls = "127.0.0.1:0"
@@ -53,14 +63,15 @@ master_password = "masterpw"
 
 [apns]
 certificate_file = %q
-endpoint = "https://127.0.0.1:9/unused"
+endpoint = %q
+ca_file = %q
 
 [store]
 path = %q
 
 [admin]
 listen = ""
-`, p.serverCert, p.serverKey, backend, p.apnsPEM, storePath)
+`, p.serverCert, p.serverKey, backend, p.apnsPEM, apns.url, apns.caFile, storePath)
 }
 
 // proxyProc is a running `xapsproxy serve`.
@@ -83,12 +94,12 @@ type xapsproxyBuild struct {
 	env []string
 }
 
-// start writes dir/name.toml and runs `xapsproxy serve` on it, returning
+// start writes dir/name.toml (pushing to apns) and runs `xapsproxy serve` on it, returning
 // once its TLS listener is bound (the address is read from its log, so no
 // port is guessed).
-func (b *xapsproxyBuild) start(ctx context.Context, name, backend string) (*proxyProc, error) {
+func (b *xapsproxyBuild) start(ctx context.Context, name, backend string, apns apnsEndpoint) (*proxyProc, error) {
 	cfgPath := filepath.Join(b.dir, name+".toml")
-	cfg := xapsproxyConfig(b.pki, backend, filepath.Join(b.dir, name+".db"))
+	cfg := xapsproxyConfig(b.pki, backend, filepath.Join(b.dir, name+".db"), apns)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("%s config: %w", name, err)
 	}
