@@ -31,7 +31,7 @@ func Handler(st store.Store) http.Handler {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), healthTimeout)
 		defer cancel()
-		if _, err := st.Users(ctx); err != nil {
+		if err := st.Ping(ctx); err != nil {
 			http.Error(w, fmt.Sprintf("store: %v", err), http.StatusServiceUnavailable)
 			return
 		}

@@ -293,7 +293,7 @@ func (w *Watch) validate() error {
 	case w.MasterPasswordFile != "":
 		data, err := os.ReadFile(w.MasterPasswordFile)
 		if err != nil {
-			return keyError("watch.master_password_file", "%v", err)
+			return fmt.Errorf("watch.master_password_file: %w", err)
 		}
 		w.MasterPassword = strings.TrimRight(string(data), "\r\n")
 		if w.MasterPassword == "" {

@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -145,5 +146,29 @@ func TestExampleFile(t *testing.T) {
 	example := strings.Replace(string(data), "/etc/xapsproxy/master-password", pwFile, 1)
 	if _, err := Parse(example, dir); err != nil {
 		t.Errorf("config.example.toml: %v", err)
+	}
+}
+
+func TestBackendTLSConfig(t *testing.T) {
+	t.Parallel()
+	if tc, err := (Backend{Address: "imap.example.com:143", TLS: BackendTLSNone}).TLSConfig(); err != nil || tc != nil {
+		t.Errorf("tls none: %v, %v", tc, err)
+	}
+	tc, err := (Backend{Address: "imap.example.com:993", TLS: BackendTLSImplicit}).TLSConfig()
+	if err != nil || tc.ServerName != "imap.example.com" || tc.MinVersion != tls.VersionTLS12 || tc.RootCAs != nil {
+		t.Errorf("implicit: %+v, %v", tc, err)
+	}
+	tc, err = (Backend{Address: "10.0.0.2:993", TLS: BackendTLSStartTLS, ServerName: "imap.internal"}).TLSConfig()
+	if err != nil || tc.ServerName != "imap.internal" {
+		t.Errorf("server_name: %+v, %v", tc, err)
+	}
+	_, err = (Backend{Address: "a:1", TLS: BackendTLSImplicit, CAFile: "/nonexistent/ca.pem"}).TLSConfig()
+	if err == nil || !strings.Contains(err.Error(), "backend ca_file") {
+		t.Errorf("missing ca_file: %v", err)
+	}
+	garbage := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(garbage, []byte("not a certificate"), 0o600)
+	if _, err = (Backend{Address: "a:1", TLS: BackendTLSImplicit, CAFile: garbage}).TLSConfig(); err == nil || !strings.Contains(err.Error(), "no PEM certificates") {
+		t.Errorf("garbage ca_file: %v", err)
 	}
 }

@@ -5,12 +5,10 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -28,41 +26,9 @@ type backendConn struct {
 	preauth       bool
 }
 
-// ErrBackendRefused is returned when the backend greets with BYE or refuses
+// errBackendRefused is returned when the backend greets with BYE or refuses
 // a command the proxy needs.
-var ErrBackendRefused = errors.New("backend refused")
-
-// BackendTLSConfig builds the configuration used to verify the backend:
-// system roots plus cfg.CAFile, and cfg.ServerName or the host of
-// cfg.Address. It returns nil when the backend link is not TLS.
-func BackendTLSConfig(cfg config.Backend) (*tls.Config, error) {
-	if cfg.TLS == config.BackendTLSNone {
-		return nil, nil
-	}
-	tc := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.ServerName}
-	if tc.ServerName == "" {
-		host, _, err := net.SplitHostPort(cfg.Address)
-		if err != nil {
-			return nil, fmt.Errorf("backend address: %w", err)
-		}
-		tc.ServerName = host
-	}
-	if cfg.CAFile != "" {
-		pem, err := os.ReadFile(cfg.CAFile)
-		if err != nil {
-			return nil, fmt.Errorf("backend ca_file: %w", err)
-		}
-		pool, err := x509.SystemCertPool()
-		if err != nil {
-			pool = x509.NewCertPool()
-		}
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("backend ca_file %s: no PEM certificates found", cfg.CAFile)
-		}
-		tc.RootCAs = pool
-	}
-	return tc, nil
-}
+var errBackendRefused = errors.New("backend refused")
 
 // dialBackend connects to the backend, does TLS as configured, reads the
 // greeting and, if asked, tells the backend the client's address.
@@ -89,7 +55,7 @@ func dialBackend(ctx context.Context, cfg config.Backend, tc *tls.Config, client
 	defer stop()
 
 	if tc == nil {
-		tc = &tls.Config{MinVersion: tls.VersionTLS12}
+		tc = cfg.BaseTLSConfig()
 	}
 	if cfg.TLS == config.BackendTLSImplicit {
 		tlsConn := tls.Client(conn, tc)
@@ -108,7 +74,7 @@ func dialBackend(ctx context.Context, cfg config.Backend, tc *tls.Config, client
 	case bytes.HasPrefix(b.greeting, []byte("* PREAUTH")):
 		b.preauth = true
 	default:
-		return nil, fmt.Errorf("%w: greeting %q", ErrBackendRefused, imapwire.TrimCRLF(b.greeting))
+		return nil, fmt.Errorf("%w: greeting %q", errBackendRefused, imapwire.TrimCRLF(b.greeting))
 	}
 	if cfg.TLS == config.BackendTLSStartTLS {
 		if err := b.command("xaps0 STARTTLS"); err != nil {
@@ -159,7 +125,7 @@ func (b *backendConn) command(cmd string) error {
 			continue
 		}
 		if !hasPrefixFold(rest, "OK") {
-			return fmt.Errorf("%w: %s: %q", ErrBackendRefused, name, imapwire.TrimCRLF(rest))
+			return fmt.Errorf("%w: %s: %q", errBackendRefused, name, imapwire.TrimCRLF(rest))
 		}
 		return nil
 	}

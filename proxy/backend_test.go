@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
-	"strings"
 	"testing"
 
 	"github.com/xapsproxy/xapsproxy/config"
@@ -16,7 +15,7 @@ import (
 func backendTLS(t *testing.T, mode, addr, caFile string) func(*Options) {
 	return func(o *Options) {
 		o.Backend = config.Backend{Address: addr, TLS: mode, CAFile: caFile}
-		tc, err := BackendTLSConfig(o.Backend)
+		tc, err := o.Backend.TLSConfig()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,23 +90,4 @@ func TestForwardClientIP(t *testing.T) {
 	client.expect(greetingCaps)
 	client.send("n1 NOOP")
 	backend.expect("n1 NOOP")
-}
-
-func TestBackendTLSConfig(t *testing.T) {
-	t.Parallel()
-	if tc, err := BackendTLSConfig(config.Backend{Address: "imap.example.com:143", TLS: config.BackendTLSNone}); err != nil || tc != nil {
-		t.Errorf("tls none: %v, %v", tc, err)
-	}
-	tc, err := BackendTLSConfig(config.Backend{Address: "imap.example.com:993", TLS: config.BackendTLSImplicit})
-	if err != nil || tc.ServerName != "imap.example.com" || tc.MinVersion != tls.VersionTLS12 {
-		t.Errorf("implicit: %+v, %v", tc, err)
-	}
-	tc, err = BackendTLSConfig(config.Backend{Address: "10.0.0.2:993", TLS: config.BackendTLSImplicit, ServerName: "imap.internal"})
-	if err != nil || tc.ServerName != "imap.internal" {
-		t.Errorf("server_name: %+v, %v", tc, err)
-	}
-	_, err = BackendTLSConfig(config.Backend{Address: "a:1", TLS: config.BackendTLSImplicit, CAFile: "/nonexistent/ca.pem"})
-	if err == nil || !strings.Contains(err.Error(), "backend ca_file") {
-		t.Errorf("missing ca_file: %v", err)
-	}
 }

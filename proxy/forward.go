@@ -161,7 +161,7 @@ func (s *session) backendLoop() error {
 // first bufio-full chunk) is first: the line itself, then any literals and
 // the lines that follow them. It returns the command the response completed.
 func (s *session) forwardResponse(first []byte, whole bool) (*command, error) {
-	kind, tag, status := classify(first)
+	kind, tag, status, caps := classify(first)
 	var done *command
 	switch kind {
 	case respContinuation:
@@ -170,7 +170,7 @@ func (s *session) forwardResponse(first []byte, whole bool) (*command, error) {
 		done = s.complete(tag, status)
 	}
 	out := first
-	if whole && kind != respContinuation {
+	if whole && caps {
 		out = s.editCapabilities(first, false)
 	}
 	s.wmu.Lock()
@@ -208,21 +208,23 @@ const (
 	respContinuation        // "+"
 )
 
-// classify tells what a response is from its first line.
-func classify(line []byte) (kind int, tag, status string) {
+// classify tells what a response is from its first line, and whether it
+// carries a capability list (`* CAPABILITY ...` or a [CAPABILITY ...] code).
+func classify(line []byte) (kind int, tag, status string, caps bool) {
 	if len(line) > 0 && line[0] == '+' {
-		return respContinuation, "", ""
+		return respContinuation, "", "", false
 	}
 	t, rest, ok := bytes.Cut(imapwire.TrimCRLF(line), []byte(" "))
 	if !ok {
-		return respData, "", ""
+		return respData, "", "", false
 	}
-	word, _, _ := bytes.Cut(rest, []byte(" "))
+	word, text, _ := bytes.Cut(rest, []byte(" "))
+	hasCode := hasPrefixFold(text, "[CAPABILITY ")
 	switch {
 	case string(t) != "*":
-		return respTagged, string(t), string(word)
+		return respTagged, string(t), string(word), hasCode
 	case isStatus(string(word)):
-		return respStatus, "", string(word)
+		return respStatus, "", string(word), hasCode
 	}
-	return respData, "", ""
+	return respData, "", "", equalFold(string(word), "CAPABILITY")
 }

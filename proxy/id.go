@@ -35,12 +35,15 @@ func (s *session) forwardID(tag string, rest []byte) error {
 		return s.writeClient(tag + " BAD ID " + oneLine(err.Error()) + "\r\n")
 	}
 	var kept []string
-	for i := 0; i+1 < len(fields); i += 2 {
-		k, v := fields[i], fields[i+1]
-		if strings.HasPrefix(strings.ToLower(k), "x-") || !quotable(k) || !quotable(v) {
+	for _, f := range fields {
+		if strings.HasPrefix(strings.ToLower(f.key), "x-") || !quotable(f.key) || !quotable(f.value) {
 			continue
 		}
-		kept = append(kept, imapwire.Quote(k), imapwire.Quote(v))
+		v := "NIL"
+		if !f.isNil {
+			v = imapwire.Quote(f.value)
+		}
+		kept = append(kept, imapwire.Quote(f.key), v)
 	}
 	line := tag + " ID NIL\r\n"
 	if len(kept) > 0 {
@@ -49,16 +52,21 @@ func (s *session) forwardID(tag string, rest []byte) error {
 	return s.forward([]byte(line), &command{tag: tag}, nil)
 }
 
-// parseID reads `SP ( "(" string SP nstring *(SP string SP nstring) ")" / NIL ) CRLF`;
-// a NIL value is returned as "".
-func parseID(d *imapwire.Decoder) ([]string, error) {
-	var fields []string
+// idField is one field of an ID command.
+type idField struct {
+	key, value string
+	isNil      bool
+}
+
+// parseID reads `SP ( "(" string SP nstring *(SP string SP nstring) ")" / NIL ) CRLF`.
+func parseID(d *imapwire.Decoder) ([]idField, error) {
+	var fields []idField
 	if !d.SP() {
 		return nil, d.Err()
 	}
 	if d.Is('(') {
 		d.List(func() bool {
-			if len(fields) >= 2*maxIDFields {
+			if len(fields) >= maxIDFields {
 				d.Expect(')', "at most 30 fields")
 				return false
 			}
@@ -66,8 +74,8 @@ func parseID(d *imapwire.Decoder) ([]string, error) {
 			if !ok || !d.SP() {
 				return false
 			}
-			v, _, ok := d.NString()
-			fields = append(fields, k, v)
+			v, isNil, ok := d.NString()
+			fields = append(fields, idField{k, v, isNil})
 			return ok
 		})
 	} else if _, isNil, ok := d.NString(); ok && !isNil {

@@ -4,10 +4,13 @@ import (
 	"bufio"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/xapsproxy/xapsproxy/store"
 )
 
 func TestCapabilitiesBeforeAndAfterLogin(t *testing.T) {
@@ -197,6 +200,17 @@ func TestXAPPLEPUSHSERVICEBeforeLogin(t *testing.T) {
 	if regs := env.registrations(); len(regs) != 0 {
 		t.Errorf("stored %+v", regs)
 	}
+}
+
+func TestXAPPLEPUSHSERVICETooManyDevices(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), nil)
+	env.fail = fmt.Errorf("store: register: %w", store.ErrLimit)
+	client, backend := env.session(t, b)
+	login(t, client, backend, "alice")
+	client.send(v2Line)
+	client.expect("a2 NO [LIMIT] XAPPLEPUSHSERVICE too many devices are registered for this account")
 }
 
 func TestXAPPLEPUSHSERVICEStoreFailure(t *testing.T) {
@@ -454,3 +468,28 @@ func TestShutdownSaysBYE(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestClassify(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		line       string
+		kind       int
+		tag, word  string
+		capability bool
+	}{
+		{"+ idling\r\n", respContinuation, "", "", false},
+		{"a1 OK [CAPABILITY IMAP4rev1] Logged in\r\n", respTagged, "a1", "OK", true},
+		{"a1 NO [AUTHENTICATIONFAILED] no\r\n", respTagged, "a1", "NO", false},
+		{"* OK [CAPABILITY IMAP4rev1] ready\r\n", respStatus, "", "OK", true},
+		{"* BYE shutting down {5}\r\n", respStatus, "", "BYE", false},
+		{"* CAPABILITY IMAP4rev1 IDLE\r\n", respData, "", "", true},
+		{"* 1 FETCH (BODY[] {3}\r\n", respData, "", "", false},
+		{"* 3 EXISTS\r\n", respData, "", "", false},
+	}
+	for _, tt := range tests {
+		kind, tag, word, caps := classify([]byte(tt.line))
+		if kind != tt.kind || tag != tt.tag || word != tt.word || caps != tt.capability {
+			t.Errorf("classify(%q) = %d %q %q %v", tt.line, kind, tag, word, caps)
+		}
+	}
+}

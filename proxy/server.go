@@ -2,9 +2,11 @@
 // connections (implicit TLS or STARTTLS), opens one backend connection per
 // client, and forwards bytes both ways as a stream. It intercepts only what it
 // must: STARTTLS (the proxy terminates TLS), XAPPLEPUSHSERVICE (answered here
-// and stored through Options.Register), COMPRESS (refused; it would hide the
-// stream), LOGIN and AUTHENTICATE (forwarded, with the user name noted once the
-// backend accepts), and capability lists (XAPPLEPUSHSERVICE added after login).
+// and stored through Options.Register), COMPRESS and UNAUTHENTICATE (refused:
+// one would hide the stream, the other undo the login), ID (forwarded without
+// its x- fields), LOGIN and AUTHENTICATE (forwarded, with the user name noted
+// once the backend accepts), and capability lists (XAPPLEPUSHSERVICE added
+// after login).
 //
 // Use: srv := proxy.New(opts); go srv.ServeTLS(ln); ...; srv.Shutdown(ctx).
 package proxy
@@ -45,7 +47,7 @@ type Options struct {
 	// Backend is where every client connection is forwarded. Required.
 	Backend config.Backend
 	// BackendTLS verifies the backend when Backend.TLS is not "none"; nil
-	// means system roots and the host part of Backend.Address.
+	// means Backend.BaseTLSConfig() (system roots, no ca_file).
 	BackendTLS *tls.Config
 	// TLS is the configuration presented to clients. Required.
 	TLS *tls.Config

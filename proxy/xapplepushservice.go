@@ -79,8 +79,12 @@ func (s *session) handleXAPPLEPUSHSERVICE(ctx context.Context, tag string, rest 
 	rctx, cancel := context.WithTimeout(ctx, registerTimeout)
 	err = s.srv.opts.Register(rctx, reg)
 	cancel()
-	log := s.log.With("user", user, "token", shortToken(req.token), "account", req.accountID)
-	if err != nil {
+	log := s.log.With("user", user, "token", store.ShortToken(req.token), "account", req.accountID)
+	switch {
+	case errors.Is(err, store.ErrLimit):
+		log.Warn("registration refused: too many devices", "limit", store.MaxRegistrationsPerUser)
+		return s.writeClient(tag + " NO [LIMIT] XAPPLEPUSHSERVICE too many devices are registered for this account\r\n")
+	case err != nil:
 		log.Error("registration not stored", "err", err)
 		return s.writeClient(tag + " NO [UNAVAILABLE] XAPPLEPUSHSERVICE registration could not be stored, try again later\r\n")
 	}
@@ -231,14 +235,6 @@ func printable(s string) bool {
 		}
 	}
 	return true
-}
-
-// shortToken is how device tokens appear in logs.
-func shortToken(token string) string {
-	if len(token) > 8 {
-		return token[:8]
-	}
-	return token
 }
 
 // oneLine keeps a reason fit for a response line.

@@ -327,17 +327,9 @@ func certTopics(cert *x509.Certificate) ([]string, bool) {
 }
 
 func loadRoots(path string) (*x509.CertPool, error) {
-	where := "apns ca_file " + path
-	data, err := readFile(where, path)
+	pool, err := config.CertPool(path)
 	if err != nil {
-		return nil, err
-	}
-	pool, err := x509.SystemCertPool()
-	if err != nil {
-		pool = x509.NewCertPool()
-	}
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s: no PEM certificates found", where)
+		return nil, fmt.Errorf("apns ca_file: %w", err)
 	}
 	return pool, nil
 }

@@ -62,6 +62,8 @@ func newMemStore(regs ...store.Registration) *memStore {
 	return s
 }
 
+func (s *memStore) Ping(context.Context) error { return nil }
+
 func (s *memStore) Register(_ context.Context, r store.Registration) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

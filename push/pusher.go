@@ -289,7 +289,7 @@ func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notific
 		res.Response = Response{}
 	}
 	res.Action = classify(res.Response, err)
-	log := p.logger.With("user", reg.User, "token", shortToken(reg.DeviceToken), "account", reg.AccountID)
+	log := p.logger.With("user", reg.User, "token", store.ShortToken(reg.DeviceToken), "account", reg.AccountID)
 	if err != nil && ctx.Err() != nil {
 		log.DebugContext(ctx, "push interrupted by shutdown", "error", err)
 		return res
@@ -321,12 +321,4 @@ func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notific
 		}
 	}
 	return res
-}
-
-// shortToken is how device tokens appear in logs: the first 8 hex digits.
-func shortToken(token string) string {
-	if len(token) > 8 {
-		return token[:8]
-	}
-	return token
 }

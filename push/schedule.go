@@ -225,7 +225,7 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 	}
 	j.running = false
 	res := out.res
-	log := p.logger.With("user", res.User, "token", shortToken(res.DeviceToken), "account", res.AccountID)
+	log := p.logger.With("user", res.User, "token", store.ShortToken(res.DeviceToken), "account", res.AccountID)
 	switch {
 	case shutdown && res.Err != nil:
 		j.due = now

@@ -174,7 +174,21 @@ func (s *SQLite) register(ctx context.Context, r Registration) error {
 	if err != nil {
 		return err
 	}
-	_, err = s.w.ExecContext(ctx, `
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback() // after Commit, a no-op
+	var others int
+	if err := tx.QueryRowContext(ctx,
+		`SELECT COUNT(*) FROM registrations WHERE user = ? AND device_token <> ?`,
+		r.User, r.DeviceToken).Scan(&others); err != nil {
+		return err
+	}
+	if others >= MaxRegistrationsPerUser {
+		return ErrLimit
+	}
+	_, err = tx.ExecContext(ctx, `
 		INSERT INTO registrations (user, device_token, account_id, subtopic, mailboxes,
 			version, topic, registered, renewed, last_push, last_push_result)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -187,7 +201,10 @@ func (s *SQLite) register(ctx context.Context, r Registration) error {
 			renewed    = excluded.renewed`,
 		r.User, r.DeviceToken, r.AccountID, r.Subtopic, string(mailboxes),
 		r.Version, r.Topic, times[0], times[1], times[2], r.LastPushResult)
-	return err
+	if err != nil {
+		return err
+	}
+	return tx.Commit()
 }
 
 func validate(r Registration) error {
@@ -386,4 +403,9 @@ func wrap(op string, err error) error {
 		return nil
 	}
 	return fmt.Errorf("store: %s: %w", op, err)
+}
+
+// Ping reports whether the database answers.
+func (s *SQLite) Ping(ctx context.Context) error {
+	return wrap("ping", s.r.PingContext(ctx))
 }

@@ -27,15 +27,15 @@ type Registration struct {
 	Version     int       // aps-version the device sent: 1 or 2
 	Topic       string    // APNs topic answered to the device
 	Registered  time.Time // first registration of (User, DeviceToken)
-	Renewed     time.Time // latest registration; stale after StaleAfter without renewal
+	Renewed     time.Time // latest registration (iOS re-registers on every session)
 
 	LastPush       time.Time // zero if never pushed
 	LastPushResult string    // e.g. "200", "410 Unregistered", "error: ..."
 }
 
-// StaleAfter is how long a registration lives without being renewed: iOS
-// re-registers on every IMAP session, so a silent month means a gone device.
-const StaleAfter = 30 * 24 * time.Hour
+// MaxRegistrationsPerUser bounds the devices of one account: each costs an
+// APNs request per new mail, so a client must not be able to add thousands.
+const MaxRegistrationsPerUser = 100
 
 // HasMailbox reports whether the registration asks for pushes about mailbox.
 // INBOX is case-insensitive (RFC 9051 section 5.1); other names are exact.
@@ -60,11 +60,24 @@ type MailboxState struct {
 // ErrNotFound is returned when a lookup finds nothing.
 var ErrNotFound = errors.New("not found")
 
+// ErrLimit is returned by Register for a new device of a user who already has
+// MaxRegistrationsPerUser.
+var ErrLimit = errors.New("too many registrations for this user")
+
+// ShortToken is how device tokens appear in logs: the first 8 hex digits.
+func ShortToken(token string) string {
+	if len(token) > 8 {
+		return token[:8]
+	}
+	return token
+}
+
 // Store is the durable state of the proxy. Implementations are safe for
 // concurrent use. A method that returns nil has committed its change durably.
 type Store interface {
 	// Register inserts or replaces the registration for (r.User, r.DeviceToken).
 	// Registered is kept from an existing entry; Renewed is set to r.Renewed.
+	// A new device beyond MaxRegistrationsPerUser fails with ErrLimit.
 	Register(ctx context.Context, r Registration) error
 	// Registrations returns the registrations of one user, ordered by token.
 	Registrations(ctx context.Context, user string) ([]Registration, error)
@@ -73,6 +86,8 @@ type Store interface {
 	// Users returns every user with at least one registration, sorted.
 	Users(ctx context.Context) ([]string, error)
 	// Delete removes one registration and reports whether it existed.
+	// Mailbox state is kept (one row per user and mailbox): a device that
+	// registers again later gets the mail that came in between pushed.
 	Delete(ctx context.Context, user, token string) (bool, error)
 	// DeleteToken removes every registration of a device token (APNs said the
 	// token is dead) and returns the users that had one.
@@ -84,6 +99,9 @@ type Store interface {
 	MailboxState(ctx context.Context, user, mailbox string) (MailboxState, error)
 	// SetMailboxState stores the state of one mailbox.
 	SetMailboxState(ctx context.Context, user, mailbox string, st MailboxState) error
+
+	// Ping reports whether the store answers.
+	Ping(ctx context.Context) error
 
 	Close() error
 }

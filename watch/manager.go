@@ -38,7 +38,7 @@ type Options struct {
 	Notifier Notifier    // required; receives events, must not block
 	Backend  config.Backend
 	// BackendTLS verifies the backend when Backend.TLS is not "none"; nil
-	// means system roots and the host of Backend.Address.
+	// means Backend.BaseTLSConfig() (system roots, no ca_file).
 	BackendTLS *tls.Config
 	// Watch holds the master user credentials (auth = "master").
 	Watch config.Watch
@@ -57,10 +57,9 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 
-	mu      sync.Mutex
-	dirty   map[string]struct{} // users to converge
-	running bool
-	wake    chan struct{}
+	mu    sync.Mutex
+	dirty map[string]struct{} // users to converge
+	wake  chan struct{}
 }
 
 // New returns a manager; it does no I/O.

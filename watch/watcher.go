@@ -34,6 +34,10 @@ type watcher struct {
 
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	// Owned by run: the state last stored per mailbox, so a check reads the
+	// store only for a mailbox it has not seen yet.
+	known map[string]store.MailboxState
 }
 
 func (m *Manager) startWatcher(ctx context.Context, user string, mailboxes []string) *watcher {
@@ -46,6 +50,7 @@ func (m *Manager) startWatcher(ctx context.Context, user string, mailboxes []str
 		changed:   make(chan struct{}, 1),
 		cancel:    cancel,
 		done:      make(chan struct{}),
+		known:     make(map[string]store.MailboxState),
 	}
 	go func() {
 		defer close(w.done)
@@ -92,7 +97,7 @@ func (w *watcher) run(ctx context.Context) {
 		if time.Since(start) > healthyAfter {
 			backoff = w.m.opts.MinBackoff
 		}
-		// Full jitter over [backoff/2, backoff).
+		// Equal jitter: a random wait in [backoff/2, backoff].
 		delay := backoff/2 + rand.N(backoff/2+1)
 		w.log.Warn("backend session ended, reconnecting", "err", err, "delay", delay.Round(time.Millisecond))
 		t := time.NewTimer(delay)
@@ -174,7 +179,7 @@ func (m *Manager) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.C
 	b := m.opts.Backend
 	tc := m.opts.BackendTLS
 	if tc == nil {
-		tc = &tls.Config{MinVersion: tls.VersionTLS12}
+		tc = b.BaseTLSConfig()
 	}
 	opts := &imapclient.Options{
 		TLSConfig: tc,
@@ -317,13 +322,18 @@ func (w *watcher) compare(ctx context.Context, mailbox string, st store.MailboxS
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	s := w.m.opts.Store
-	prev, err := s.MailboxState(sctx, w.user, mailbox)
+	prev, ok := w.known[mailbox]
+	var err error
+	if !ok {
+		prev, err = s.MailboxState(sctx, w.user, mailbox)
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 	case err != nil:
 		w.log.Error("cannot read mailbox state", "mailbox", mailbox, "err", err)
 		return
 	case prev == st:
+		w.known[mailbox] = st
 		return
 	case prev.UIDValidity != st.UIDValidity || st.UIDNext > prev.UIDNext:
 		w.log.Info("new mail", "mailbox", mailbox, "uidnext", st.UIDNext)
@@ -331,5 +341,7 @@ func (w *watcher) compare(ctx context.Context, mailbox string, st store.MailboxS
 	}
 	if err := s.SetMailboxState(sctx, w.user, mailbox, st); err != nil {
 		w.log.Error("cannot store mailbox state", "mailbox", mailbox, "err", err)
+		return
 	}
+	w.known[mailbox] = st
 }

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/config"
-	"github.com/xapsproxy/xapsproxy/proxy"
 	"github.com/xapsproxy/xapsproxy/push"
 	"github.com/xapsproxy/xapsproxy/watch"
 )
@@ -46,7 +45,7 @@ func checkCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "APNs endpoint: %s\n", cfg.APNS.EndpointURL())
 
-	backendTLS, err := proxy.BackendTLSConfig(cfg.Backend)
+	backendTLS, err := cfg.Backend.TLSConfig()
 	if err != nil {
 		return err
 	}

@@ -101,7 +101,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, sender pu
 	if a.cert, err = proxy.LoadCertificate(cfg.Proxy.CertFile, cfg.Proxy.KeyFile); err != nil {
 		return nil, err
 	}
-	backendTLS, err := proxy.BackendTLSConfig(cfg.Backend)
+	backendTLS, err := cfg.Backend.TLSConfig()
 	if err != nil {
 		return nil, err
 	}

@@ -18,8 +18,8 @@ func TestLiteralSuffix(t *testing.T) {
 	}{
 		{"a APPEND INBOX {12}\r\n", Literal{Size: 12}, true},
 		{"a APPEND INBOX {12+}\r\n", Literal{Size: 12, NonSync: true}, true},
-		{"a APPEND INBOX ~{0}\r\n", Literal{Size: 0, Binary: true}, true},
-		{"a APPEND INBOX ~{7+}", Literal{Size: 7, NonSync: true, Binary: true}, true},
+		{"a APPEND INBOX ~{0}\r\n", Literal{Size: 0}, true},
+		{"a APPEND INBOX ~{7+}", Literal{Size: 7, NonSync: true}, true},
 		{"* 1 FETCH (BODY[] {3}\n", Literal{Size: 3}, true},
 		{"{5}\r\n", Literal{Size: 5}, true},
 		{"a NOOP\r\n", Literal{}, false},

@@ -18,11 +18,12 @@ import (
 // ErrLineTooLong is returned when a line exceeds the caller's limit.
 var ErrLineTooLong = errors.New("imapwire: line too long")
 
-// Literal describes a literal announced at the end of a line.
+// Literal describes a literal announced at the end of a line: {N}, {N+},
+// or the same with a leading ~ (literal8, which may contain NUL and is copied
+// the same way).
 type Literal struct {
 	Size    int64
 	NonSync bool // {N+}: the sender does not wait for a continuation request
-	Binary  bool // ~{N}: literal8, may contain NUL
 }
 
 // maxLiteralDigits bounds the size field: 20 digits would overflow int64.
@@ -55,9 +56,6 @@ func LiteralSuffix(line []byte) (Literal, bool) {
 		return Literal{}, false
 	}
 	lit.Size = size
-	if start >= 2 && line[start-2] == '~' {
-		lit.Binary = true
-	}
 	return lit, true
 }
 

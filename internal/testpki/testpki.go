@@ -65,7 +65,6 @@ func NewCA(t testing.TB) *CA {
 }
 
 // Certificate returns the CA certificate.
-func (ca *CA) Certificate() *x509.Certificate { return ca.cert }
 
 // Pool returns a new pool holding only the CA certificate.
 func (ca *CA) Pool() *x509.CertPool {
