@@ -170,12 +170,19 @@ func (m *Manager) converge(ctx context.Context, watchers map[string]*watcher, us
 	}
 }
 
-// mailboxUnion is every mailbox some registration asks for, INBOX first.
+// maxMailboxes bounds the mailboxes watched for one user: each is a STATUS
+// every PollInterval, whatever its devices registered.
+const maxMailboxes = 1000
+
+// mailboxUnion is every mailbox some registration asks for, INBOX first, at
+// most maxMailboxes.
 func mailboxUnion(regs []store.Registration) []string {
 	var out []string
+	seen := make(map[string]bool)
 	for _, r := range regs {
 		for _, mb := range r.Mailboxes {
-			if !slices.Contains(out, mb) {
+			if !seen[mb] {
+				seen[mb] = true
 				out = append(out, mb)
 			}
 		}
@@ -189,5 +196,8 @@ func mailboxUnion(regs []store.Registration) []string {
 		}
 		return 0
 	})
+	if len(out) > maxMailboxes {
+		out = out[:maxMailboxes]
+	}
 	return out
 }

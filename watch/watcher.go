@@ -127,7 +127,7 @@ func (w *watcher) session(ctx context.Context) error {
 		return err
 	}
 	for {
-		if err := timed(c, func() error { return w.check(ctx, c) }); err != nil {
+		if err := w.check(ctx, c); err != nil {
 			return err
 		}
 		idle, err := c.Idle()
@@ -276,33 +276,38 @@ func (w *watcher) check(ctx context.Context, c *imapclient.Client) error {
 			w.log.Warn("mailbox name is not valid modified UTF-7, skipped", "mailbox", mb)
 			continue
 		}
-		var st store.MailboxState
-		if i == 0 {
-			data, err := c.Select(name, &imap.SelectOptions{ReadOnly: true}).Wait()
-			if err == nil {
-				st = store.MailboxState{UIDValidity: data.UIDValidity, UIDNext: uint32(data.UIDNext)}
-			}
-			if err := skippable(err); err != nil {
-				return fmt.Errorf("examine %s: %w", mb, err)
-			}
-			if err != nil {
-				w.log.Debug("cannot examine mailbox", "mailbox", mb, "err", err)
-				continue
-			}
-		} else {
-			data, err := c.Status(name, &imap.StatusOptions{UIDNext: true, UIDValidity: true}).Wait()
-			if err := skippable(err); err != nil {
-				return fmt.Errorf("status %s: %w", mb, err)
-			}
-			if err != nil {
-				w.log.Debug("cannot get mailbox status", "mailbox", mb, "err", err)
-				continue
-			}
-			st = store.MailboxState{UIDValidity: data.UIDValidity, UIDNext: uint32(data.UIDNext)}
+		st, err := mailboxState(c, name, i == 0)
+		if err := skippable(err); err != nil {
+			return fmt.Errorf("check %s: %w", mb, err)
+		}
+		if err != nil {
+			w.log.Debug("mailbox refused by the backend", "mailbox", mb, "err", err)
+			continue
 		}
 		w.compare(ctx, mb, st)
 	}
 	return nil
+}
+
+// mailboxState asks the backend for one mailbox's UIDVALIDITY and UIDNEXT:
+// with EXAMINE for the mailbox to IDLE on, else with STATUS.
+func mailboxState(c *imapclient.Client, name string, examine bool) (store.MailboxState, error) {
+	var st store.MailboxState
+	err := timed(c, func() error {
+		if examine {
+			data, err := c.Select(name, &imap.SelectOptions{ReadOnly: true}).Wait()
+			if err == nil {
+				st = store.MailboxState{UIDValidity: data.UIDValidity, UIDNext: uint32(data.UIDNext)}
+			}
+			return err
+		}
+		data, err := c.Status(name, &imap.StatusOptions{UIDNext: true, UIDValidity: true}).Wait()
+		if err == nil {
+			st = store.MailboxState{UIDValidity: data.UIDValidity, UIDNext: uint32(data.UIDNext)}
+		}
+		return err
+	})
+	return st, err
 }
 
 // skippable returns nil for a refusal by the server (NO/BAD), which concerns
