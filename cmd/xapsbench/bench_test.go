@@ -30,21 +30,6 @@ func TestMakeMessage(t *testing.T) {
 	}
 }
 
-func TestLiteralSize(t *testing.T) {
-	for line, want := range map[string]int64{
-		"* 1 FETCH (UID 1 BODY[] {1048576}\r\n": 1048576,
-		"* 1 FETCH (BODY[HEADER] {0}\r\n":       0,
-		"a OK {5+}\r\n":                         5,
-		"* OK done\r\n":                         -1,
-		"* OK {x}\r\n":                          -1,
-	} {
-		n, ok := literalSize([]byte(line))
-		if (want < 0) == ok || (ok && n != want) {
-			t.Errorf("literalSize(%q) = %d, %v; want %d", line, n, ok, want)
-		}
-	}
-}
-
 func TestPercentile(t *testing.T) {
 	var d []time.Duration
 	for i := 1; i <= 100; i++ {

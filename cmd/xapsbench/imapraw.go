@@ -5,12 +5,13 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net"
 	"strconv"
 	"time"
+
+	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 )
 
 // imapConn is a minimal IMAP client: it writes command lines and reads
@@ -84,35 +85,9 @@ func (c *imapConn) deadline(ctx context.Context, d time.Duration) error {
 
 // readLine reads one response line (with its CRLF) into the scratch buffer.
 func (c *imapConn) readLine() ([]byte, error) {
-	c.line = c.line[:0]
-	for {
-		chunk, err := c.r.ReadSlice('\n')
-		c.line = append(c.line, chunk...)
-		switch {
-		case err == nil:
-			return c.line, nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			if len(c.line) > 1<<20 {
-				return nil, errors.New("response line longer than 1 MiB")
-			}
-		default:
-			return nil, err
-		}
-	}
-}
-
-// literalSize returns N of a line ending in {N}CRLF.
-func literalSize(line []byte) (int64, bool) {
-	line = bytes.TrimSuffix(line, []byte("\r\n"))
-	if len(line) < 3 || line[len(line)-1] != '}' {
-		return 0, false
-	}
-	open := bytes.LastIndexByte(line, '{')
-	if open < 0 {
-		return 0, false
-	}
-	n, err := strconv.ParseInt(string(bytes.TrimSuffix(line[open+1:len(line)-1], []byte("+"))), 10, 64)
-	return n, err == nil && n >= 0
+	line, err := imapwire.ReadLine(c.r, c.line, 1<<20)
+	c.line = line[:0]
+	return line, err
 }
 
 // result is what a command returned: the literal bytes of its responses.
@@ -143,7 +118,8 @@ func (c *imapConn) run(command string, sink io.Writer) (result, error) {
 			return res, fmt.Errorf("%s: %w", command, err)
 		}
 		for {
-			n, ok := literalSize(line)
+			lit, ok := imapwire.LiteralSuffix(line)
+			n := lit.Size
 			if !ok {
 				break
 			}

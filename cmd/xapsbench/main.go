@@ -173,7 +173,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if need := uint64(2*(s.conns+s.warmup) + 256); env.fileLimit < need {
 		return fmt.Errorf("RLIMIT_NOFILE is %d, %d connections need about %d: raise it (ulimit -n) or lower -conns", env.fileLimit, s.conns, need)
 	}
-	root, err := moduleRoot()
+	root, err := dovecotrun.ModuleRoot()
 	if err != nil {
 		return err
 	}

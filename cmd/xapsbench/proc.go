@@ -158,25 +158,6 @@ func totalRSS(pids []int) (int64, error) {
 	return sum, nil
 }
 
-// moduleRoot finds the directory holding go.mod, upwards from the working
-// directory.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("go.mod not found above %s: run xapsbench from inside the xapsproxy repository", dir)
-		}
-		dir = parent
-	}
-}
-
 // raiseFileLimit sets the soft and hard RLIMIT_NOFILE to at least want (as
 // far as allowed) and returns the soft limit in effect. Children inherit it.
 func raiseFileLimit(want uint64) (uint64, error) {

@@ -205,13 +205,23 @@ func (d *Instance) setup(tmpl, userName, groupName string, opts Options) error {
 // searching upwards from the working directory (a test's package directory,
 // or anywhere inside the repository).
 func TemplatePath() (string, error) {
-	dir, err := os.Getwd()
+	root, err := ModuleRoot()
 	if err != nil {
 		return "", fmt.Errorf("dovecot template: %w", err)
 	}
+	return filepath.Join(root, "testdata", "dovecot", "dovecot.conf.tmpl"), nil
+}
+
+// ModuleRoot is the directory holding go.mod, searched upwards from the
+// working directory.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return filepath.Join(dir, "testdata", "dovecot", "dovecot.conf.tmpl"), nil
+			return dir, nil
 		}
 		parent := filepath.Dir(dir)
 		if parent == dir {
