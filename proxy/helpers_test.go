@@ -163,7 +163,7 @@ type fakeBackend struct {
 	conns chan net.Conn
 }
 
-func startFakeBackend(t *testing.T) *fakeBackend {
+func startFakeBackend(t testing.TB) *fakeBackend {
 	b := &fakeBackend{ln: listen(t), conns: make(chan net.Conn, 16)}
 	t.Cleanup(func() { b.ln.Close() })
 	go func() {
@@ -181,7 +181,7 @@ func startFakeBackend(t *testing.T) *fakeBackend {
 func (b *fakeBackend) addr() string { return b.ln.Addr().String() }
 
 // accept returns the next backend connection, after sending greeting.
-func (b *fakeBackend) accept(t *testing.T, greeting string) *lineConn {
+func (b *fakeBackend) accept(t testing.TB, greeting string) *lineConn {
 	t.Helper()
 	select {
 	case c := <-b.conns:
@@ -226,7 +226,7 @@ const (
 
 // session connects a TLS client through the proxy to the fake backend and
 // returns both ends after the greeting.
-func (e *proxyEnv) session(t *testing.T, b *fakeBackend) (client, backend *lineConn) {
+func (e *proxyEnv) session(t testing.TB, b *fakeBackend) (client, backend *lineConn) {
 	t.Helper()
 	client = e.dialTLS(t)
 	backend = b.accept(t, greetingCaps)
@@ -247,4 +247,14 @@ func login(t *testing.T, client, backend *lineConn, user string) {
 // tests ever shows up in the log: "secret" and "\x00alice\x00secret".
 func testLogger(t testing.TB) *slog.Logger {
 	return testlog.New(t, "secret", "AGFsaWNlAHNlY3JldA==")
+}
+
+// proxySession starts a fake backend and a proxy in front of it, and
+// connects one TLS client through it, up to the greeting.
+func proxySession(t testing.TB, mod func(*Options)) (env *proxyEnv, client, backend *lineConn) {
+	t.Helper()
+	b := startFakeBackend(t)
+	env = startProxy(t, b.addr(), mod)
+	client, backend = env.session(t, b)
+	return env, client, backend
 }

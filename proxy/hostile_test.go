@@ -29,9 +29,7 @@ func TestXAPPLEPUSHSERVICEHostileValues(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			b := startFakeBackend(t)
-			env := startProxy(t, b.addr(), nil)
-			client, backend := env.session(t, b)
+			_, client, backend := proxySession(t, nil)
 			login(t, client, backend, "alice")
 			client.sendRaw(tt.send)
 			client.expect(tt.want)
@@ -55,9 +53,7 @@ func TestXAPPLEPUSHSERVICEHostileValues(t *testing.T) {
 	})
 	t.Run("tilde starts an atom", func(t *testing.T) {
 		t.Parallel()
-		b := startFakeBackend(t)
-		env := startProxy(t, b.addr(), nil)
-		client, backend := env.session(t, b)
+		env, client, backend := proxySession(t, nil)
 		login(t, client, backend, "alice")
 		client.send("x XAPPLEPUSHSERVICE aps-version 2 aps-account-id A aps-device-token " + token + " mailboxes (INBOX ~Archive)")
 		client.expect(`* XAPPLEPUSHSERVICE aps-version "2" aps-topic "`+testTopic+`"`, "x OK XAPPLEPUSHSERVICE completed.")
@@ -71,9 +67,7 @@ func TestXAPPLEPUSHSERVICEHostileValues(t *testing.T) {
 // before it (the backend's response is written before the reply may go).
 func TestOwnReplyNeverOvertakes(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 	for i := range 300 {
 		client.send(fmt.Sprintf("p%d NOOP", i), fmt.Sprintf("z%d COMPRESS DEFLATE", i))
 		backend.expect(fmt.Sprintf("p%d NOOP", i))
@@ -84,9 +78,7 @@ func TestOwnReplyNeverOvertakes(t *testing.T) {
 
 func TestCommandsTheProxyCannotRead(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 
 	// A tag but a command name that is not an atom: forwarded, and its
 	// synchronizing literal follows the backend's answer.
@@ -110,9 +102,7 @@ func TestCommandsTheProxyCannotRead(t *testing.T) {
 // Status lines end in free text, which may look like a literal.
 func TestStatusTextEndingLikeALiteral(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 	login(t, client, backend, "alice")
 	client.send("s1 SELECT x{22}")
 	backend.expect("s1 SELECT x{22}")
@@ -125,9 +115,7 @@ func TestStatusTextEndingLikeALiteral(t *testing.T) {
 // A reused tag: the NOOP's completion is not taken as refusing the literal.
 func TestReusedTag(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 	login(t, client, backend, "alice")
 	client.sendRaw("a NOOP\r\na APPEND INBOX {5}\r\n")
 	backend.expect("a NOOP", "a APPEND INBOX {5}")
@@ -144,9 +132,7 @@ func TestReusedTag(t *testing.T) {
 // A command goes to the backend even when the next one is still arriving.
 func TestForwardsWithoutWaitingForTheNextLine(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 	client.sendRaw("a1 NOOP\r\na2 NO")
 	backend.expect("a1 NOOP")
 	backend.sendRaw("a1 OK NOOP completed.\r\n* 3 EXI")
@@ -157,9 +143,7 @@ func TestForwardsWithoutWaitingForTheNextLine(t *testing.T) {
 // maxPipeline commands wait for their responses.
 func TestPipelineDepthIsBounded(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 	var cmds []string
 	for i := range maxPipeline + 5 {
 		cmds = append(cmds, fmt.Sprintf("n%d NOOP", i))
@@ -205,9 +189,7 @@ func (l *failingListener) Accept() (net.Conn, error) {
 // every later client line is forwarded raw (here COMPRESS).
 func TestRefusedLiteralEndsContinuation(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 	client.send("a1 AUTHENTICATE PLAIN {100000}")
 	client.expect("a1 BAD Literal too large before login")
 	client.send("c1 COMPRESS DEFLATE")
@@ -221,9 +203,7 @@ func TestRefusedLiteralEndsContinuation(t *testing.T) {
 // flushed to the backend.
 func TestNoTagLineAfterPipelinedCommand(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 	client.sendRaw("a1 NOOP\r\nxyz\r\n")
 	client.expect("* BAD Invalid command: no tag")
 	backend.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -235,9 +215,7 @@ func TestNoTagLineAfterPipelinedCommand(t *testing.T) {
 // A logged-in client that stops in the middle of a literal is never timed out.
 func TestStalledLiteralTimesOut(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), func(o *Options) { o.IdleTimeout = 300 * time.Millisecond })
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, func(o *Options) { o.IdleTimeout = 300 * time.Millisecond })
 	login(t, client, backend, "alice")
 	client.send("a1 APPEND INBOX {100}")
 	backend.expect("a1 APPEND INBOX {100}")

@@ -75,9 +75,7 @@ func TestConnectionLimits(t *testing.T) {
 
 func TestPreLoginLiterals(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 	// A large synchronizing literal is refused before any of it is read.
 	client.sendRaw("l1 LOGIN {100000}\r\n")
 	client.expect("l1 BAD Literal too large before login")
@@ -251,9 +249,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // Without forward_client_ip too: the proxy may be trusted by the backend.
 func TestClientIDStrippedWithoutForwarding(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 	client.send(`i1 ID ("x-originating-ip" "6.6.6.6" "name" "n" "os" NIL)`)
 	backend.expect(`i1 ID ("name" "n" "os" NIL)`)
 	backend.send("i1 OK ID completed.")

@@ -15,9 +15,7 @@ import (
 
 func TestCapabilitiesBeforeAndAfterLogin(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 
 	client.send("c1 CAPABILITY")
 	backend.expect("c1 CAPABILITY")
@@ -62,9 +60,7 @@ func TestEditCapabilities(t *testing.T) {
 
 func TestXAPPLEPUSHSERVICEVersion2(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	env, client, backend := proxySession(t, nil)
 	login(t, client, backend, "alice")
 
 	client.send(v2Line)
@@ -86,9 +82,7 @@ func TestXAPPLEPUSHSERVICEVersion2(t *testing.T) {
 
 func TestXAPPLEPUSHSERVICEVersion1(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	env, client, backend := proxySession(t, nil)
 	login(t, client, backend, "bob")
 
 	client.send(v1Line)
@@ -118,9 +112,7 @@ func TestXAPPLEPUSHSERVICEOddButValid(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			b := startFakeBackend(t)
-			env := startProxy(t, b.addr(), nil)
-			client, backend := env.session(t, b)
+			env, client, backend := proxySession(t, nil)
 			login(t, client, backend, "alice")
 			for _, s := range tt.send {
 				if s == "+" {
@@ -160,9 +152,7 @@ func TestXAPPLEPUSHSERVICEMalformed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			b := startFakeBackend(t)
-			env := startProxy(t, b.addr(), nil)
-			client, backend := env.session(t, b)
+			env, client, backend := proxySession(t, nil)
 			login(t, client, backend, "alice")
 			client.send(tt.line)
 			client.expect(tt.want)
@@ -180,9 +170,7 @@ func TestXAPPLEPUSHSERVICEMalformed(t *testing.T) {
 
 func TestXAPPLEPUSHSERVICEBeforeLogin(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	env, client, backend := proxySession(t, nil)
 	client.send(v2Line)
 	client.expect("a2 BAD XAPPLEPUSHSERVICE is only valid after login")
 	// A literal before login is refused without being read.
@@ -228,9 +216,7 @@ func TestXAPPLEPUSHSERVICEStoreFailure(t *testing.T) {
 // client pipelined before it, and before those it pipelined after it.
 func TestXAPPLEPUSHSERVICEPipelined(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 	login(t, client, backend, "alice")
 
 	client.send("p1 SELECT INBOX", v2Line, "p3 NOOP")
@@ -275,9 +261,7 @@ func TestAuthenticatePlainUser(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			t.Parallel()
-			b := startFakeBackend(t)
-			env := startProxy(t, b.addr(), nil)
-			client, backend := env.session(t, b)
+			env, client, backend := proxySession(t, nil)
 			tt.exchange(client, backend)
 			backend.send("au " + loginOKCaps)
 			client.expect("au OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT LITERAL+ NOTIFY XAPPLEPUSHSERVICE] Logged in")
@@ -292,9 +276,7 @@ func TestAuthenticatePlainUser(t *testing.T) {
 
 func TestLoginWithLiterals(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	env, client, backend := proxySession(t, nil)
 
 	client.sendRaw("l1 LOGIN {5}\r\n")
 	backend.expect("l1 LOGIN {5}")
@@ -313,9 +295,7 @@ func TestLoginWithLiterals(t *testing.T) {
 
 func TestLiteralForwarding(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 	login(t, client, backend, "alice")
 
 	// The backend refuses a synchronizing literal: the client sends no data
@@ -345,9 +325,7 @@ func TestLiteralForwarding(t *testing.T) {
 
 func TestIdleThenRegister(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 	login(t, client, backend, "alice")
 
 	client.send("i1 IDLE")
@@ -406,9 +384,7 @@ func TestSTARTTLSRefusesPipelinedPlaintext(t *testing.T) {
 
 func TestSTARTTLSOnTLSListener(t *testing.T) {
 	t.Parallel()
-	b := startFakeBackend(t)
-	env := startProxy(t, b.addr(), nil)
-	client, backend := env.session(t, b)
+	_, client, backend := proxySession(t, nil)
 	client.send("s1 STARTTLS")
 	client.expect("s1 BAD TLS is already active")
 	client.send("z1 COMPRESS DEFLATE")

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/push"
 	"github.com/xapsproxy/xapsproxy/watch"
 )
@@ -20,20 +19,14 @@ const expiryWarning = 30 * 24 * time.Hour
 // can without side effects: it prints what it found and fails on the first
 // problem.
 func checkCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlags("check")
-	path := fs.String("config", "", "configuration file (TOML)")
+	cmd := newConfigCommand("check")
+	fs := cmd.fs
 	user := fs.String("user", "", "also log in to the backend as this user through the master user")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *path == "" {
-		return fmt.Errorf("check: -config is required: %w", errUsage)
-	}
-	cfg, err := config.Load(*path)
+	cfg, err := cmd.load(args)
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "config %s: ok\n", *path)
+	fmt.Fprintf(stdout, "config %s: ok\n", *cmd.path)
 
 	creds, err := push.LoadCredentials(cfg.APNS, time.Now())
 	if err != nil {

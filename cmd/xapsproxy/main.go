@@ -20,6 +20,8 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+
+	"github.com/xapsproxy/xapsproxy/config"
 )
 
 const usage = `usage: xapsproxy <command> [flags]
@@ -88,6 +90,36 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		return fmt.Errorf("%s: %w", fs.Name(), err)
 	}
 	return nil
+}
+
+// configCommand is a subcommand that takes -config FILE.
+type configCommand struct {
+	fs   *flag.FlagSet
+	path *string
+}
+
+func newConfigCommand(name string) configCommand {
+	fs := newFlags(name)
+	return configCommand{fs: fs, path: fs.String("config", "", "configuration file (TOML)")}
+}
+
+// parse parses args; -config is required.
+func (c configCommand) parse(args []string) error {
+	if err := parseFlags(c.fs, args); err != nil {
+		return err
+	}
+	if *c.path == "" {
+		return fmt.Errorf("%s: -config is required: %w", c.fs.Name(), errUsage)
+	}
+	return nil
+}
+
+// load parses args and loads the -config file.
+func (c configCommand) load(args []string) (*config.Config, error) {
+	if err := c.parse(args); err != nil {
+		return nil, err
+	}
+	return config.Load(*c.path)
 }
 
 // newLogger logs text lines to w; debug adds debug lines.

@@ -14,16 +14,15 @@ import (
 // pushCmd sends one push to every device registered for a user, to check
 // the APNs credentials end to end.
 func pushCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlags("push")
-	path := fs.String("config", "", "configuration file (TOML)")
-	user := fs.String("user", "", "user whose devices get the push")
-	if err := parseFlags(fs, args); err != nil {
+	cmd := newConfigCommand("push")
+	user := cmd.fs.String("user", "", "user whose devices get the push")
+	if err := cmd.parse(args); err != nil {
 		return err
 	}
-	if *path == "" || *user == "" {
-		return fmt.Errorf("push: -config and -user are required: %w", errUsage)
+	if *user == "" {
+		return fmt.Errorf("push: -user is required: %w", errUsage)
 	}
-	cfg, err := config.Load(*path)
+	cfg, err := config.Load(*cmd.path)
 	if err != nil {
 		return err
 	}

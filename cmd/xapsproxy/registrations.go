@@ -8,21 +8,14 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/store"
 )
 
 // registrationsCmd lists or deletes stored registrations.
 func registrationsCmd(ctx context.Context, args []string, stdout io.Writer) error {
-	fs := newFlags("registrations")
-	path := fs.String("config", "", "configuration file (TOML)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *path == "" {
-		return fmt.Errorf("registrations: -config is required: %w", errUsage)
-	}
-	cfg, err := config.Load(*path)
+	cmd := newConfigCommand("registrations")
+	fs := cmd.fs
+	cfg, err := cmd.load(args)
 	if err != nil {
 		return err
 	}

@@ -29,16 +29,10 @@ const (
 )
 
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := newFlags("serve")
-	path := fs.String("config", "", "configuration file (TOML)")
+	cmd := newConfigCommand("serve")
+	fs := cmd.fs
 	debug := fs.Bool("debug", false, "log debug lines (never passwords or message data)")
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if *path == "" {
-		return fmt.Errorf("serve: -config is required: %w", errUsage)
-	}
-	cfg, err := config.Load(*path)
+	cfg, err := cmd.load(args)
 	if err != nil {
 		return err
 	}
