@@ -38,9 +38,15 @@ type Proxy struct {
 	MaxConnectionsPerIP int           `toml:"max_connections_per_ip"` // from one client address; 0 = no limit
 	LoginTimeout        time.Duration `toml:"login_timeout"`          // connect to successful login
 	IdleTimeout         time.Duration `toml:"idle_timeout"`           // client silence after login; >= 30m (RFC 9051)
+	WriteTimeout        time.Duration `toml:"write_timeout"`          // a client that takes no data this long is cut off
 	// AllowPlaintextAuth lets clients log in on the STARTTLS listener without
 	// STARTTLS. Only for a loopback listen_starttls (local tools, tests).
 	AllowPlaintextAuth bool `toml:"allow_plaintext_auth"`
+	// AllowMasterLogins lets clients log in as master users themselves: a
+	// user name with watch.master_separator in it, or a SASL authorization
+	// identity other than the authentication identity. Off, such logins are
+	// refused before they reach the backend.
+	AllowMasterLogins bool `toml:"allow_master_logins"`
 }
 
 // Backend TLS modes.
@@ -114,6 +120,9 @@ const (
 	DefaultMaxConnectionsPerIP = 100
 	DefaultLoginTimeout        = time.Minute
 	DefaultIdleTimeout         = 35 * time.Minute
+	// DefaultWriteTimeout is how long a write to a client may wait for the
+	// client to take data; a slow reader is fine, a stalled one is cut.
+	DefaultWriteTimeout = 5 * time.Minute
 	// MinIdleTimeout is RFC 9051 section 5.4's floor for the autologout timer.
 	MinIdleTimeout = 30 * time.Minute
 
@@ -149,6 +158,7 @@ func Parse(doc, dir string) (*Config, error) {
 			MaxConnectionsPerIP: DefaultMaxConnectionsPerIP,
 			LoginTimeout:        DefaultLoginTimeout,
 			IdleTimeout:         DefaultIdleTimeout,
+			WriteTimeout:        DefaultWriteTimeout,
 		},
 		Backend: Backend{TLS: DefaultBackendTLS},
 		Watch:   Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Mode: DefaultMode},
@@ -238,6 +248,9 @@ func (p *Proxy) validate() error {
 	}
 	if p.IdleTimeout < MinIdleTimeout {
 		return keyError("proxy.idle_timeout", "%v is below 30m: clients may stay silent that long in IDLE (RFC 9051 section 5.4)", p.IdleTimeout)
+	}
+	if p.WriteTimeout < time.Second {
+		return keyError("proxy.write_timeout", "%v is too short: at least \"1s\" (default \"5m\")", p.WriteTimeout)
 	}
 	if p.AllowPlaintextAuth && !isLoopback(p.ListenSTARTTLS) {
 		return keyError("proxy.allow_plaintext_auth", "only allowed when listen_starttls is a loopback address")

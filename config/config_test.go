@@ -35,7 +35,7 @@ func TestMinimalAndDefaults(t *testing.T) {
 	}
 	want := Config{
 		Proxy: Proxy{ListenTLS: "127.0.0.1:993", CertFile: "/etc/xapsproxy/cert.pem", KeyFile: "/etc/xapsproxy/key.pem",
-			MaxConnections: 10000, MaxConnectionsPerIP: 100, LoginTimeout: time.Minute, IdleTimeout: 35 * time.Minute},
+			MaxConnections: 10000, MaxConnectionsPerIP: 100, LoginTimeout: time.Minute, IdleTimeout: 35 * time.Minute, WriteTimeout: 5 * time.Minute},
 		Backend: Backend{Address: "127.0.0.1:143", TLS: "none"},
 		Watch:   Watch{Auth: "master", MasterUser: "xaps", MasterPassword: "pw", MasterSeparator: "*", Mode: "auto"},
 		APNS:    APNS{CertificateFile: "/etc/xapsproxy/apns.pem", Endpoint: "production"},

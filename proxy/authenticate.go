@@ -1,59 +1,109 @@
 package proxy
 
 import (
-	"bytes"
 	"encoding/base64"
 	"strings"
 
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 )
 
-// forwardAuthenticate forwards AUTHENTICATE unchanged. For PLAIN (RFC 4616)
-// and LOGIN it notes the user name, from the initial response (RFC 4959) or
-// from the first continuation line; the lines that follow the command are
-// continuation data until the backend completes it.
-func (s *session) forwardAuthenticate(line []byte, tag string, rest []byte) error {
+// handleAuthenticate forwards `tag AUTHENTICATE mechanism [initial-response]`
+// (RFC 9051 section 6.2.2, RFC 4959) and the SASL exchange that follows, one
+// client response for each continuation request of the backend's. Only the
+// mechanisms whose first client response names the identities (sasl.go) are
+// allowed, so that the user the session will belong to is known, and
+// checked, before the backend sees it.
+func (s *session) handleAuthenticate(tag string, rest []byte) error {
 	if s.plaintextRefused() {
 		return s.refuse(tag, rest, privacyRequired)
 	}
 	d := imapwire.NewDecoder(rest, nil)
 	var mech, ir string
-	if d.SP() {
-		mech, _ = d.Atom()
-		if d.Special(' ') {
-			ir, _ = d.Atom()
-		}
+	ok := d.SP()
+	if ok {
+		mech, ok = d.Atom()
+	}
+	hasIR := ok && d.Special(' ')
+	if hasIR {
+		ir, ok = d.Atom()
+	}
+	if ok {
+		ok = d.CRLF()
+	}
+	if !ok {
+		return s.refuse(tag, rest, "BAD AUTHENTICATE expects a mechanism and an optional initial response")
 	}
 	mech = strings.ToUpper(mech)
-	c := &command{tag: tag, kind: kindAuth, mech: mech, user: saslUser(mech, []byte(ir))}
-	return s.forward(line, c, nil)
+	identify := saslIdentifier(mech)
+	if identify == nil {
+		return s.refuse(tag, rest, "NO [CANNOT] AUTHENTICATE "+mech+" is not available through this proxy")
+	}
+	c := &command{tag: tag, kind: kindAuth}
+	identified := false
+	line := tag + " AUTHENTICATE " + mech
+	if hasIR {
+		user, refusal := s.saslUser(identify, ir)
+		if refusal != "" {
+			return s.answer(tag, refusal)
+		}
+		c.user, identified = user, true
+		line += " " + ir
+	}
+	if err := s.push(c); err != nil {
+		return err
+	}
+	if _, err := s.bw.WriteString(line + "\r\n"); err != nil {
+		return err
+	}
+	for {
+		more, err := s.awaitContinuation(c, true)
+		if err != nil || !more {
+			return err
+		}
+		resp, err := s.readLine()
+		if err != nil {
+			return err
+		}
+		body := string(imapwire.TrimCRLF(resp))
+		if !identified && body != "*" {
+			user, refusal := s.saslUser(identify, body)
+			s.mu.Lock()
+			c.user = user
+			if refusal != "" {
+				// The backend is asked to abort (RFC 9051: "*") and
+				// its answer replaced by the proxy's verdict.
+				c.reply = tag + " " + refusal
+				body = "*"
+			}
+			s.mu.Unlock()
+			identified = true
+		}
+		if _, err := s.bw.WriteString(body + "\r\n"); err != nil {
+			return err
+		}
+	}
 }
 
-// saslUser returns the user a SASL client response logs in as: for PLAIN the
-// authorization identity if given, else the authentication identity; for
-// LOGIN the first response is the user name. It returns "" if unknown.
-func saslUser(mech string, resp []byte) string {
-	if len(resp) == 0 || bytes.Equal(resp, []byte("=")) || bytes.Equal(resp, []byte("*")) {
-		return ""
-	}
-	raw := make([]byte, base64.StdEncoding.DecodedLen(len(resp)))
-	defer clear(raw) // may hold a password
-	n, err := base64.StdEncoding.Decode(raw, resp)
+// saslUser decodes the client response that names the identities and checks
+// them (loginUser). It returns the session's user, or a refusal.
+func (s *session) saslUser(identify saslIdentityFunc, resp string) (user, refusal string) {
+	raw, err := decodeSASL(resp)
+	defer clear(raw) // it may hold a password
 	if err != nil {
-		return ""
+		return "", "BAD AUTHENTICATE response is not valid base64"
 	}
-	switch mech {
-	case "PLAIN":
-		parts := bytes.SplitN(raw[:n], []byte{0}, 3)
-		if len(parts) != 3 {
-			return ""
-		}
-		if len(parts[0]) > 0 {
-			return string(parts[0])
-		}
-		return string(parts[1])
-	case "LOGIN":
-		return string(raw[:n])
+	authcid, authzid, err := identify(raw)
+	if err != nil {
+		return "", "NO [AUTHENTICATIONFAILED] " + err.Error()
 	}
-	return ""
+	return s.loginUser(authcid, authzid)
+}
+
+// decodeSASL decodes a client response: base64, or "=" for an empty initial
+// response (RFC 4959).
+func decodeSASL(resp string) ([]byte, error) {
+	if resp == "=" {
+		return nil, nil
+	}
+	return base64.StdEncoding.Strict().DecodeString(resp)
 }

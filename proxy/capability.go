@@ -16,9 +16,9 @@ type capPolicy struct {
 }
 
 // apply edits a list: STARTTLS is the proxy's to offer (and LOGINDISABLED
-// its to say before it), XAPPLEPUSHSERVICE the proxy's to answer, and
-// COMPRESS would hide the stream the proxy must read (RFC 4978), so it is
-// never offered.
+// its to say before it), XAPPLEPUSHSERVICE the proxy's to answer, COMPRESS
+// would hide the stream the proxy must read (RFC 4978), and only the SASL
+// mechanisms the proxy can follow are offered.
 func (p capPolicy) apply(caps []string) []string {
 	out := caps[:0]
 	for _, c := range caps {
@@ -26,9 +26,14 @@ func (p capPolicy) apply(caps []string) []string {
 		switch {
 		case u == "STARTTLS", u == "XAPPLEPUSHSERVICE", strings.HasPrefix(u, "COMPRESS="):
 			continue
-		case u == "UNAUTHENTICATE":
+		case u == "UNAUTHENTICATE", u == "XCLIENT":
 			// RFC 8437 would take a session back to before login while
-			// the proxy still answers XAPPLEPUSHSERVICE for the old user.
+			// the proxy still answers XAPPLEPUSHSERVICE for the old
+			// user; XCLIENT would let a client claim another address.
+			// Both are refused.
+			continue
+		case strings.HasPrefix(u, "AUTH=") && saslIdentifier(u[len("AUTH="):]) == nil:
+			// A mechanism the proxy cannot follow is refused (sasl.go).
 			continue
 		case p.loginDisabled && (u == "LOGINDISABLED" || strings.HasPrefix(u, "AUTH=")):
 			continue

@@ -1,34 +1,30 @@
 package proxy
 
-import (
-	"github.com/xapsproxy/xapsproxy/internal/imapwire"
-)
-
 // cmdKind says what the proxy must follow of a forwarded command.
 type cmdKind int
 
 const (
 	kindPlain cmdKind = iota
-	kindLogin         // LOGIN: authenticates on OK
-	kindAuth          // AUTHENTICATE: authenticates on OK; client sends continuation lines
-	kindIdle          // IDLE: the client's next line is DONE
+	kindLogin         // LOGIN: authenticates its user on OK
+	kindAuth          // AUTHENTICATE: authenticates its user on OK
+	kindIdle          // IDLE: runs until the client's DONE
 )
 
 // command is a forwarded command waiting for its tagged response. The session
-// keeps them in the order they were sent (s.pending), which is the order a
-// server answers continuation requests in; tags are only used to match the
-// tagged response, to the oldest command with that tag.
+// keeps them in the order they were sent (s.pending) and by tag (s.inflight):
+// the proxy never forwards a command whose tag is in flight, so a tagged
+// response answers exactly one command, and one the proxy parsed itself.
 type command struct {
 	tag  string
 	kind cmdKind
+	user string // kindLogin, kindAuth: the user the session belongs to on OK
 
 	// Guarded by session.mu.
-	user      string    // kindLogin/kindAuth: the user name, "" if unknown
-	mech      string    // kindAuth: SASL mechanism, upper case
-	contLines int       // kindAuth: continuation lines the client sent
-	gotPlus   bool      // kindIdle: the "+" that starts IDLE has come
-	litWait   chan bool // the client reader waits for "+" for a literal of this command
-	done      bool      // its tagged response has come (it is being written)
+	done bool // its tagged response has come (it is being written)
+	// reply, if set, is sent to the client instead of the backend's tagged
+	// response: the proxy's own verdict on a command it ended (an IDLE
+	// ended without DONE, a SASL exchange it cancelled).
+	reply string
 }
 
 // push adds a command about to be forwarded. When maxPipeline commands are
@@ -52,10 +48,15 @@ func (s *session) push(c *command) error {
 		return errClosed
 	}
 	s.pending = append(s.pending, c)
-	if c.kind == kindIdle || c.kind == kindAuth {
-		s.contCmd = c
-	}
+	s.inflight[c.tag] = c
 	return nil
+}
+
+// tagInUse reports whether a command with this tag waits for its response.
+func (s *session) tagInUse(tag string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inflight[tag] != nil
 }
 
 // waitDrained flushes what was forwarded and blocks until every forwarded
@@ -76,65 +77,34 @@ func (s *session) waitDrained() error {
 	return nil
 }
 
-// awaitLiteral registers that the client reader waits for the backend's "+"
-// before sending the data of a synchronizing literal of c.
-func (s *session) awaitLiteral(c *command) chan bool {
-	ch := make(chan bool, 1)
-	s.mu.Lock()
-	c.litWait = ch
-	s.mu.Unlock()
-	return ch
-}
-
-// routePlus gives a continuation request from the backend to the oldest
-// command that can be waiting for one.
-func (s *session) routePlus() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range s.pending {
-		switch {
-		case c.litWait != nil:
-			c.litWait <- true
-			c.litWait = nil
-			return
-		case c.kind == kindIdle && !c.gotPlus:
-			c.gotPlus = true
-			return
-		case c.kind == kindAuth:
-			return
-		}
-	}
-}
-
 // complete applies the tagged response of a command to the session state and
-// returns the command. It stays pending until finish: the proxy's own replies
-// must wait until the response has been written.
+// returns the command, or nil if the response answers no command in flight.
+// The command stays pending until finish: the proxy's own replies must wait
+// until the response has been written.
 func (s *session) complete(tag, status string) *command {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, c := range s.pending {
-		if c.tag != tag || c.done {
-			continue
-		}
-		c.done = true
-		if (c.kind == kindLogin || c.kind == kindAuth) && equalFold(status, "OK") {
-			s.authenticated = true
-			s.user = c.user
-			s.timer.Reset(s.srv.idleTimeout)
-			s.log.Info("logged in", "user", c.user)
-		}
-		if c.litWait != nil {
-			c.litWait <- false
-			c.litWait = nil
-		}
-		if s.contCmd == c {
-			// Now, not at finish: the client may send its next command as
-			// soon as it sees this response.
-			s.contCmd = nil
-		}
-		return c
+	c := s.inflight[tag]
+	if c == nil || c == s.sendingData {
+		// A response to nothing, or to a command whose literal data is
+		// still on its way: the backend reads the stream differently from
+		// the proxy, and nothing it says can be trusted.
+		return nil
 	}
-	return nil
+	delete(s.inflight, tag)
+	c.done = true
+	if (c.kind == kindLogin || c.kind == kindAuth) && equalFold(status, "OK") && c.reply == "" {
+		s.authenticated = true
+		s.user = c.user
+		s.timer.Reset(s.srv.idleTimeout)
+		s.log.Info("logged in", "user", c.user)
+	}
+	if w := s.waiting; w != nil && w.cmd == c {
+		// The backend answered instead of asking for more.
+		s.waiting = nil
+		w.result <- false
+	}
+	return c
 }
 
 // finish removes a completed command once its response has been written.
@@ -155,33 +125,7 @@ func (s *session) finish(c *command) {
 	if len(s.pending) == 0 {
 		s.pending = s.pending[:0:0] // let the backing array go
 	}
-	if s.contCmd == c {
-		s.contCmd = nil
-	}
 	s.cond.Broadcast()
-}
-
-// continuationLine reports whether line is continuation data of a running
-// IDLE (its DONE) or AUTHENTICATE (SASL responses) rather than a command; for
-// AUTHENTICATE PLAIN and LOGIN it notes the user from the first response.
-func (s *session) continuationLine(line []byte) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	c := s.contCmd
-	if c == nil {
-		return false
-	}
-	if c.kind == kindIdle {
-		// Anything while IDLE runs goes to the server, which ends IDLE:
-		// DONE normally, or with BAD for a client that did not say DONE.
-		s.contCmd = nil
-		return true
-	}
-	c.contLines++
-	if c.contLines == 1 && c.user == "" {
-		c.user = saslUser(c.mech, imapwire.TrimCRLF(line))
-	}
-	return true
 }
 
 // busy reports whether the backend is working on a command other than IDLE:

@@ -136,7 +136,7 @@ func TestDovecotRefusedLiteralCannotSpoofAddress(t *testing.T) {
 	c := env.dialTLS(t)
 	c.expectPrefix("* OK ")
 	c.send("a IDLE {100000}")
-	c.expect("a BAD Literal too large before login")
+	c.expect("a BAD IDLE is not valid before login")
 	c.send(`i ID ("x-originating-ip" "10.9.9.9")`)
 	for !strings.HasPrefix(c.readLine(), "i OK ") {
 	}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"errors"
 	"strings"
 
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
@@ -25,14 +24,7 @@ func (s *session) forwardID(tag string, rest []byte) error {
 	d.CheckLiteral = s.continueLiteral
 	fields, err := parseID(d)
 	if err != nil {
-		var se *imapwire.SyntaxError
-		if !errors.As(err, &se) && !errors.Is(err, imapwire.ErrLiteralRefused) {
-			return err
-		}
-		if err := s.discard(d); err != nil {
-			return err
-		}
-		return s.writeClient(tag + " BAD ID " + oneLine(err.Error()) + "\r\n")
+		return s.refuseParsed(tag, "ID", d, err)
 	}
 	var kept []string
 	for _, f := range fields {
@@ -49,7 +41,7 @@ func (s *session) forwardID(tag string, rest []byte) error {
 	if len(kept) > 0 {
 		line = tag + " ID (" + strings.Join(kept, " ") + ")\r\n"
 	}
-	return s.forward([]byte(line), &command{tag: tag}, nil)
+	return s.forward([]byte(line), &command{tag: tag})
 }
 
 // idField is one field of an ID command.

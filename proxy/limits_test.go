@@ -78,12 +78,12 @@ func TestPreLoginLiterals(t *testing.T) {
 	_, client, backend := proxySession(t, nil)
 	// A large synchronizing literal is refused before any of it is read.
 	client.sendRaw("l1 LOGIN {100000}\r\n")
-	client.expect("l1 BAD Literal too large before login")
+	client.expect("l1 BAD LOGIN literal too large: 100000 bytes is over the limit of 8192")
 	client.send("n1 NOOP")
 	backend.expect("n1 NOOP") // the LOGIN never reached the backend
 	// A large non-synchronizing one cannot be skipped: the session ends.
 	client.sendRaw("l2 LOGIN alice {100000+}\r\n")
-	client.expect("* BYE Literal too large before login")
+	client.expect("* BYE Literal too large")
 	client.expectClosed()
 }
 
@@ -126,6 +126,7 @@ func TestGracefulShutdown(t *testing.T) {
 	env := startProxy(t, b.addr(), nil)
 	idle, _ := env.session(t, b)
 	busy, busyBackend := env.session(t, b)
+	login(t, busy, busyBackend, "alice")
 	busy.send("f1 FETCH 1 BODY[]")
 	busyBackend.expect("f1 FETCH 1 BODY[]")
 
@@ -149,6 +150,7 @@ func TestShutdownDeadline(t *testing.T) {
 	var clients []*lineConn
 	for range 5 {
 		c, backend := env.session(t, b)
+		login(t, c, backend, "alice")
 		c.send("f1 FETCH 1:* BODY[]")
 		backend.expect("f1 FETCH 1:* BODY[]") // and never answered
 		clients = append(clients, c)

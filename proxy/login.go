@@ -1,6 +1,9 @@
 package proxy
 
 import (
+	"fmt"
+	"strings"
+
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 )
 
@@ -15,45 +18,102 @@ func (s *session) plaintextRefused() bool {
 	return !s.clientTLS && !s.srv.opts.AllowPlaintextAuth
 }
 
-// forwardLogin forwards LOGIN unchanged and notes its user name, so that the
-// session knows who it is once the backend says OK. The password is read only
-// as part of the captured bytes, which are wiped afterwards.
-func (s *session) forwardLogin(line []byte, tag string, rest []byte) error {
+// handleLogin forwards `tag LOGIN userid password` (RFC 9051 section 6.2.3).
+// The proxy reads the whole command itself (answering the client's
+// synchronizing literals), checks the user name, and sends the command anew:
+// so the name it notes is the one the backend checks, and a name it refuses
+// never reaches the backend.
+func (s *session) handleLogin(tag string, rest []byte) error {
 	if s.plaintextRefused() {
 		return s.refuse(tag, rest, privacyRequired)
 	}
-	c := &command{tag: tag, kind: kindLogin}
-	capt := &capture{}
-	capt.finish = func(cmd []byte) {
-		if capt.overflow {
-			return
-		}
-		user := loginUser(cmd)
-		s.mu.Lock()
-		c.user = user
-		s.mu.Unlock()
+	d := imapwire.NewDecoder(rest, s.cr)
+	d.MaxLiteral = maxPreAuthLiteral
+	d.Budget = maxLineLength
+	d.CheckLiteral = s.continueLiteral
+	var user, pass string
+	ok := d.SP()
+	if ok {
+		user, ok = d.AString()
 	}
-	defer capt.wipe()
-	return s.forward(line, c, capt)
+	if ok && d.SP() {
+		pass, ok = d.AString()
+	}
+	if ok {
+		d.CRLF()
+	}
+	if err := d.Err(); err != nil {
+		return s.refuseParsed(tag, "LOGIN", d, err)
+	}
+	sessionUser, refusal := s.loginUser(user, "")
+	if refusal != "" {
+		return s.answer(tag, refusal)
+	}
+	return s.sendCommand(&command{tag: tag, kind: kindLogin, user: sessionUser}, "LOGIN", user, pass)
 }
 
-// loginUser parses `tag LOGIN userid password` (RFC 9051 section 6.2.3) and
-// returns the user name, or "" if the command is malformed.
-func loginUser(cmd []byte) string {
-	d := imapwire.NewDecoder(cmd, nil)
-	d.MaxLiteral = maxCaptureLength
-	if _, ok := d.Tag(); !ok || !d.SP() {
-		return ""
+// loginUser checks the identities a login names: the one whose credentials
+// are given (authcid) and the one to act as (authzid, "" if none). It
+// returns the user the session will belong to, or a refusal.
+//
+// A name with the master-user separator ("bob*master") or an authzid other
+// than the authcid is a master-user login (Dovecot's auth_master_user_
+// separator, and SASL authorization), which would let anyone on the
+// internet guess the master password: refused unless allow_master_logins.
+func (s *session) loginUser(authcid, authzid string) (user, refusal string) {
+	if strings.ContainsAny(authcid+authzid, "\x00\r\n") {
+		return "", "BAD User names cannot contain NUL, CR or LF"
 	}
-	if _, ok := d.Atom(); !ok || !d.SP() {
-		return ""
+	sep, allow := s.srv.opts.MasterSeparator, s.srv.opts.AllowMasterLogins
+	master := sep != "" && (strings.Contains(authcid, sep) || strings.Contains(authzid, sep))
+	if master && !allow {
+		return "", fmt.Sprintf("NO [AUTHENTICATIONFAILED] User names containing %q are not accepted here", sep)
 	}
-	user, ok := d.AString()
-	if !ok || !d.SP() {
-		return ""
+	if authzid != "" && authzid != authcid && !allow {
+		return "", "NO [AUTHENTICATIONFAILED] Logging in as another user is not accepted here"
 	}
-	if _, ok := d.AString(); !ok || !d.CRLF() {
-		return ""
+	user = authcid
+	if authzid != "" {
+		user = authzid
 	}
-	return user
+	if sep != "" {
+		user, _, _ = strings.Cut(user, sep) // the user a master login acts as
+	}
+	return user, ""
+}
+
+// sendCommand sends a command the proxy composed: tag, name and astring
+// arguments, each an atom or quoted string when it can be, else a literal
+// (the backend's "+" for it is the proxy's and goes no further).
+func (s *session) sendCommand(c *command, name string, args ...string) error {
+	if err := s.push(c); err != nil {
+		return err
+	}
+	buf := []byte(c.tag + " " + name)
+	defer func() { clear(buf) }() // it may hold a password
+	for _, a := range args {
+		buf = append(buf, ' ')
+		switch {
+		case imapwire.IsAtom(a):
+			buf = append(buf, a...)
+			continue
+		case quotable(a):
+			buf = append(buf, imapwire.Quote(a)...)
+			continue
+		}
+		buf = fmt.Appendf(buf, "{%d}\r\n", len(a))
+		if _, err := s.bw.Write(buf); err != nil {
+			return err
+		}
+		clear(buf)
+		buf = buf[:0]
+		goAhead, err := s.awaitContinuation(c, false)
+		if err != nil || !goAhead {
+			return err
+		}
+		buf = append(buf, a...)
+	}
+	buf = append(buf, "\r\n"...)
+	_, err := s.bw.Write(buf)
+	return err
 }

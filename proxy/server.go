@@ -28,18 +28,19 @@ import (
 
 // Timeouts and limits of the client-facing side.
 const (
-	handshakeTimeout   = 30 * time.Second // client TLS handshake
-	rejectTimeout      = 5 * time.Second  // handshake and BYE for a connection over the limits
-	backendTimeout     = 15 * time.Second // dial, TLS and greeting of the backend
-	registerTimeout    = 10 * time.Second // storing one registration
-	maxLineLength      = 64 << 10         // one command line; Dovecot's imap_max_line_length default
-	maxCaptureLength   = 8 << 10          // LOGIN/AUTHENTICATE bytes kept to learn the user name
-	maxPreAuthLiteral  = 8 << 10          // a literal before login (LOGIN, ID need little)
-	maxXAPSLiteral     = 1 << 10          // one literal inside XAPPLEPUSHSERVICE or ID
-	maxDiscardLiteral  = 64 << 10         // data skipped after a refused command
-	maxPipeline        = 1000             // commands forwarded and not yet answered
-	defaultLoginTimout = time.Minute
-	defaultIdleTimeout = 35 * time.Minute
+	handshakeTimeout  = 30 * time.Second // client TLS handshake
+	rejectTimeout     = 5 * time.Second  // handshake and BYE for a connection over the limits
+	backendTimeout    = 15 * time.Second // dial, TLS and greeting of the backend
+	registerTimeout   = 10 * time.Second // storing one registration
+	maxLineLength     = 64 << 10         // one command line; Dovecot's imap_max_line_length default
+	maxCaptureLength  = 8 << 10          // LOGIN/AUTHENTICATE bytes kept to learn the user name
+	maxPreAuthLiteral = 8 << 10          // a literal before login (LOGIN, ID need little)
+	maxXAPSLiteral    = 1 << 10          // one literal inside XAPPLEPUSHSERVICE or ID
+	maxDiscardLiteral = 64 << 10         // data skipped after a refused command
+	maxPipeline       = 1000             // commands forwarded and not yet answered
+	// backendWriteTimeout cuts a backend that stops reading what the proxy
+	// forwards.
+	backendWriteTimeout = time.Minute
 )
 
 // Options configures a Server. The zero value of each field is noted.
@@ -61,13 +62,25 @@ type Options struct {
 	// in all and per client address; 0 means no limit.
 	MaxConnections, MaxConnectionsPerIP int
 	// LoginTimeout is the time from connecting to a successful login; 0
-	// means one minute.
+	// means config.DefaultLoginTimeout.
 	LoginTimeout time.Duration
 	// IdleTimeout ends a logged-in session whose client has been silent
-	// this long while no command (other than IDLE) runs; 0 means 35 minutes.
+	// this long while no command (other than IDLE) runs; 0 means
+	// config.DefaultIdleTimeout.
 	IdleTimeout time.Duration
+	// WriteTimeout ends a session whose client has not taken a write's
+	// worth of data this long (a client that stopped reading); 0 means
+	// config.DefaultWriteTimeout.
+	WriteTimeout time.Duration
 	// AllowPlaintextAuth allows LOGIN and AUTHENTICATE before STARTTLS.
 	AllowPlaintextAuth bool
+	// MasterSeparator is the backend's master-user separator (Dovecot's
+	// auth_master_user_separator, e.g. "*"); "" means none. Client logins
+	// with it in the user name, or with a SASL authorization identity other
+	// than the authentication identity, are master-user logins: refused
+	// unless AllowMasterLogins.
+	MasterSeparator   string
+	AllowMasterLogins bool
 
 	// Logger receives connection logs; nil discards them.
 	Logger *slog.Logger
@@ -81,6 +94,7 @@ type Server struct {
 	log          *slog.Logger
 	loginTimeout time.Duration
 	idleTimeout  time.Duration
+	writeTimeout time.Duration
 
 	ctx    context.Context // cancelled by Shutdown after the grace period
 	cancel context.CancelFunc
@@ -111,6 +125,7 @@ func New(opts Options) *Server {
 		log:          opts.Logger,
 		loginTimeout: opts.LoginTimeout,
 		idleTimeout:  opts.IdleTimeout,
+		writeTimeout: opts.WriteTimeout,
 		ctx:          ctx,
 		cancel:       cancel,
 		listeners:    make(map[net.Listener]struct{}),
@@ -118,10 +133,13 @@ func New(opts Options) *Server {
 		perIP:        make(map[string]int),
 	}
 	if s.loginTimeout == 0 {
-		s.loginTimeout = defaultLoginTimout
+		s.loginTimeout = config.DefaultLoginTimeout
 	}
 	if s.idleTimeout == 0 {
-		s.idleTimeout = defaultIdleTimeout
+		s.idleTimeout = config.DefaultIdleTimeout
+	}
+	if s.writeTimeout == 0 {
+		s.writeTimeout = config.DefaultWriteTimeout
 	}
 	return s
 }

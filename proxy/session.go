@@ -9,8 +9,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
@@ -49,15 +49,18 @@ type session struct {
 	backend        net.Conn
 	clientTLS      bool
 	authenticated  bool
-	user           string     // login name once the backend said OK
-	pending        []*command // forwarded, not yet answered; oldest first
-	contCmd        *command   // IDLE or AUTHENTICATE whose continuation lines come next
-	draining       bool       // Shutdown asked: end after the running command
-	readingLiteral bool       // the client reader waits for the rest of a command from the client
+	user           string              // login name once the backend said OK
+	pending        []*command          // forwarded, not yet answered; oldest first
+	inflight       map[string]*command // the same, by tag: tags in flight are unique
+	waiting        *contWait           // the command waiting for the backend's "+"
+	sendingData    *command            // the command whose literal data goes to the backend now
+	draining       bool                // Shutdown asked: end after the running command
+	readingLiteral bool                // the client reader waits for the rest of a command from the client
 	closed         bool
 	byeReason      string      // told to the client when the session ends
 	timer          *time.Timer // login deadline, then the idle timeout
 
+	frozen    atomic.Bool        // close set the client's deadline: writers leave it alone
 	cancel    context.CancelFunc // ends the session's context: dialing, handshakes
 	closeOnce sync.Once
 	done      chan struct{}
@@ -72,6 +75,7 @@ func newSession(srv *Server, conn net.Conn, implicitTLS bool, ip string) *sessio
 		raw:         conn,
 		ip:          ip,
 		client:      conn,
+		inflight:    make(map[string]*command),
 		done:        make(chan struct{}),
 	}
 	s.cond = sync.NewCond(&s.mu)
@@ -109,7 +113,7 @@ func (s *session) run(ctx context.Context) {
 	}
 	s.wmu.Lock()
 	s.crd.conn = s.client
-	s.cw.w = s.client
+	s.cw.w = s.deadlineWriter(s.client, s.srv.writeTimeout)
 	s.wmu.Unlock()
 
 	b, err := dialBackend(ctx, s.srv.opts.Backend, s.srv.opts.BackendTLS, s.raw)
@@ -158,7 +162,7 @@ func (s *session) setBackend(b *backendConn) bool {
 	}
 	s.backend = b.conn
 	s.brd = lazyReader{conn: b.conn, br: b.r} // b.r may hold more than the greeting
-	s.bw.w = b.conn
+	s.bw.w = s.deadlineWriter(b.conn, backendWriteTimeout)
 	if b.preauth {
 		s.authenticated = true
 		s.timer.Reset(s.srv.idleTimeout)
@@ -207,6 +211,7 @@ func (s *session) close() {
 			// A writer stuck on a client that does not read, or a TLS
 			// handshake in progress, gives up by the deadline and lets go
 			// of wmu.
+			s.frozen.Store(true)
 			s.raw.SetDeadline(time.Now().Add(time.Second))
 			s.wmu.Lock()
 			if s.cw.w != nil {
@@ -243,6 +248,10 @@ func (s *session) drain() {
 	}
 }
 
+func (s *session) deadlineWriter(conn net.Conn, timeout time.Duration) deadlineWriter {
+	return deadlineWriter{conn: conn, timeout: timeout, frozen: &s.frozen}
+}
+
 // writeClient writes a complete response of the proxy's own and flushes it.
 func (s *session) writeClient(resp string) error {
 	s.wmu.Lock()
@@ -256,36 +265,18 @@ func (s *session) writeClient(resp string) error {
 // clientLoop reads client commands until the client goes away.
 func (s *session) clientLoop(ctx context.Context) error {
 	for {
-		cr, err := s.crd.next()
-		if err != nil {
-			return err
-		}
-		s.cr = cr
-		line, err := imapwire.ReadLine(s.cr, s.lineBuf, maxLineLength)
-		s.lineBuf = line[:0]
-		if errors.Is(err, imapwire.ErrLineTooLong) {
-			s.bye("Command line too long")
-			return err
-		}
+		line, err := s.readLine()
 		if err != nil {
 			return err
 		}
 		s.mu.Lock()
-		if s.authenticated {
-			s.timer.Reset(s.srv.idleTimeout)
-		}
 		draining := s.draining
 		s.mu.Unlock()
-		switch {
-		case s.continuationLine(line):
-			err = s.forwardRaw(line)
-		case draining:
+		if draining {
 			s.bye("Server shutting down")
 			return nil
-		default:
-			err = s.dispatch(ctx, line)
 		}
-		if err != nil {
+		if err := s.dispatch(ctx, line); err != nil {
 			return err
 		}
 		// Pipelined commands go out together: flush when the next one is
@@ -298,72 +289,36 @@ func (s *session) clientLoop(ctx context.Context) error {
 	}
 }
 
-// dispatch handles one command line: intercepted, or forwarded.
-func (s *session) dispatch(ctx context.Context, line []byte) error {
-	d := imapwire.NewDecoder(line, nil)
-	tag, ok := d.Tag()
-	if !ok || !d.Is(' ') {
-		// Without a tag nothing can be answered in order; a literal after
-		// it could not be skipped safely.
-		if _, hasLit := imapwire.LiteralSuffix(line); hasLit {
-			s.bye("Invalid command: no tag")
-			return errBadInput
-		}
-		return s.writeClient("* BAD Invalid command: no tag\r\n")
+// readLine reads the next line from the client, blocking (without a buffer)
+// while the client is silent. Each line counts as activity for the idle
+// timeout.
+func (s *session) readLine() ([]byte, error) {
+	cr, err := s.crd.next()
+	if err != nil {
+		return nil, err
 	}
-	d.SP()
-	name, _ := d.Atom()
-	rest := d.Rest()
-	switch strings.ToUpper(name) {
-	case "XAPPLEPUSHSERVICE":
-		return s.handleXAPPLEPUSHSERVICE(ctx, tag, rest)
-	case "STARTTLS":
-		return s.handleSTARTTLS(ctx, tag, rest)
-	case "COMPRESS":
-		return s.refuse(tag, rest, "NO COMPRESS is not available through this proxy")
-	case "UNAUTHENTICATE":
-		return s.refuse(tag, rest, "NO UNAUTHENTICATE is not available through this proxy")
-	case "LOGIN":
-		return s.forwardLogin(line, tag, rest)
-	case "AUTHENTICATE":
-		return s.forwardAuthenticate(line, tag, rest)
-	case "ID":
-		return s.forwardID(tag, rest)
-	case "IDLE":
-		return s.forward(line, &command{tag: tag, kind: kindIdle}, nil)
+	s.cr = cr
+	line, err := s.readCommandLine()
+	if err != nil {
+		return nil, err
 	}
-	return s.forward(line, &command{tag: tag}, nil)
+	s.mu.Lock()
+	if s.authenticated {
+		s.timer.Reset(s.srv.idleTimeout)
+	}
+	s.mu.Unlock()
+	return line, nil
 }
 
-// errBadInput ends a session whose client sent what cannot be recovered from.
-var errBadInput = errors.New("proxy: unrecoverable client input")
-
-// errClosed is returned by waits cut short because the session ended.
-var errClosed = net.ErrClosed
-
-// refuse answers a command of the proxy's own without forwarding it, after
-// reading the rest of it.
-func (s *session) refuse(tag string, rest []byte, resp string) error {
-	if err := s.waitDrained(); err != nil {
-		return err
-	}
-	if err := s.discard(imapwire.NewDecoder(rest, s.cr)); err != nil {
-		return err
-	}
-	return s.writeClient(tag + " " + resp + "\r\n")
-}
-
-// discard skips what is left of a command the proxy answers itself. What
-// cannot be skipped ends the session with a reason.
-func (s *session) discard(d *imapwire.Decoder) error {
-	_, err := d.Discard(maxDiscardLiteral)
-	switch {
-	case errors.Is(err, imapwire.ErrLiteralRefused):
-		s.bye("Literal too large")
-	case errors.Is(err, imapwire.ErrLineTooLong):
+// readCommandLine reads the next line of the command being read from s.cr
+// (after a literal, say). A line over the limit ends the session.
+func (s *session) readCommandLine() ([]byte, error) {
+	line, err := imapwire.ReadLine(s.cr, s.lineBuf, maxLineLength)
+	s.lineBuf = line[:0]
+	if errors.Is(err, imapwire.ErrLineTooLong) {
 		s.bye("Command line too long")
 	}
-	return err
+	return line, err
 }
 
 func (s *session) authState() (authenticated bool, user string) {

@@ -11,10 +11,13 @@ import (
 // proxy terminates TLS itself; the backend never sees the command.
 func (s *session) handleSTARTTLS(ctx context.Context, tag string, rest []byte) error {
 	s.mu.Lock()
-	active := s.clientTLS
+	active, authenticated := s.clientTLS, s.authenticated
 	s.mu.Unlock()
-	if active {
+	switch {
+	case active:
 		return s.refuse(tag, rest, "BAD TLS is already active")
+	case authenticated:
+		return s.refuse(tag, rest, "BAD STARTTLS is only valid before login")
 	}
 	if d := imapwire.NewDecoder(rest, nil); !d.CRLF() {
 		return s.refuse(tag, rest, "BAD STARTTLS takes no arguments")
@@ -52,6 +55,6 @@ func (s *session) handleSTARTTLS(ctx context.Context, tag string, rest []byte) e
 	s.crd.release() // empty: checked above
 	s.crd.conn = tlsConn
 	s.cr = nil
-	s.cw.w = tlsConn
+	s.cw.w = s.deadlineWriter(tlsConn, s.srv.writeTimeout)
 	return nil
 }

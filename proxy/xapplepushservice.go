@@ -47,14 +47,7 @@ func (s *session) handleXAPPLEPUSHSERVICE(ctx context.Context, tag string, rest 
 	d.CheckLiteral = s.continueLiteral
 	values, mailboxes, err := parseXAPS(d)
 	if err != nil {
-		var se *imapwire.SyntaxError
-		if !errors.As(err, &se) && !errors.Is(err, imapwire.ErrLiteralRefused) {
-			return err // the connection failed
-		}
-		if err := s.discard(d); err != nil {
-			return err
-		}
-		return s.writeClient(tag + " BAD XAPPLEPUSHSERVICE " + oneLine(err.Error()) + "\r\n")
+		return s.refuseParsed(tag, "XAPPLEPUSHSERVICE", d, err)
 	}
 	req, err := validateXAPS(values, mailboxes)
 	if err != nil {

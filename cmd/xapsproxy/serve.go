@@ -128,7 +128,10 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, sender pu
 		MaxConnectionsPerIP: cfg.Proxy.MaxConnectionsPerIP,
 		LoginTimeout:        cfg.Proxy.LoginTimeout,
 		IdleTimeout:         cfg.Proxy.IdleTimeout,
+		WriteTimeout:        cfg.Proxy.WriteTimeout,
 		AllowPlaintextAuth:  cfg.Proxy.AllowPlaintextAuth,
+		MasterSeparator:     cfg.Watch.MasterSeparator,
+		AllowMasterLogins:   cfg.Proxy.AllowMasterLogins,
 		Logger:              log.With("part", "proxy"),
 	})
 	if a.tlsLn, err = listen(cfg.Proxy.ListenTLS, "proxy.listen_tls"); err != nil {

@@ -16,3 +16,17 @@ func Quote(s string) string {
 	sb.WriteByte('"')
 	return sb.String()
 }
+
+// IsAtom reports whether s can be sent as an atom in an astring: it is not
+// empty and every byte is an ASTRING-CHAR (RFC 9051).
+func IsAtom(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isAtomChar(s[i]) && s[i] != ']' {
+			return false
+		}
+	}
+	return true
+}
