@@ -94,9 +94,14 @@ func (s *session) saslUser(identify saslIdentityFunc, resp string) (user, refusa
 	}
 	authcid, authzid, err := identify(raw)
 	if err != nil {
-		return "", "NO [AUTHENTICATIONFAILED] " + err.Error()
+		refusal = "NO [AUTHENTICATIONFAILED] " + err.Error()
+	} else {
+		user, refusal = s.loginUser(authcid, authzid)
 	}
-	return s.loginUser(authcid, authzid)
+	if refusal != "" {
+		s.log.Info("login refused", "command", "AUTHENTICATE", "reason", refusal)
+	}
+	return user, refusal
 }
 
 // decodeSASL decodes a client response: base64, or "=" for an empty initial

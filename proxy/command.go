@@ -59,6 +59,19 @@ func (s *session) tagInUse(tag string) bool {
 	return s.inflight[tag] != nil
 }
 
+// loginPending reports whether a LOGIN or AUTHENTICATE waits for its
+// response.
+func (s *session) loginPending() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range s.pending {
+		if c.kind == kindLogin || c.kind == kindAuth {
+			return true
+		}
+	}
+	return false
+}
+
 // waitDrained flushes what was forwarded and blocks until every forwarded
 // command has been answered, so that a reply of the proxy's own comes in
 // order after them.

@@ -47,6 +47,14 @@ func (s *session) dispatch(ctx context.Context, line []byte) error {
 	if s.tagInUse(tag) {
 		return s.refuse(tag, line, "BAD Tag "+tag+" is already in use by a command in progress")
 	}
+	if s.loginPending() {
+		// Whether the session is logged in decides what comes next
+		// (refused before login, or a second login refused after): wait
+		// until the backend has said.
+		if err := s.waitDrained(); err != nil {
+			return err
+		}
+	}
 	authenticated, _ := s.authState()
 	name = strings.ToUpper(name)
 	switch name {

@@ -47,6 +47,7 @@ func (s *session) handleLogin(tag string, rest []byte) error {
 	}
 	sessionUser, refusal := s.loginUser(user, "")
 	if refusal != "" {
+		s.log.Info("login refused", "command", "LOGIN", "reason", refusal)
 		return s.answer(tag, refusal)
 	}
 	return s.sendCommand(&command{tag: tag, kind: kindLogin, user: sessionUser}, "LOGIN", user, pass)

@@ -55,6 +55,9 @@ type stack struct {
 	app    *app
 	stop   func()
 	reload chan os.Signal // as SIGHUP
+	// secrets, besides alice's and the master password, that must never
+	// be logged.
+	secrets []string
 }
 
 func newStack(t *testing.T) *stack {
@@ -111,7 +114,7 @@ listen = "127.0.0.1:0"
 func (s *stack) start() {
 	s.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := newApp(ctx, s.cfg, testlog.New(s.t, "alicepw", s.dovecot.MasterPassword), nil)
+	a, err := newApp(ctx, s.cfg, testlog.New(s.t, append([]string{"alicepw", s.dovecot.MasterPassword}, s.secrets...)...), nil)
 	if err != nil {
 		cancel()
 		s.t.Fatal(err)

@@ -1,0 +1,297 @@
+package proxy
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// refServer is a small IMAP server for the session fuzz target. It reads the
+// stream the way an IMAP server does, with framing code of its own (not
+// imapwire's): lines, {N} and {N+} literals anywhere a line ends, IDLE and
+// AUTHENTICATE continuations. It logs users in and records what reached it,
+// so the fuzz target can compare the proxy's idea of the session with the
+// server's.
+type refServer struct {
+	ln    net.Listener
+	conns chan *refConn
+}
+
+// refConn is what one backend connection saw.
+type refConn struct {
+	done chan struct{}
+
+	mu        sync.Mutex
+	user      string   // the user it logged in, "" before
+	commands  []string // command names, upper case, in order
+	forbidden []string // what the proxy must never forward, as received
+}
+
+var refUsers = map[string]string{"alice": "alicepw", "bob": "bobpw"}
+
+func startRefServer() (*refServer, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	s := &refServer{ln: ln, conns: make(chan *refConn, 1)}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			rc := &refConn{done: make(chan struct{})}
+			s.conns <- rc
+			go func() {
+				defer close(rc.done)
+				defer c.Close()
+				rc.serve(c)
+			}()
+		}
+	}()
+	return s, nil
+}
+
+func (rc *refConn) state() (user string, commands, forbidden []string) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.user, append([]string(nil), rc.commands...), append([]string(nil), rc.forbidden...)
+}
+
+var (
+	refLiteral      = regexp.MustCompile(`~?\{([0-9]{1,9})(\+?)\}\r?\n$`)
+	refLiteralStart = regexp.MustCompile(`^~?\{([0-9]{1,9})\+?\}\r?\n`)
+)
+
+// refLine reads one line, at most 64 KiB.
+func refLine(r *bufio.Reader) (string, error) {
+	var sb strings.Builder
+	for {
+		b, err := r.ReadByte()
+		if err != nil {
+			return "", err
+		}
+		sb.WriteByte(b)
+		if b == '\n' {
+			return sb.String(), nil
+		}
+		if sb.Len() > 64<<10 {
+			return "", fmt.Errorf("line too long")
+		}
+	}
+}
+
+// refCommand reads a whole command: its lines and literals. Synchronizing
+// literals get "+ OK" (those over 4 KiB a NO instead, and the command ends
+// there); non-synchronizing ones are read as they come (LITERAL+).
+func refCommand(r *bufio.Reader, w io.Writer) (text string, refused bool, err error) {
+	var sb strings.Builder
+	for {
+		line, err := refLine(r)
+		if err != nil {
+			return "", false, err
+		}
+		sb.WriteString(line)
+		m := refLiteral.FindStringSubmatch(line)
+		if m == nil {
+			return sb.String(), false, nil
+		}
+		n, _ := strconv.Atoi(m[1])
+		if m[2] == "" {
+			if n > 4096 {
+				return sb.String(), true, nil
+			}
+			io.WriteString(w, "+ OK\r\n")
+		}
+		data := make([]byte, n)
+		if _, err := io.ReadFull(r, data); err != nil {
+			return "", false, err
+		}
+		sb.Write(data)
+	}
+}
+
+func (rc *refConn) serve(c net.Conn) {
+	r := bufio.NewReader(c)
+	w := c
+	io.WriteString(w, "* OK [CAPABILITY IMAP4rev1 SASL-IR ID IDLE LITERAL+ AUTH=PLAIN AUTH=LOGIN] ref ready\r\n")
+	reply := func(format string, args ...any) { fmt.Fprintf(w, format+"\r\n", args...) }
+	for {
+		cmd, refused, err := refCommand(r, w)
+		if err != nil {
+			return
+		}
+		tag, rest, _ := strings.Cut(strings.TrimRight(cmd, "\r\n"), " ")
+		name, args, _ := strings.Cut(rest, " ")
+		name = strings.ToUpper(name)
+		rc.mu.Lock()
+		rc.commands = append(rc.commands, name)
+		user := rc.user
+		switch name {
+		case "XAPPLEPUSHSERVICE", "STARTTLS", "COMPRESS", "XCLIENT", "UNAUTHENTICATE":
+			rc.forbidden = append(rc.forbidden, cmd)
+		case "ID":
+			if strings.Contains(strings.ToLower(args), `"x-`) && tag != "xaps1" {
+				rc.forbidden = append(rc.forbidden, cmd)
+			}
+		}
+		rc.mu.Unlock()
+		switch {
+		case refused:
+			reply("%s NO [TOOBIG] Literal too large", tag)
+		case name == "LOGOUT":
+			reply("* BYE Logging out")
+			reply("%s OK Logout completed.", tag)
+			return
+		case name == "LOGIN" && user == "":
+			rc.login(tag, refLoginArgs(args), "", reply)
+		case name == "AUTHENTICATE" && user == "":
+			if !rc.authenticate(tag, args, r, w, reply) {
+				return
+			}
+		case name == "IDLE" && user != "":
+			reply("+ idling")
+			line, err := refLine(r)
+			if err != nil {
+				return
+			}
+			if strings.EqualFold(strings.TrimRight(line, "\r\n"), "DONE") {
+				reply("%s OK Idle completed.", tag)
+			} else {
+				reply("%s BAD Expected DONE.", tag)
+			}
+		case user == "" && name != "CAPABILITY" && name != "NOOP" && name != "ID":
+			reply("%s BAD Error in IMAP command %s: Unknown command.", tag, name)
+		default:
+			reply("%s OK %s completed.", tag, name)
+		}
+	}
+}
+
+// login checks a user name and password; authzid is SASL's authorization
+// identity, "" if none. A master-user login (a name with the separator, or
+// an authzid for another user) is recorded as forbidden: the proxy must
+// refuse those itself.
+func (rc *refConn) login(tag string, creds []string, authzid string, reply func(string, ...any)) {
+	if len(creds) > 0 && strings.Contains(creds[0]+authzid, "*") || authzid != "" && len(creds) > 0 && authzid != creds[0] {
+		rc.mu.Lock()
+		rc.forbidden = append(rc.forbidden, fmt.Sprintf("master-user login %q as %q", creds[0], authzid))
+		rc.mu.Unlock()
+	}
+	if len(creds) == 2 && refUsers[creds[0]] == creds[1] && creds[1] != "" {
+		rc.mu.Lock()
+		rc.user = creds[0]
+		rc.mu.Unlock()
+		reply("%s OK [CAPABILITY IMAP4rev1 IDLE LITERAL+] Logged in", tag)
+		return
+	}
+	reply("%s NO [AUTHENTICATIONFAILED] Authentication failed.", tag)
+}
+
+// refLoginArgs splits LOGIN's two astrings, roughly (atoms, quoted strings
+// with escapes, literals already inlined by refCommand).
+func refLoginArgs(args string) []string {
+	var out []string
+	s := strings.TrimRight(args, "\r\n")
+	for len(s) > 0 && len(out) < 3 {
+		s = strings.TrimLeft(s, " ")
+		switch {
+		case strings.HasPrefix(s, `"`):
+			var sb strings.Builder
+			i := 1
+			for ; i < len(s) && s[i] != '"'; i++ {
+				if s[i] == '\\' && i+1 < len(s) {
+					i++
+				}
+				sb.WriteByte(s[i])
+			}
+			out, s = append(out, sb.String()), s[min(i+1, len(s)):]
+		case strings.HasPrefix(s, "{") || strings.HasPrefix(s, "~{"):
+			m := refLiteralStart.FindStringSubmatch(s)
+			if m == nil {
+				return nil
+			}
+			n, _ := strconv.Atoi(m[1])
+			s = s[len(m[0]):]
+			if n > len(s) {
+				return nil
+			}
+			out, s = append(out, s[:n]), s[n:]
+		default:
+			word, more, _ := strings.Cut(s, " ")
+			out, s = append(out, word), more
+		}
+	}
+	return out
+}
+
+// authenticate runs PLAIN or LOGIN; it returns false if the connection broke.
+func (rc *refConn) authenticate(tag, args string, r *bufio.Reader, w io.Writer, reply func(string, ...any)) bool {
+	fields := strings.Fields(args)
+	if len(fields) == 0 {
+		reply("%s BAD Missing mechanism.", tag)
+		return true
+	}
+	mech := strings.ToUpper(fields[0])
+	respond := func(challenge string) (string, bool, bool) {
+		reply("+ %s", challenge)
+		line, err := refLine(r)
+		if err != nil {
+			return "", false, false
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if line == "*" {
+			reply("%s BAD Authentication aborted by client.", tag)
+			return "", false, true
+		}
+		dec, err := base64.StdEncoding.DecodeString(line)
+		if err != nil {
+			reply("%s BAD Invalid base64 data in continued response", tag)
+			return "", false, true
+		}
+		return string(dec), true, true
+	}
+	var user, pass, authzid string
+	switch mech {
+	case "PLAIN":
+		var resp string
+		if len(fields) > 1 {
+			dec, err := base64.StdEncoding.DecodeString(fields[1])
+			if err != nil {
+				reply("%s BAD Invalid base64 data in initial response", tag)
+				return true
+			}
+			resp = string(dec)
+		} else {
+			var ok, alive bool
+			if resp, ok, alive = respond(""); !ok {
+				return alive
+			}
+		}
+		parts := bytes.SplitN([]byte(resp), []byte{0}, 3)
+		if len(parts) == 3 {
+			authzid, user, pass = string(parts[0]), string(parts[1]), string(parts[2])
+		}
+	case "LOGIN":
+		var ok, alive bool
+		if user, ok, alive = respond("VXNlcm5hbWU6"); !ok {
+			return alive
+		}
+		if pass, ok, alive = respond("UGFzc3dvcmQ6"); !ok {
+			return alive
+		}
+	default:
+		reply("%s NO Unsupported authentication mechanism.", tag)
+		return true
+	}
+	rc.login(tag, []string{user, pass}, authzid, reply)
+	return true
+}
