@@ -327,11 +327,7 @@ func certTopics(cert *x509.Certificate) ([]string, bool) {
 }
 
 func loadRoots(path string) (*x509.CertPool, error) {
-	pool, err := config.CertPool(path)
-	if err != nil {
-		return nil, fmt.Errorf("apns ca_file: %w", err)
-	}
-	return pool, nil
+	return config.CertPool("apns.ca_file", path)
 }
 
 // Describe is a one-line summary for humans: kind, file, topic, subject and
