@@ -109,7 +109,7 @@ func TestOpenErrors(t *testing.T) {
 		name, path, wantMsg string
 		wantIs              error
 	}{
-		{"missing directory", filepath.Join(dir, "nope", "xaps.db"), "directory does not exist", fs.ErrNotExist},
+		{"missing directory", filepath.Join(dir, "nope", "xaps.db"), filepath.Join(dir, "nope") + " does not exist", fs.ErrNotExist},
 		{"directory", filepath.Join(dir, "adir"), "is a directory", nil},
 		{"parent is a file", filepath.Join(dir, "garbage.db", "xaps.db"), "is not a directory", nil},
 		{"not sqlite", filepath.Join(dir, "garbage.db"), "not a database", nil},
@@ -131,6 +131,10 @@ func TestOpenErrors(t *testing.T) {
 		}
 		if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
 			t.Errorf("%s: error %v is not %v", tt.name, err, tt.wantIs)
+		}
+		var pe *fs.PathError
+		if !errors.As(err, &pe) || pe.Op != "store: open" || pe.Path != tt.path || !strings.Contains(pe.Err.Error(), tt.wantMsg) {
+			t.Errorf("%s: error %#v is not a *fs.PathError of Open with the cause inside", tt.name, err)
 		}
 	}
 	if got, err := os.ReadFile(filepath.Join(dir, "garbage.db")); err != nil || string(got) != string(garbage) {

@@ -59,10 +59,15 @@ const dsnParams = "_pragma=busy_timeout(5000)" +
 // Open opens the database at path, creating the file (but not its directory)
 // if needed, and brings its schema up to date. It fails if path is a
 // directory, is not a SQLite database, or belongs to another program.
+//
+// Its errors are *fs.PathError with Op "store: open" and Path path, so that
+// a caller can word the cause (errors.As) in its own terms; errors.Is sees
+// fs.ErrNotExist for a missing directory and fs.ErrPermission for one it may
+// not write.
 func Open(ctx context.Context, path string) (*SQLite, error) {
 	s, err := open(ctx, path)
 	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
+		return nil, &fs.PathError{Op: "store: open", Path: path, Err: err}
 	}
 	return s, nil
 }
@@ -76,6 +81,9 @@ func open(ctx context.Context, path string) (*SQLite, error) {
 		return nil, err
 	}
 	if err := checkPath(abs); err != nil {
+		return nil, err
+	}
+	if err := create(abs); err != nil {
 		return nil, err
 	}
 	// The writer goes first: it converts a new file to WAL and migrates it.
@@ -119,7 +127,7 @@ func checkPath(abs string) error {
 	dir := filepath.Dir(abs)
 	fi, err := os.Stat(dir)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("directory does not exist: %w", err)
+		return missingDirError{dir}
 	}
 	if err != nil {
 		return err
@@ -135,6 +143,27 @@ func checkPath(abs string) error {
 		return err
 	}
 	return nil
+}
+
+// missingDirError says that the directory of a store does not exist.
+type missingDirError struct{ dir string }
+
+func (e missingDirError) Error() string        { return "directory " + e.dir + " does not exist" }
+func (e missingDirError) Is(target error) bool { return target == fs.ErrNotExist }
+
+// create makes the database file if it does not exist, so that a directory
+// the process may not write fails here with fs.ErrPermission rather than in
+// SQLite as "unable to open database file".
+func create(abs string) error {
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err // Open's error names the path
+		}
+		return fmt.Errorf("create the database file: %w", err)
+	}
+	return f.Close()
 }
 
 // dsn builds a SQLite URI for an absolute path. The driver splits the DSN at
