@@ -31,6 +31,9 @@ var (
 // certTimeFormat is how errors show a certificate's validity dates.
 const certTimeFormat = "2006-01-02 15:04 UTC"
 
+// asn1Sequence is the first byte of a DER file such as a .p12.
+const asn1Sequence = 0x30
+
 // Credentials are what the proxy authenticates to APNs with: a client
 // certificate or a provider token key, plus the topic pushes go to.
 type Credentials struct {
@@ -130,6 +133,9 @@ func loadCertificate(cfg config.APNS, now time.Time) (*Credentials, error) {
 		}
 	} else {
 		format = "PKCS#12"
+		if len(data) == 0 || data[0] != asn1Sequence {
+			return nil, fmt.Errorf("%s: neither PEM nor PKCS#12 — name the APNs certificate as Apple issued it, PEM or .p12", where)
+		}
 		if cfg.KeyFile != "" {
 			return nil, fmt.Errorf("%s: is a .p12 file, which holds its own key — remove apns.key_file", where)
 		}
@@ -148,7 +154,7 @@ func loadCertificate(cfg config.APNS, now time.Time) (*Credentials, error) {
 		return nil, fmt.Errorf("%s: the private key does not belong to the certificate — use the key the certificate was issued for", where)
 	}
 	if now.After(leaf.NotAfter) {
-		return nil, fmt.Errorf("%s: certificate expired on %s — renew it with Apple and replace the file (xapsproxy check shows the expiry of a certificate)",
+		return nil, fmt.Errorf("%s: certificate expired on %s — renew it with Apple and replace the file; xapsproxy check shows the expiry date it finds",
 			where, leaf.NotAfter.UTC().Format(certTimeFormat))
 	}
 	if now.Before(leaf.NotBefore) {

@@ -281,3 +281,12 @@ func wantErr(t *testing.T, err error, wants ...string) {
 		}
 	}
 }
+
+func TestLoadCredentialsNotACertificate(t *testing.T) {
+	junk := filepath.Join(t.TempDir(), "junk.pem")
+	if err := os.WriteFile(junk, []byte("junk\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := push.LoadCredentials(config.APNS{CertificateFile: junk}, time.Now())
+	wantErr(t, err, "apns.certificate_file "+junk+": neither PEM nor PKCS#12 — ")
+}
