@@ -53,6 +53,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 type app struct {
 	cfg   *config.Config
 	log   *slog.Logger
+	lock  *store.LockFile // held for the life of the process: one pusher per store
 	store store.Store
 	topic string
 
@@ -90,6 +91,12 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, sender pu
 // by close.
 func (a *app) open(ctx context.Context, sender push.Sender) error {
 	cfg, log := a.cfg, a.log
+	// The lock comes first: a second serve on the same store learns that,
+	// not that its ports are taken.
+	var err error
+	if a.lock, err = store.Lock(cfg.Store.Path); err != nil {
+		return storeError(cfg.Store.Path, err)
+	}
 	var credentials string // described in the log once everything is ready
 	if sender == nil {
 		creds, err := push.LoadCredentials(cfg.APNS, time.Now())
@@ -104,7 +111,6 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 	} else {
 		a.topic = cfg.APNS.Topic
 	}
-	var err error
 	if a.cert, err = loadCertificate(cfg.Proxy.CertFile, cfg.Proxy.KeyFile); err != nil {
 		return err
 	}
@@ -282,5 +288,11 @@ func (a *app) close() {
 			a.log.Error("closing the store", "err", err)
 		}
 		a.store = nil
+	}
+	if a.lock != nil {
+		if err := a.lock.Close(); err != nil {
+			a.log.Error("releasing the store lock", "err", err)
+		}
+		a.lock = nil
 	}
 }

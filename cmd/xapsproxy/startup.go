@@ -21,6 +21,7 @@ import (
 
 	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/proxy"
+	"github.com/xapsproxy/xapsproxy/store"
 )
 
 // configFileError words a -config file that cannot be read.
@@ -85,7 +86,11 @@ func storeError(path string, err error) error {
 		e.Err = pe.Err // the store names the path; the error shows it once
 	}
 	dir := filepath.Dir(path)
+	var locked *store.LockedError
 	switch {
+	case errors.As(err, &locked):
+		e.Err = heldByServe{locked}
+		e.Fix = "stop it first, or give this instance its own store.path"
 	case errors.Is(err, fs.ErrNotExist):
 		e.Fix = fmt.Sprintf("create it (mkdir -p %s) or change store.path", dir)
 	case errors.Is(err, fs.ErrPermission):
@@ -96,6 +101,18 @@ func storeError(path string, err error) error {
 	}
 	return e
 }
+
+// heldByServe says who holds a store's lock: only serve takes it.
+type heldByServe struct{ *store.LockedError }
+
+func (e heldByServe) Error() string {
+	if e.PID == 0 {
+		return "in use by another xapsproxy serve"
+	}
+	return fmt.Sprintf("in use by another xapsproxy serve (PID %d)", e.PID)
+}
+
+func (e heldByServe) Unwrap() error { return e.LockedError }
 
 // loadCertificate reads proxy.cert_file and proxy.key_file, saying which
 // of the two is wrong, and hands them to the proxy.
