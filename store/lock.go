@@ -99,18 +99,13 @@ func lockFD(f *os.File) error {
 	return nil
 }
 
-// restrict removes group and other permissions from f.
+// restrict takes group and other permissions away from f.
 func restrict(f *os.File) error {
 	fi, err := f.Stat()
 	if err != nil {
 		return err
 	}
-	if perm := fi.Mode().Perm(); perm&0o077 != 0 {
-		if err := f.Chmod(perm &^ 0o077); err != nil {
-			return fmt.Errorf("restrict %s to its owner: %w", f.Name(), err)
-		}
-	}
-	return nil
+	return restrictMode(f.Name(), fi.Mode())
 }
 
 // readPID reads the holder's PID from a lock file, or returns 0.

@@ -35,6 +35,12 @@ const dsnParams = "_pragma=busy_timeout(5000)" +
 // if needed, and brings its schema up to date. It fails if path is a
 // directory, is not a SQLite database, or belongs to another program.
 //
+// The database says who uses which device, so it is kept from other users:
+// Open creates it with mode 0600, whatever the umask (SQLite gives its -wal
+// and -shm files the mode of the database), and takes group and other
+// permissions away from an existing xapsproxy database and its -wal and
+// -shm files.
+//
 // Its errors are *fs.PathError with Op "store: open" and Path path, so that
 // a caller can word the cause (errors.As) in its own terms; errors.Is sees
 // fs.ErrNotExist for a missing directory and fs.ErrPermission for one it may
@@ -70,6 +76,12 @@ func open(ctx context.Context, path string) (*SQLite, error) {
 	if err := migrate(ctx, w); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("schema: %w", err)
+	}
+	// Only now that the file is known to be xapsproxy's: another program's
+	// database, named by mistake, keeps its modes.
+	if err := restrictFiles(abs); err != nil {
+		w.Close()
+		return nil, err
 	}
 	r, err := openPool(ctx, dsn(abs)+"&_query_only=1")
 	if err != nil {
@@ -126,11 +138,12 @@ type missingDirError struct{ dir string }
 func (e missingDirError) Error() string        { return "directory " + e.dir + " does not exist" }
 func (e missingDirError) Is(target error) bool { return target == fs.ErrNotExist }
 
-// create makes the database file if it does not exist, so that a directory
-// the process may not write fails here with fs.ErrPermission rather than in
-// SQLite as "unable to open database file".
+// create makes the database file, mode 0600, if it does not exist (SQLite
+// would make it 0644 less the umask). A directory the process may not write
+// fails here with fs.ErrPermission rather than in SQLite as "unable to open
+// database file".
 func create(abs string) error {
-	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
@@ -139,6 +152,41 @@ func create(abs string) error {
 		return fmt.Errorf("create the database file: %w", err)
 	}
 	return f.Close()
+}
+
+// restrictFiles takes group and other permissions away from the database
+// file and from its -wal and -shm files, those that exist.
+func restrictFiles(abs string) error {
+	for _, p := range []string{abs, abs + "-wal", abs + "-shm"} {
+		fi, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err == nil {
+			err = restrictMode(p, fi.Mode())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// restrictMode takes group and other permissions away from the file at p,
+// whose mode is mode.
+func restrictMode(p string, mode fs.FileMode) error {
+	perm := mode.Perm()
+	if perm&0o077 == 0 {
+		return nil
+	}
+	if err := os.Chmod(p, perm&^0o077); err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("restrict %s (mode %04o) to its owner: %w", filepath.Base(p), perm, err)
+	}
+	return nil
 }
 
 // dsn builds a SQLite URI for an absolute path. The driver splits the DSN at

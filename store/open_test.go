@@ -102,6 +102,9 @@ func TestOpenErrors(t *testing.T) {
 	}
 	foreign := filepath.Join(dir, "foreign.db")
 	execRaw(t, foreign, "CREATE TABLE other (x)")
+	if err := os.Chmod(foreign, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	newer := filepath.Join(dir, "newer.db")
 	execRaw(t, newer, fmt.Sprintf("PRAGMA application_id = %d; PRAGMA user_version = %d", applicationID, len(migrations)+1))
 
@@ -139,6 +142,9 @@ func TestOpenErrors(t *testing.T) {
 	}
 	if got, err := os.ReadFile(filepath.Join(dir, "garbage.db")); err != nil || string(got) != string(garbage) {
 		t.Errorf("failed Open modified the non-SQLite file: %q, %v", got, err)
+	}
+	if fi, err := os.Stat(foreign); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("failed Open changed the mode of another program's database: %v, %v", fi.Mode().Perm(), err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "nope")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Open created the missing directory: %v", err)
