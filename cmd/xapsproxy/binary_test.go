@@ -64,9 +64,10 @@ const exitTimeout = 30 * time.Second
 // the child runs as nobody.
 func runServe(t *testing.T, cfg string, unprivileged bool) (int, string) {
 	t.Helper()
+	bin := binary(t) // the build does not count against exitTimeout
 	ctx, cancel := context.WithTimeout(t.Context(), exitTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, binary(t), "serve", "-config", cfg)
+	cmd := exec.CommandContext(ctx, bin, "serve", "-config", cfg)
 	if unprivileged {
 		cmd.SysProcAttr = nobody()
 	}

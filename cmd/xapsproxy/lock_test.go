@@ -56,10 +56,11 @@ func TestServeHoldsTheStore(t *testing.T) {
 // exits 0, and returns its stdout.
 func runCommand(t *testing.T, args ...string) string {
 	t.Helper()
+	bin := binary(t)
 	ctx, cancel := context.WithTimeout(t.Context(), exitTimeout)
 	defer cancel()
 	var stderr strings.Builder
-	cmd := exec.CommandContext(ctx, binary(t), args...)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {

@@ -4,12 +4,14 @@ package main
 // the configuration key and the fix, and exit status 1.
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/xapsproxy/xapsproxy/internal/testpki"
@@ -211,7 +213,7 @@ func startupCases() []startupCase {
 			wants: []string{"proxy.listen_tls", `"127.0.0.1:993"`, "permission denied", "CAP_NET_BIND_SERVICE", "setcap", "AmbientCapabilities"},
 			breakIt: func(f *fixture) string {
 				if !lowPortsPrivileged(f.t) {
-					f.t.Skip("this machine lets anyone bind ports below 1024 (net.ipv4.ip_unprivileged_port_start)")
+					f.t.Skip("an unprivileged process can bind port 993 here (net.ipv4.ip_unprivileged_port_start, or capabilities)")
 				}
 				f.set("proxy.listen_tls", "127.0.0.1:993")
 				return ""
@@ -219,9 +221,19 @@ func startupCases() []startupCase {
 	}
 }
 
-// lowPortsPrivileged reports whether binding port 993 needs privilege here.
+// lowPortsPrivileged reports whether the child of the permission case
+// lacks the right to bind port 993: as nobody (when the test runs as root)
+// unless net.ipv4.ip_unprivileged_port_start lets everyone, and otherwise
+// unless binding it succeeds here.
 func lowPortsPrivileged(t *testing.T) bool {
 	t.Helper()
+	if os.Geteuid() != 0 {
+		ln, err := net.Listen("tcp", "127.0.0.1:993")
+		if err == nil {
+			ln.Close()
+		}
+		return errors.Is(err, syscall.EACCES)
+	}
 	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_unprivileged_port_start")
 	if err != nil {
 		return true // not Linux, or an old kernel: always 1024
