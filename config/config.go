@@ -182,7 +182,7 @@ func Parse(doc, dir string) (*Config, error) {
 		for i, k := range undecoded {
 			keys[i] = k.String()
 		}
-		return nil, fmt.Errorf("unknown key %s", strings.Join(keys, ", "))
+		return nil, fmt.Errorf("unknown key %s — check the spelling and the [section]; config.example.toml lists every key", strings.Join(keys, ", "))
 	}
 	cfg.resolvePaths(dir)
 	if err := cfg.validate(); err != nil {
@@ -221,39 +221,42 @@ func (c *Config) validate() error {
 
 func (p *Proxy) validate() error {
 	if p.ListenTLS == "" && p.ListenSTARTTLS == "" {
-		return keyError("proxy.listen_tls", "set listen_tls and/or listen_starttls")
+		return keyError("proxy.listen_tls", `set listen_tls (e.g. ":993") and/or listen_starttls (e.g. ":143")`)
 	}
-	for _, l := range []struct{ key, addr string }{{"proxy.listen_tls", p.ListenTLS}, {"proxy.listen_starttls", p.ListenSTARTTLS}} {
+	for _, l := range []struct{ key, addr, example string }{
+		{"proxy.listen_tls", p.ListenTLS, ":993"},
+		{"proxy.listen_starttls", p.ListenSTARTTLS, ":143"},
+	} {
 		if l.addr == "" {
 			continue
 		}
 		if _, _, err := net.SplitHostPort(l.addr); err != nil {
-			return keyError(l.key, "%q is not host:port: %v", l.addr, err)
+			return keyError(l.key, "%q is not host:port (%v) — e.g. %q for every address of this machine", l.addr, err, l.example)
 		}
 	}
 	if p.CertFile == "" {
-		return keyError("proxy.cert_file", "required: clients are only served over TLS")
+		return keyError("proxy.cert_file", "required — clients are only served over TLS: name the PEM certificate chain of the host name they connect to")
 	}
 	if p.KeyFile == "" {
-		return keyError("proxy.key_file", "required with cert_file")
+		return keyError("proxy.key_file", "required with cert_file — name the PEM private key of cert_file")
 	}
 	if p.MaxConnections < 0 {
-		return keyError("proxy.max_connections", "must not be negative (0 = no limit)")
+		return keyError("proxy.max_connections", "must not be negative — 0 means no limit")
 	}
 	if p.MaxConnectionsPerIP < 0 {
-		return keyError("proxy.max_connections_per_ip", "must not be negative (0 = no limit)")
+		return keyError("proxy.max_connections_per_ip", "must not be negative — 0 means no limit")
 	}
 	if p.LoginTimeout <= 0 {
-		return keyError("proxy.login_timeout", "must be positive, e.g. \"60s\"")
+		return keyError("proxy.login_timeout", `must be positive — e.g. "60s"`)
 	}
 	if p.IdleTimeout < MinIdleTimeout {
-		return keyError("proxy.idle_timeout", "%v is below 30m: clients may stay silent that long in IDLE (RFC 9051 section 5.4)", p.IdleTimeout)
+		return keyError("proxy.idle_timeout", `%v is below 30m — clients may stay silent that long in IDLE (RFC 9051 section 5.4); set at least "30m"`, p.IdleTimeout)
 	}
 	if p.WriteTimeout < time.Second {
 		return keyError("proxy.write_timeout", "%v is too short: at least \"1s\" (default \"5m\")", p.WriteTimeout)
 	}
 	if p.AllowPlaintextAuth && !isLoopback(p.ListenSTARTTLS) {
-		return keyError("proxy.allow_plaintext_auth", "only allowed when listen_starttls is a loopback address")
+		return keyError("proxy.allow_plaintext_auth", `only allowed when listen_starttls is a loopback address — set it to false, or listen_starttls to e.g. "127.0.0.1:143"`)
 	}
 	return nil
 }
@@ -273,10 +276,10 @@ func isLoopback(addr string) bool {
 
 func (b *Backend) validate() error {
 	if b.Address == "" {
-		return keyError("backend.address", "required (host:port of the IMAP server)")
+		return keyError("backend.address", `required — the host:port of the IMAP server, e.g. "127.0.0.1:143"`)
 	}
 	if _, _, err := net.SplitHostPort(b.Address); err != nil {
-		return keyError("backend.address", "%q is not host:port: %v", b.Address, err)
+		return keyError("backend.address", `%q is not host:port (%v) — e.g. "127.0.0.1:143"`, b.Address, err)
 	}
 	switch b.TLS {
 	case BackendTLSNone, BackendTLSStartTLS, BackendTLSImplicit:
@@ -298,22 +301,23 @@ func (w *Watch) validate() error {
 		return keyError("watch.auth", "%q is not one of master, captured", w.Auth)
 	}
 	if w.MasterUser == "" {
-		return keyError("watch.master_user", `required with auth = "master"`)
+		return keyError("watch.master_user", `required with auth = "master" — the name of the Dovecot master user`)
 	}
 	switch {
 	case w.MasterPassword != "" && w.MasterPasswordFile != "":
 		return keyError("watch.master_password", "set master_password or master_password_file, not both")
 	case w.MasterPasswordFile != "":
-		data, err := os.ReadFile(w.MasterPasswordFile)
+		data, err := ReadFile("watch.master_password_file", w.MasterPasswordFile)
 		if err != nil {
-			return fmt.Errorf("watch.master_password_file: %w", err)
+			return err
 		}
 		w.MasterPassword = strings.TrimRight(string(data), "\r\n")
 		if w.MasterPassword == "" {
-			return keyError("watch.master_password_file", "file is empty")
+			return &Error{Key: "watch.master_password_file", Value: w.MasterPasswordFile, Err: errors.New("file is empty"),
+				Fix: "write the master user's password in it, on one line"}
 		}
 	case w.MasterPassword == "":
-		return keyError("watch.master_password", `required with auth = "master" (or master_password_file)`)
+		return keyError("watch.master_password", `required with auth = "master" — set it or master_password_file`)
 	}
 	if w.MasterSeparator == "" {
 		return keyError("watch.master_separator", "must not be empty")
@@ -347,7 +351,7 @@ func (a *APNS) validate() error {
 			return keyError("apns.topic", "required with token_key_file (a token key carries no topic)")
 		}
 	default:
-		return keyError("apns.certificate_file", "required (or token_key_file with key_id, team_id and topic)")
+		return keyError("apns.certificate_file", "required — name the APNs certificate Apple issued (or set token_key_file with key_id, team_id and topic)")
 	}
 	switch a.Endpoint {
 	case EndpointProduction, EndpointDevelopment:

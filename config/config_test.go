@@ -2,6 +2,8 @@ package config
 
 import (
 	"crypto/tls"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -55,10 +57,10 @@ func TestErrorsNameTheKey(t *testing.T) {
 	tests := []struct {
 		name, replace, with, want string
 	}{
-		{"unknown key", `[backend]`, "[backend]\nadress = \"x\"", "unknown key backend.adress"},
+		{"unknown key", `[backend]`, "[backend]\nadress = \"x\"", "unknown key backend.adress — check the spelling and the [section]; config.example.toml lists every key"},
 		{"unknown section", `[backend]`, "[bakend]\naddress = \"x\"\n[backend]", "unknown key bakend"},
 		{"wrong type", `address = "127.0.0.1:143"`, `address = 143`, "backend.address"},
-		{"no listener", `listen_tls = "127.0.0.1:993"`, ``, "proxy.listen_tls: set listen_tls and/or listen_starttls"},
+		{"no listener", `listen_tls = "127.0.0.1:993"`, ``, `proxy.listen_tls: set listen_tls (e.g. ":993") and/or listen_starttls`},
 		{"bad listener", `listen_tls = "127.0.0.1:993"`, `listen_tls = "993"`, `proxy.listen_tls: "993" is not host:port`},
 		{"no cert", `cert_file = "cert.pem"`, ``, "proxy.cert_file: required"},
 		{"negative limit", `cert_file = "cert.pem"`, "cert_file = \"cert.pem\"\nmax_connections_per_ip = -1", "proxy.max_connections_per_ip: must not be negative"},
@@ -71,7 +73,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"captured", `master_user = "xaps"`, "auth = \"captured\"", `watch.auth: "captured" is not available in this version`},
 		{"no master password", `master_password = "pw"`, ``, "watch.master_password: required"},
 		{"both passwords", `master_password = "pw"`, "master_password = \"pw\"\nmaster_password_file = \"pwfile\"", "watch.master_password: set master_password or master_password_file, not both"},
-		{"missing password file", `master_password = "pw"`, `master_password_file = "nonexistent"`, "watch.master_password_file: open"},
+		{"missing password file", `master_password = "pw"`, `master_password_file = "nonexistent"`, "/nonexistent: no such file or directory — check the path"},
 		{"bad mode", `master_password = "pw"`, "master_password = \"pw\"\nmode = \"poll\"", `watch.mode: "poll" is not one of auto, notify, idle`},
 		{"no apns", `certificate_file = "apns.pem"`, ``, "apns.certificate_file: required"},
 		{"token without topic", `certificate_file = "apns.pem"`, "token_key_file = \"k.p8\"\nkey_id = \"K\"\nteam_id = \"T\"", "apns.topic: required with token_key_file"},
@@ -163,12 +165,35 @@ func TestBackendTLSConfig(t *testing.T) {
 		t.Errorf("server_name: %+v, %v", tc, err)
 	}
 	_, err = (Backend{Address: "a:1", TLS: BackendTLSImplicit, CAFile: "/nonexistent/ca.pem"}).TLSConfig()
-	if err == nil || !strings.Contains(err.Error(), "backend ca_file") {
+	if err == nil || err.Error() != "backend.ca_file /nonexistent/ca.pem: no such file or directory — check the path (a relative one is relative to the directory of the configuration file)" {
 		t.Errorf("missing ca_file: %v", err)
 	}
 	garbage := filepath.Join(t.TempDir(), "ca.pem")
 	os.WriteFile(garbage, []byte("not a certificate"), 0o600)
-	if _, err = (Backend{Address: "a:1", TLS: BackendTLSImplicit, CAFile: garbage}).TLSConfig(); err == nil || !strings.Contains(err.Error(), "no PEM certificates") {
+	if _, err = (Backend{Address: "a:1", TLS: BackendTLSImplicit, CAFile: garbage}).TLSConfig(); !errors.Is(err, ErrNoCertificates) || !strings.HasPrefix(err.Error(), "backend.ca_file "+garbage+": no PEM certificates found — ") {
 		t.Errorf("garbage ca_file: %v", err)
+	}
+}
+
+func TestFileError(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.pem")
+	_, err := ReadFile("apns.ca_file", missing)
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("errors.Is(%v, fs.ErrNotExist) = false", err)
+	}
+	var ce *Error
+	if !errors.As(err, &ce) || ce.Key != "apns.ca_file" || ce.Value != missing {
+		t.Fatalf("err = %#v, want an *Error naming the key and the path", err)
+	}
+	if want := "apns.ca_file " + missing + ": no such file or directory — check the path"; !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("err = %q, want it to start with %q", err, want)
+	}
+	if _, err := ReadFile("backend.ca_file", dir); err == nil || !strings.HasSuffix(err.Error(), ": is a directory — name a file, not a directory") {
+		t.Errorf("directory: err = %v", err)
+	}
+	if e := (&Error{Key: "k", Err: errors.New("bad")}); e.Error() != "k: bad" {
+		t.Errorf("no value, no fix: %q", e.Error())
 	}
 }

@@ -3,9 +3,8 @@ package config
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"fmt"
+	"errors"
 	"net"
-	"os"
 )
 
 // BaseTLSConfig is how the backend is verified without reading any file:
@@ -28,17 +27,21 @@ func (b Backend) TLSConfig() (*tls.Config, error) {
 	if tc == nil || b.CAFile == "" {
 		return tc, nil
 	}
-	pool, err := CertPool(b.CAFile)
+	pool, err := CertPool("backend.ca_file", b.CAFile)
 	if err != nil {
-		return nil, fmt.Errorf("backend ca_file: %w", err)
+		return nil, err
 	}
 	tc.RootCAs = pool
 	return tc, nil
 }
 
-// CertPool is the system roots plus the PEM certificates in file.
-func CertPool(file string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(file)
+// ErrNoCertificates means a CA file holds no PEM certificate.
+var ErrNoCertificates = errors.New("no PEM certificates found")
+
+// CertPool is the system roots plus the PEM certificates in file, which
+// key names. Its errors are Errors.
+func CertPool(key, file string) (*x509.CertPool, error) {
+	data, err := ReadFile(key, file)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +50,8 @@ func CertPool(file string) (*x509.CertPool, error) {
 		pool = x509.NewCertPool()
 	}
 	if !pool.AppendCertsFromPEM(data) {
-		return nil, fmt.Errorf("%s: no PEM certificates found", file)
+		return nil, &Error{Key: key, Value: file, Err: ErrNoCertificates,
+			Fix: "it must hold the CA certificates (-----BEGIN CERTIFICATE-----) that signed the server's certificate"}
 	}
 	return pool, nil
 }

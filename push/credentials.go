@@ -8,8 +8,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"strings"
 	"time"
 
@@ -29,6 +27,12 @@ var (
 	// topics the certificate may push to.
 	oidTopics = asn1.ObjectIdentifier{1, 2, 840, 113635, 100, 6, 3, 6}
 )
+
+// certTimeFormat is how errors show a certificate's validity dates.
+const certTimeFormat = "2006-01-02 15:04 UTC"
+
+// asn1Sequence is the first byte of a DER file such as a .p12.
+const asn1Sequence = 0x30
 
 // Credentials are what the proxy authenticates to APNs with: a client
 // certificate or a provider token key, plus the topic pushes go to.
@@ -62,7 +66,7 @@ func LoadCredentials(cfg config.APNS, now time.Time) (*Credentials, error) {
 	case cfg.CertificateFile != "":
 		creds, err = loadCertificate(cfg, now)
 	default:
-		return nil, errors.New("apns: set certificate_file, or token_key_file with key_id, team_id and topic")
+		return nil, errors.New("apns.certificate_file: not set — set it, or token_key_file with key_id, team_id and topic")
 	}
 	if err != nil {
 		return nil, err
@@ -76,7 +80,7 @@ func LoadCredentials(cfg config.APNS, now time.Time) (*Credentials, error) {
 }
 
 func loadToken(cfg config.APNS) (*Credentials, error) {
-	where := "apns token_key_file " + cfg.TokenKeyFile
+	where := "apns.token_key_file " + cfg.TokenKeyFile
 	switch {
 	case cfg.KeyID == "":
 		return nil, fmt.Errorf("%s: key_id is required with a token key", where)
@@ -85,13 +89,13 @@ func loadToken(cfg config.APNS) (*Credentials, error) {
 	case cfg.Topic == "":
 		return nil, fmt.Errorf("%s: topic is required with a token key (a token key carries no topic)", where)
 	}
-	data, err := readFile(where, cfg.TokenKeyFile)
+	data, err := config.ReadFile("apns.token_key_file", cfg.TokenKeyFile)
 	if err != nil {
 		return nil, err
 	}
 	key, err := token.AuthKeyFromBytes(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: not an APNs .p8 key (PKCS#8 PEM holding an ECDSA key): %w", where, err)
+		return nil, fmt.Errorf("%s: not an APNs .p8 key (%w) — name the PKCS#8 PEM file holding the ECDSA key Apple issued", where, err)
 	}
 	tok := &token.Token{AuthKey: key, KeyID: cfg.KeyID, TeamID: cfg.TeamID}
 	if _, err := tok.Generate(); err != nil {
@@ -108,8 +112,8 @@ func loadToken(cfg config.APNS) (*Credentials, error) {
 }
 
 func loadCertificate(cfg config.APNS, now time.Time) (*Credentials, error) {
-	where := "apns certificate_file " + cfg.CertificateFile
-	data, err := readFile(where, cfg.CertificateFile)
+	where := "apns.certificate_file " + cfg.CertificateFile
+	data, err := config.ReadFile("apns.certificate_file", cfg.CertificateFile)
 	if err != nil {
 		return nil, err
 	}
@@ -117,7 +121,7 @@ func loadCertificate(cfg config.APNS, now time.Time) (*Credentials, error) {
 	format := "PEM"
 	if isPEM(data) {
 		if cfg.KeyFile != "" {
-			keyData, err := readFile("apns key_file "+cfg.KeyFile, cfg.KeyFile)
+			keyData, err := config.ReadFile("apns.key_file", cfg.KeyFile)
 			if err != nil {
 				return nil, err
 			}
@@ -129,8 +133,11 @@ func loadCertificate(cfg config.APNS, now time.Time) (*Credentials, error) {
 		}
 	} else {
 		format = "PKCS#12"
+		if len(data) == 0 || data[0] != asn1Sequence {
+			return nil, fmt.Errorf("%s: neither PEM nor PKCS#12 — name the APNs certificate as Apple issued it, PEM or .p12", where)
+		}
 		if cfg.KeyFile != "" {
-			return nil, fmt.Errorf("%s: key_file must not be set with a .p12 file (the key is inside it)", where)
+			return nil, fmt.Errorf("%s: is a .p12 file, which holds its own key — remove apns.key_file", where)
 		}
 		if cert, err = loadP12(where, data, cfg.CertificatePassword); err != nil {
 			return nil, err
@@ -139,20 +146,20 @@ func loadCertificate(cfg config.APNS, now time.Time) (*Credentials, error) {
 	leaf := cert.Leaf
 	if leaf == nil {
 		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("%s: parse certificate: %w", where, err)
+			return nil, fmt.Errorf("%s: parse certificate: %w — name the certificate as Apple issued it", where, err)
 		}
 		cert.Leaf = leaf
 	}
 	if !keyMatches(leaf, cert.PrivateKey) {
-		return nil, fmt.Errorf("%s: the private key does not belong to the certificate", where)
+		return nil, fmt.Errorf("%s: the private key does not belong to the certificate — use the key the certificate was issued for", where)
 	}
 	if now.After(leaf.NotAfter) {
-		return nil, fmt.Errorf("%s: certificate %q expired on %s; renew it and replace the file",
-			where, leaf.Subject.String(), leaf.NotAfter.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("%s: certificate expired on %s — renew it with Apple and replace the file; xapsproxy check shows the expiry date it finds",
+			where, leaf.NotAfter.UTC().Format(certTimeFormat))
 	}
 	if now.Before(leaf.NotBefore) {
-		return nil, fmt.Errorf("%s: certificate %q is not valid before %s (check the clock)",
-			where, leaf.Subject.String(), leaf.NotBefore.UTC().Format(time.RFC3339))
+		return nil, fmt.Errorf("%s: certificate is not valid before %s — check this machine's clock",
+			where, leaf.NotBefore.UTC().Format(certTimeFormat))
 	}
 	creds := &Credentials{
 		Certificate: &cert,
@@ -168,22 +175,9 @@ func loadCertificate(cfg config.APNS, now time.Time) (*Credentials, error) {
 		creds.Topic = certUID(leaf)
 	}
 	if creds.Topic == "" {
-		return nil, fmt.Errorf("%s: certificate %q has no UID in its subject to use as topic; set apns.topic", where, creds.Subject)
+		return nil, fmt.Errorf("%s: certificate %q has no UID in its subject to use as topic — set apns.topic", where, creds.Subject)
 	}
 	return creds, nil
-}
-
-// readFile reads path, naming it (through where) in the error.
-func readFile(where, path string) ([]byte, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		var pe *fs.PathError
-		if errors.As(err, &pe) {
-			err = pe.Err // where already names the file
-		}
-		return nil, fmt.Errorf("%s: %w", where, err)
-	}
-	return data, nil
 }
 
 func isPEM(data []byte) bool {
@@ -193,18 +187,18 @@ func isPEM(data []byte) bool {
 func pemError(where string, cfg config.APNS, err error) error {
 	switch {
 	case errors.Is(err, certificate.ErrNoCertificate):
-		return fmt.Errorf("%s: no CERTIFICATE block found: %w", where, err)
+		return fmt.Errorf("%s: no CERTIFICATE block found (%w) — name the APNs certificate, PEM or .p12", where, err)
 	case errors.Is(err, certificate.ErrNoPrivateKey) && cfg.KeyFile == "":
-		return fmt.Errorf("%s: no private key found; put it in the same file or set key_file: %w", where, err)
+		return fmt.Errorf("%s: no private key found (%w) — put it in the same file or set apns.key_file", where, err)
 	case errors.Is(err, certificate.ErrNoPrivateKey):
-		return fmt.Errorf("%s: no private key found in key_file %s: %w", where, cfg.KeyFile, err)
+		return fmt.Errorf("%s: no private key found in apns.key_file %s (%w) — name the certificate's PEM key there", where, cfg.KeyFile, err)
 	case errors.Is(err, certificate.ErrFailedToDecryptKey):
-		return fmt.Errorf("%s: cannot decrypt the private key: wrong certificate_password: %w", where, err)
+		return fmt.Errorf("%s: cannot decrypt the private key (%w) — wrong certificate_password: set apns.certificate_password to the key's password", where, err)
 	case errors.Is(err, certificate.ErrFailedToParsePrivateKey):
-		return fmt.Errorf("%s: cannot parse the private key (encrypted PKCS#8 keys are not supported; "+
-			"decrypt it with `openssl pkey -in key.pem -out plain.pem`): %w", where, err)
+		return fmt.Errorf("%s: cannot parse the private key (%w) — encrypted PKCS#8 keys are not supported: "+
+			"decrypt it with `openssl pkey -in key.pem -out plain.pem`", where, err)
 	}
-	return fmt.Errorf("%s: %w", where, err)
+	return fmt.Errorf("%s: %w — name the APNs certificate as Apple issued it, PEM or .p12", where, err)
 }
 
 // loadP12 decodes a PKCS#12 file with apns2, translating the errors an
@@ -218,16 +212,16 @@ func loadP12(where string, data []byte, password string) (tls.Certificate, error
 	var notImpl pkcs12.NotImplementedError
 	switch {
 	case errors.Is(err, pkcs12.ErrIncorrectPassword):
-		return cert, fmt.Errorf("%s: wrong certificate_password for this .p12 file: %w", where, err)
+		return cert, fmt.Errorf("%s: wrong certificate_password for this .p12 file (%w) — set apns.certificate_password to the password it was exported with", where, err)
 	case errors.As(err, &notImpl), errors.Is(err, pkcs12.ErrDecryption):
-		return cert, fmt.Errorf("%s: cannot read this .p12 file (%w); it probably uses the AES encryption "+
-			"that OpenSSL 3 writes by default. Re-export it with `openssl pkcs12 -export -legacy ...`, or convert it "+
+		return cert, fmt.Errorf("%s: cannot read this .p12 file (%w) — it probably uses the AES encryption "+
+			"that OpenSSL 3 writes by default: re-export it with `openssl pkcs12 -export -legacy ...`, or convert it "+
 			"to PEM with `openssl pkcs12 -in cert.p12 -nodes -out cert.pem` and point certificate_file at the PEM file",
 			where, err)
 	case strings.Contains(err.Error(), "expected exactly two safe bags"):
 		return p12Chain(where, data, password)
 	}
-	return cert, fmt.Errorf("%s: not a readable PEM or PKCS#12 file: %w", where, err)
+	return cert, fmt.Errorf("%s: not a readable PEM or PKCS#12 file (%w) — name the APNs certificate as Apple issued it, PEM or .p12", where, err)
 }
 
 // p12Chain reads a PKCS#12 file holding a key, its certificate and CA
@@ -327,11 +321,7 @@ func certTopics(cert *x509.Certificate) ([]string, bool) {
 }
 
 func loadRoots(path string) (*x509.CertPool, error) {
-	pool, err := config.CertPool(path)
-	if err != nil {
-		return nil, fmt.Errorf("apns ca_file: %w", err)
-	}
-	return pool, nil
+	return config.CertPool("apns.ca_file", path)
 }
 
 // Describe is a one-line summary for humans: kind, file, topic, subject and

@@ -114,20 +114,20 @@ func TestLoadCredentialsValidity(t *testing.T) {
 	dir := t.TempDir()
 	expired := testpki.WriteCombinedPEM(t, dir, "expired", ca.ClientCert(t, testTopic, testpki.Expired()))
 	_, err := push.LoadCredentials(config.APNS{CertificateFile: expired}, time.Now())
-	wantErr(t, err, expired, "expired on")
+	wantErr(t, err, "apns.certificate_file "+expired+": certificate expired on ", " — renew it")
 
 	now := time.Now()
 	future := testpki.WriteCombinedPEM(t, dir, "future",
 		ca.ClientCert(t, testTopic, testpki.Validity(now.Add(time.Hour), now.Add(48*time.Hour))))
 	_, err = push.LoadCredentials(config.APNS{CertificateFile: future}, now)
-	wantErr(t, err, future, "not valid before")
+	wantErr(t, err, "apns.certificate_file "+future+": certificate is not valid before ", " — check this machine's clock")
 }
 
 func TestLoadCredentialsMissingFiles(t *testing.T) {
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "nope.pem")
 	_, err := push.LoadCredentials(config.APNS{CertificateFile: missing}, time.Now())
-	wantErr(t, err, missing, "certificate_file")
+	wantErr(t, err, "apns.certificate_file "+missing+": no such file or directory — check the path")
 	if !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("error %v does not wrap fs.ErrNotExist", err)
 	}
@@ -136,10 +136,10 @@ func TestLoadCredentialsMissingFiles(t *testing.T) {
 	certFile, _ := testpki.WritePEM(t, dir, "apns", ca.ClientCert(t, testTopic))
 	missingKey := filepath.Join(dir, "nope.key")
 	_, err = push.LoadCredentials(config.APNS{CertificateFile: certFile, KeyFile: missingKey}, time.Now())
-	wantErr(t, err, missingKey, "key_file")
+	wantErr(t, err, "apns.key_file "+missingKey+": no such file")
 
 	_, err = push.LoadCredentials(config.APNS{TokenKeyFile: missing, KeyID: "K", TeamID: "T", Topic: "x"}, time.Now())
-	wantErr(t, err, missing, "token_key_file")
+	wantErr(t, err, "apns.token_key_file "+missing+": no such file")
 
 	_, err = push.LoadCredentials(config.APNS{}, time.Now())
 	wantErr(t, err, "certificate_file")
@@ -162,7 +162,10 @@ func TestLoadCredentialsCAFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = push.LoadCredentials(config.APNS{CertificateFile: path, CAFile: bad}, time.Now())
-	wantErr(t, err, bad, "ca_file", "no PEM certificates")
+	wantErr(t, err, "apns.ca_file "+bad+": no PEM certificates found — ")
+	if !errors.Is(err, config.ErrNoCertificates) {
+		t.Errorf("error %v does not wrap config.ErrNoCertificates", err)
+	}
 }
 
 func TestLoadCredentialsToken(t *testing.T) {
@@ -277,4 +280,13 @@ func wantErr(t *testing.T, err error, wants ...string) {
 			t.Errorf("error %q does not mention %q", err, w)
 		}
 	}
+}
+
+func TestLoadCredentialsNotACertificate(t *testing.T) {
+	junk := filepath.Join(t.TempDir(), "junk.pem")
+	if err := os.WriteFile(junk, []byte("junk\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := push.LoadCredentials(config.APNS{CertificateFile: junk}, time.Now())
+	wantErr(t, err, "apns.certificate_file "+junk+": neither PEM nor PKCS#12 — ")
 }

@@ -102,6 +102,9 @@ func TestOpenErrors(t *testing.T) {
 	}
 	foreign := filepath.Join(dir, "foreign.db")
 	execRaw(t, foreign, "CREATE TABLE other (x)")
+	if err := os.Chmod(foreign, 0o644); err != nil {
+		t.Fatal(err)
+	}
 	newer := filepath.Join(dir, "newer.db")
 	execRaw(t, newer, fmt.Sprintf("PRAGMA application_id = %d; PRAGMA user_version = %d", applicationID, len(migrations)+1))
 
@@ -109,7 +112,7 @@ func TestOpenErrors(t *testing.T) {
 		name, path, wantMsg string
 		wantIs              error
 	}{
-		{"missing directory", filepath.Join(dir, "nope", "xaps.db"), "directory does not exist", fs.ErrNotExist},
+		{"missing directory", filepath.Join(dir, "nope", "xaps.db"), filepath.Join(dir, "nope") + " does not exist", fs.ErrNotExist},
 		{"directory", filepath.Join(dir, "adir"), "is a directory", nil},
 		{"parent is a file", filepath.Join(dir, "garbage.db", "xaps.db"), "is not a directory", nil},
 		{"not sqlite", filepath.Join(dir, "garbage.db"), "not a database", nil},
@@ -132,9 +135,16 @@ func TestOpenErrors(t *testing.T) {
 		if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
 			t.Errorf("%s: error %v is not %v", tt.name, err, tt.wantIs)
 		}
+		var pe *fs.PathError
+		if !errors.As(err, &pe) || pe.Op != "store: open" || pe.Path != tt.path || !strings.Contains(pe.Err.Error(), tt.wantMsg) {
+			t.Errorf("%s: error %#v is not a *fs.PathError of Open with the cause inside", tt.name, err)
+		}
 	}
 	if got, err := os.ReadFile(filepath.Join(dir, "garbage.db")); err != nil || string(got) != string(garbage) {
 		t.Errorf("failed Open modified the non-SQLite file: %q, %v", got, err)
+	}
+	if fi, err := os.Stat(foreign); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Errorf("failed Open changed the mode of another program's database: %v, %v", fi.Mode().Perm(), err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "nope")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("Open created the missing directory: %v", err)

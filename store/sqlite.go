@@ -6,10 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
-	"path/filepath"
-	"strings"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -35,115 +31,6 @@ var _ Store = (*SQLite)(nil)
 
 // errInvalid marks an argument the store refuses to record.
 var errInvalid = errors.New("invalid argument")
-
-// dsnParams configure every connection the database/sql pool opens (a PRAGMA
-// run once would only reach the first connection):
-//
-//   - busy_timeout: wait up to 5s for another writer instead of failing with
-//     SQLITE_BUSY; the driver applies it before the other pragmas.
-//   - journal_mode(WAL): readers never block the writer and vice versa.
-//   - synchronous(FULL): in WAL mode NORMAL may lose the latest commits on
-//     power loss; FULL fsyncs the WAL on every commit, which is what "a method
-//     that returns nil has committed its change durably" requires.
-//   - foreign_keys(1): enforce any constraints later migrations add.
-//   - _txlock=immediate: transactions start with BEGIN IMMEDIATE, taking the
-//     write lock up front. A deferred transaction that reads and then writes
-//     can fail with SQLITE_BUSY without ever calling the busy handler when
-//     another connection committed in between.
-const dsnParams = "_pragma=busy_timeout(5000)" +
-	"&_pragma=journal_mode(WAL)" +
-	"&_pragma=synchronous(FULL)" +
-	"&_pragma=foreign_keys(1)" +
-	"&_txlock=immediate"
-
-// Open opens the database at path, creating the file (but not its directory)
-// if needed, and brings its schema up to date. It fails if path is a
-// directory, is not a SQLite database, or belongs to another program.
-func Open(ctx context.Context, path string) (*SQLite, error) {
-	s, err := open(ctx, path)
-	if err != nil {
-		return nil, fmt.Errorf("store: open %s: %w", path, err)
-	}
-	return s, nil
-}
-
-func open(ctx context.Context, path string) (*SQLite, error) {
-	if path == "" {
-		return nil, fmt.Errorf("%w: empty path", errInvalid)
-	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return nil, err
-	}
-	if err := checkPath(abs); err != nil {
-		return nil, err
-	}
-	// The writer goes first: it converts a new file to WAL and migrates it.
-	w, err := openPool(ctx, dsn(abs))
-	if err != nil {
-		return nil, err
-	}
-	w.SetMaxOpenConns(1)
-	if err := migrate(ctx, w); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("schema: %w", err)
-	}
-	r, err := openPool(ctx, dsn(abs)+"&_query_only=1")
-	if err != nil {
-		w.Close()
-		return nil, err
-	}
-	return &SQLite{w: w, r: r}, nil
-}
-
-func openPool(ctx context.Context, dsn string) (*sql.DB, error) {
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, err
-	}
-	// Ping opens a connection, which runs the pragmas and so reads the file
-	// header: a file that is not SQLite fails here.
-	if err := db.PingContext(ctx); err != nil {
-		db.Close()
-		if ctx.Err() != nil {
-			return nil, err // cancelled: say nothing about the file
-		}
-		return nil, fmt.Errorf("cannot use as a SQLite database: %w", err)
-	}
-	return db, nil
-}
-
-// checkPath gives clear errors for the mistakes SQLite would only report as
-// "unable to open database file".
-func checkPath(abs string) error {
-	dir := filepath.Dir(abs)
-	fi, err := os.Stat(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("directory does not exist: %w", err)
-	}
-	if err != nil {
-		return err
-	}
-	if !fi.IsDir() {
-		return fmt.Errorf("%s is not a directory", dir)
-	}
-	fi, err = os.Stat(abs)
-	if err == nil && fi.IsDir() {
-		return errors.New("is a directory, not a database file")
-	}
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	return nil
-}
-
-// dsn builds a SQLite URI for an absolute path. The driver splits the DSN at
-// the first '?' and SQLite percent-decodes the path, so those characters (and
-// '#', which would start a fragment) are escaped.
-func dsn(abs string) string {
-	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(abs)
-	return "file:" + esc + "?" + dsnParams
-}
 
 // Close closes the database. Committed changes are already on disk.
 func (s *SQLite) Close() error {

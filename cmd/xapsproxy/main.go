@@ -15,10 +15,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/xapsproxy/xapsproxy/config"
@@ -47,9 +49,15 @@ func main() {
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	case err != nil:
-		fmt.Fprintln(os.Stderr, "xapsproxy:", err)
+		fmt.Fprintln(os.Stderr, "xapsproxy:", oneLine(err.Error()))
 		os.Exit(1)
 	}
+}
+
+// oneLine keeps a failure to one line on stderr, as logs and init systems
+// show it, even if some cause spans several.
+func oneLine(msg string) string {
+	return strings.NewReplacer("\r\n", " ", "\n", " ", "\r", " ").Replace(msg)
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -119,7 +127,17 @@ func (c configCommand) load(args []string) (*config.Config, error) {
 	if err := c.parse(args); err != nil {
 		return nil, err
 	}
-	return config.Load(*c.path)
+	return loadConfig(*c.path)
+}
+
+// loadConfig loads the configuration file at path.
+func loadConfig(path string) (*config.Config, error) {
+	cfg, err := config.Load(path)
+	var pe *fs.PathError
+	if errors.As(err, &pe) && pe.Path == path {
+		return nil, configFileError(path, err)
+	}
+	return cfg, err
 }
 
 // newLogger logs text lines to w; debug adds debug lines.

@@ -6,7 +6,6 @@ import (
 	"io"
 	"time"
 
-	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/push"
 	"github.com/xapsproxy/xapsproxy/store"
 )
@@ -22,7 +21,7 @@ func pushCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if *user == "" {
 		return fmt.Errorf("push: -user is required: %w", errUsage)
 	}
-	cfg, err := config.Load(*cmd.path)
+	cfg, err := loadConfig(*cmd.path)
 	if err != nil {
 		return err
 	}
@@ -37,7 +36,7 @@ func pushCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	defer sender.Close()
 	st, err := store.Open(ctx, cfg.Store.Path)
 	if err != nil {
-		return err
+		return storeError(cfg.Store.Path, err)
 	}
 	defer st.Close()
 	p := push.New(push.Options{Store: st, Sender: sender, Topic: creds.Topic, Logger: newLogger(io.Discard, false)})

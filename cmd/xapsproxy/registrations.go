@@ -21,7 +21,7 @@ func registrationsCmd(ctx context.Context, args []string, stdout io.Writer) erro
 	}
 	st, err := store.Open(ctx, cfg.Store.Path)
 	if err != nil {
-		return err
+		return storeError(cfg.Store.Path, err)
 	}
 	defer st.Close()
 

@@ -53,6 +53,7 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 type app struct {
 	cfg   *config.Config
 	log   *slog.Logger
+	lock  *store.LockFile // held for the life of the process: one pusher per store
 	store store.Store
 	topic string
 
@@ -70,38 +71,60 @@ type app struct {
 }
 
 // newApp opens the store, loads certificates and binds the listeners, so
-// that every configuration mistake is reported before anything runs. With a
-// nil sender, pushes go to APNs with the configured credentials.
-func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, sender push.Sender) (a *app, err error) {
-	a = &app{cfg: cfg, log: log}
-	defer func() {
-		if err != nil {
-			a.close()
+// that every configuration mistake is reported before anything runs, as
+// one config.Error naming the key and the fix. It logs nothing before it
+// succeeds. With a nil sender, pushes go to APNs with the configured
+// credentials.
+func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, sender push.Sender) (*app, error) {
+	a := &app{cfg: cfg, log: log}
+	if err := a.open(ctx, sender); err != nil {
+		a.close()
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("interrupted while starting: %w", ctx.Err())
 		}
-	}()
+		return nil, err
+	}
+	return a, nil
+}
+
+// open does the work of newApp; what it opened before failing is released
+// by close.
+func (a *app) open(ctx context.Context, sender push.Sender) error {
+	cfg, log := a.cfg, a.log
+	// The lock comes first: a second serve on the same store learns that,
+	// not that its ports are taken.
+	var err error
+	if a.lock, err = store.Lock(cfg.Store.Path); err != nil {
+		return storeError(cfg.Store.Path, err)
+	}
+	var credentials string // described in the log once everything is ready
 	if sender == nil {
 		creds, err := push.LoadCredentials(cfg.APNS, time.Now())
 		if err != nil {
-			return nil, err
+			return err
 		}
-		log.Info("APNs credentials loaded", "summary", creds.Describe())
 		if sender, err = push.NewAPNs(creds, cfg.APNS); err != nil {
-			return nil, err
+			return err
 		}
 		a.topic = creds.Topic
+		credentials = creds.Describe()
 	} else {
 		a.topic = cfg.APNS.Topic
 	}
-	if a.cert, err = proxy.LoadCertificate(cfg.Proxy.CertFile, cfg.Proxy.KeyFile); err != nil {
-		return nil, err
+	if a.cert, err = loadCertificate(cfg.Proxy.CertFile, cfg.Proxy.KeyFile); err != nil {
+		return err
 	}
 	backendTLS, err := cfg.Backend.TLSConfig()
 	if err != nil {
-		return nil, err
+		return err
 	}
-	if a.store, err = store.Open(ctx, cfg.Store.Path); err != nil {
-		return nil, err
+	// Through a variable of the concrete type: a nil *SQLite in the Store
+	// interface would not be nil to close.
+	st, err := store.Open(ctx, cfg.Store.Path)
+	if err != nil {
+		return storeError(cfg.Store.Path, err)
 	}
+	a.store = st
 
 	a.pusher = push.New(push.Options{
 		Store:   a.store,
@@ -135,18 +158,21 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, sender pu
 		Logger:              log.With("part", "proxy"),
 	})
 	if a.tlsLn, err = listen(cfg.Proxy.ListenTLS, "proxy.listen_tls"); err != nil {
-		return nil, err
+		return err
 	}
 	if a.startTLSLn, err = listen(cfg.Proxy.ListenSTARTTLS, "proxy.listen_starttls"); err != nil {
-		return nil, err
+		return err
 	}
 	if a.adminLn, err = listen(cfg.Admin.Listen, "admin.listen"); err != nil {
-		return nil, err
+		return err
 	}
 	if a.adminLn != nil {
 		a.admin = &http.Server{Handler: admin.Handler(a.store), ReadHeaderTimeout: 10 * time.Second}
 	}
-	return a, nil
+	if credentials != "" {
+		log.Info("APNs credentials loaded", "summary", credentials)
+	}
+	return nil
 }
 
 // register is how a registration enters the system: stored durably, then
@@ -165,7 +191,7 @@ func listen(addr, key string) (net.Listener, error) {
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", key, err)
+		return nil, listenError(key, addr, err)
 	}
 	return ln, nil
 }
@@ -265,5 +291,11 @@ func (a *app) close() {
 			a.log.Error("closing the store", "err", err)
 		}
 		a.store = nil
+	}
+	if a.lock != nil {
+		if err := a.lock.Close(); err != nil {
+			a.log.Error("releasing the store lock", "err", err)
+		}
+		a.lock = nil
 	}
 }

@@ -248,7 +248,10 @@ func TestQuote(t *testing.T) {
 
 // FuzzDecoder feeds arbitrary bytes after real client lines: the decoder must
 // never panic, and Discard must never read past the line it was on when no
-// literal is involved.
+// literal is involved. The input's first line is followed by the rest of
+// the input and a sentinel command; when the decoder met no literal and the
+// line announces none, Discard must leave the stream exactly at the start
+// of the next line, or fail without having read past the line.
 func FuzzDecoder(f *testing.F) {
 	for _, seed := range []string{
 		"a2 XAPPLEPUSHSERVICE aps-version 2 aps-account-id 0715A26B-CA09-4730-A419-793000CA982E aps-device-token 2918390218931890821908309283098109381029309829018310983092892829 aps-subtopic com.apple.mobilemail mailboxes (INBOX Notes)\r\n",
@@ -258,10 +261,19 @@ func FuzzDecoder(f *testing.F) {
 	} {
 		f.Add([]byte(seed))
 	}
+	const sentinel = "S1 NOOP\r\n"
 	f.Fuzz(func(t *testing.T, in []byte) {
-		br := bufio.NewReaderSize(bytes.NewReader(in), 16)
+		first, after := string(in), sentinel
+		if i := bytes.IndexByte(in, '\n'); i >= 0 {
+			first, after = string(in[:i+1]), string(in[i+1:])+sentinel
+		} else {
+			first += "\r\n"
+		}
+		br := bufio.NewReaderSize(strings.NewReader(first+after), 16)
 		d := NewDecoder(nil, br)
 		d.MaxLiteral = 64
+		sawLiteral := false
+		d.CheckLiteral = func(Literal) error { sawLiteral = true; return nil }
 		for i := 0; i < 50 && d.Err() == nil && !d.AtEOL(); i++ {
 			if d.Is('(') {
 				d.List(func() bool { _, _, ok := d.NString(); return ok })
@@ -270,6 +282,18 @@ func FuzzDecoder(f *testing.F) {
 			}
 			d.Special(' ')
 		}
-		d.Discard(64)
+		awaiting, err := d.Discard(64)
+		if _, announced := LiteralSuffix([]byte(first)); sawLiteral || d.refused != nil || announced {
+			return
+		}
+		left, _ := io.ReadAll(br)
+		switch {
+		case !strings.HasSuffix(string(left), after):
+			t.Fatalf("Discard read past the line %q: left %q (err %v)", first, left, err)
+		case awaiting:
+			t.Fatalf("Discard of %q is awaiting a literal that was never announced", first)
+		case err == nil && string(left) != after:
+			t.Fatalf("Discard of %q returned inside the line: left %q", first, left)
+		}
 	})
 }
