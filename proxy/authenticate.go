@@ -18,10 +18,10 @@ func (s *session) handleAuthenticate(tag string, rest []byte) error {
 		return s.refuse(tag, rest, privacyRequired)
 	}
 	d := imapwire.NewDecoder(rest, nil)
-	var mech, ir string
+	var name, ir string
 	ok := d.SP()
 	if ok {
-		mech, ok = d.Atom()
+		name, ok = d.Atom()
 	}
 	hasIR := ok && d.Special(' ')
 	if hasIR {
@@ -33,21 +33,28 @@ func (s *session) handleAuthenticate(tag string, rest []byte) error {
 	if !ok {
 		return s.refuse(tag, rest, "BAD AUTHENTICATE expects a mechanism and an optional initial response")
 	}
-	mech = strings.ToUpper(mech)
-	identify := saslIdentifier(mech)
-	if identify == nil {
-		return s.refuse(tag, rest, "NO [CANNOT] AUTHENTICATE "+mech+" is not available through this proxy")
+	name = strings.ToUpper(name)
+	mech, ok := saslMechanismFor(name)
+	switch {
+	case !ok:
+		return s.refuse(tag, rest, "NO [CANNOT] AUTHENTICATE "+name+" is not available through this proxy")
+	case hasIR && mech.serverFirst:
+		return s.refuse(tag, rest, "BAD AUTHENTICATE "+name+" takes no initial response")
 	}
 	c := &command{tag: tag, kind: kindAuth}
 	identified := false
-	line := tag + " AUTHENTICATE " + mech
+	line := tag + " AUTHENTICATE " + name
 	if hasIR {
-		user, refusal := s.saslUser(identify, ir)
+		user, refusal := s.saslUser(mech, ir)
 		if refusal != "" {
 			return s.answer(tag, refusal)
 		}
 		c.user, identified = user, true
 		line += " " + ir
+	}
+	// Nothing else runs while the exchange waits for "+" (continuation.go).
+	if err := s.waitDrained(); err != nil {
+		return err
 	}
 	if err := s.push(c); err != nil {
 		return err
@@ -66,7 +73,7 @@ func (s *session) handleAuthenticate(tag string, rest []byte) error {
 		}
 		body := string(imapwire.TrimCRLF(resp))
 		if !identified && body != "*" {
-			user, refusal := s.saslUser(identify, body)
+			user, refusal := s.saslUser(mech, body)
 			s.mu.Lock()
 			c.user = user
 			if refusal != "" {
@@ -81,21 +88,27 @@ func (s *session) handleAuthenticate(tag string, rest []byte) error {
 		if _, err := s.bw.WriteString(body + "\r\n"); err != nil {
 			return err
 		}
+		s.dataSent()
 	}
 }
 
 // saslUser decodes the client response that names the identities and checks
 // them (loginUser). It returns the session's user, or a refusal.
-func (s *session) saslUser(identify saslIdentityFunc, resp string) (user, refusal string) {
+func (s *session) saslUser(mech saslMechanism, resp string) (user, refusal string) {
 	raw, err := decodeSASL(resp)
 	defer clear(raw) // it may hold a password
 	if err != nil {
 		return "", "BAD AUTHENTICATE response is not valid base64"
 	}
-	authcid, authzid, err := identify(raw)
-	if err != nil {
+	authcid, authzid, err := mech.identify(raw)
+	switch {
+	case err != nil:
 		refusal = "NO [AUTHENTICATIONFAILED] " + err.Error()
-	} else {
+	case authzid == authcid && mech.sameAuthzid:
+		user, refusal = s.loginUser(authcid, "")
+	case authzid != "" && !s.srv.opts.AllowMasterLogins:
+		refusal = "NO [AUTHENTICATIONFAILED] Logging in as another user is not accepted here"
+	default:
 		user, refusal = s.loginUser(authcid, authzid)
 	}
 	if refusal != "" {

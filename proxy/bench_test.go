@@ -74,3 +74,55 @@ func roundTrips(b *testing.B, c net.Conn) {
 		}
 	}
 }
+
+// BenchmarkAppend measures an APPEND of a 4000-byte message sent with a
+// non-synchronizing literal (LITERAL+, as mbsync and iPhone Mail send
+// them), straight to a backend and through the proxy, which sends every
+// literal synchronizing and so waits one backend round trip for its "+"
+// (continuation.go). Run: go test -run XXX -bench Append ./proxy
+func BenchmarkAppend(b *testing.B) {
+	ref, err := startRefServer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ref.ln.Close()
+	go func() {
+		for range ref.conns {
+		}
+	}()
+	msg := make([]byte, 4000)
+	for i := range msg {
+		msg[i] = 'a' + byte(i%26)
+	}
+	cmd := fmt.Sprintf("a APPEND INBOX {%d+}\r\n%s\r\n", len(msg), msg)
+	run := func(b *testing.B, c net.Conn) {
+		r := bufio.NewReader(c)
+		r.ReadString('\n') // greeting
+		io.WriteString(c, "l LOGIN alice alicepw\r\n")
+		if l, err := r.ReadString('\n'); err != nil || l[:4] != "l OK" {
+			b.Fatalf("login: %q %v", l, err)
+		}
+		b.SetBytes(int64(len(msg)))
+		b.ResetTimer()
+		for i := 0; i < b.N; i++ {
+			if _, err := io.WriteString(c, cmd); err != nil {
+				b.Fatal(err)
+			}
+			if l, err := r.ReadSlice('\n'); err != nil || string(l[:4]) != "a OK" {
+				b.Fatalf("append: %q %v", l, err)
+			}
+		}
+	}
+	b.Run("direct", func(b *testing.B) {
+		c, err := net.Dial("tcp", ref.ln.Addr().String())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		run(b, c)
+	})
+	b.Run("proxy", func(b *testing.B) {
+		env := startProxy(b, ref.ln.Addr().String(), func(o *Options) { o.Logger = nil })
+		run(b, env.dialTLS(b).conn)
+	})
+}

@@ -32,7 +32,7 @@ func (p capPolicy) apply(caps []string) []string {
 			// user; XCLIENT would let a client claim another address.
 			// Both are refused.
 			continue
-		case strings.HasPrefix(u, "AUTH=") && saslIdentifier(u[len("AUTH="):]) == nil:
+		case strings.HasPrefix(u, "AUTH=") && !saslFollowed(u[len("AUTH="):]):
 			// A mechanism the proxy cannot follow is refused (sasl.go).
 			continue
 		case p.loginDisabled && (u == "LOGINDISABLED" || strings.HasPrefix(u, "AUTH=")):

@@ -3,13 +3,20 @@ package proxy
 // The proxy and the backend must agree on where every command ends, or a
 // client could hide commands from the proxy inside what the proxy takes for
 // literal data or IDLE/AUTHENTICATE continuation lines (and the reverse).
-// The rule that keeps them in step: after sending anything the backend may
-// answer with a continuation request ("+": a literal, IDLE, AUTHENTICATE and
-// each of its responses), the proxy sends nothing more until the backend has
-// either asked for the data or completed that command. So at most one
-// command can be waiting for "+", and a "+" belongs to it beyond doubt;
-// a "+" when none waits means the backend reads the stream differently, and
-// the session ends.
+// The rules that keep them in step:
+//
+//   - A command that may draw a continuation request ("+": a literal, IDLE,
+//     AUTHENTICATE) is sent only when no other command is in flight, and
+//     after it the proxy sends nothing more until the backend has either
+//     asked for the data or completed that command. So a "+" can only
+//     belong to that one command; a "+" when none waits means the backend
+//     reads the stream differently, and the session ends.
+//   - Every line the proxy forwards has at most one literal header, at its
+//     end (imapwire.ScanCommandLine), so the backend can ask for nothing
+//     the proxy does not expect.
+//   - Once the backend has asked for data, it must read all of it before it
+//     may complete the command: a completion in between (sendingData) ends
+//     the session too, as the rest of the data would be read as commands.
 
 // contWait is the one command waiting for a continuation request.
 type contWait struct {
@@ -44,11 +51,23 @@ func (s *session) awaitContinuation(c *command, forward bool) (bool, error) {
 }
 
 // takeContinuation is the backend reader's side: it returns the command
-// waiting for the "+" that just came, or nil if none is.
+// waiting for the "+" that just came, or nil if none is, and marks that
+// command as the one whose data the backend now reads.
 func (s *session) takeContinuation() *contWait {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	w := s.waiting
 	s.waiting = nil
+	if w != nil {
+		s.sendingData = w.cmd
+	}
 	return w
+}
+
+// dataSent is the client reader's side: the data the backend asked for has
+// been written (it may complete the command once it has read it).
+func (s *session) dataSent() {
+	s.mu.Lock()
+	s.sendingData = nil
+	s.mu.Unlock()
 }

@@ -28,6 +28,9 @@ func forwardedBeforeLogin(name string) bool {
 func (s *session) dispatch(ctx context.Context, line []byte) error {
 	d := imapwire.NewDecoder(line, nil)
 	tag, ok := d.Tag()
+	if ok && !validTag(tag) {
+		return s.refuse("*", line, "BAD Invalid tag")
+	}
 	if !ok || !d.SP() {
 		// Without a tag nothing can be answered in order; a literal after
 		// it could not be skipped safely.
@@ -79,17 +82,31 @@ func (s *session) dispatch(ctx context.Context, line []byte) error {
 		return s.handleAuthenticate(tag, rest)
 	}
 	if !authenticated {
-		if !forwardedBeforeLogin(name) {
+		switch {
+		case !forwardedBeforeLogin(name):
 			return s.refuse(tag, line, "BAD "+name+" is not valid before login")
+		case !imapwire.NewDecoder(rest, nil).CRLF():
+			return s.refuse(tag, line, "BAD "+name+" takes no arguments")
 		}
-		if hasLiteralSuffix(line) {
-			return s.refuse(tag, line, "BAD "+name+" takes no literal")
-		}
+		// Composed anew: nothing the client wrote reaches the backend
+		// before login unless the proxy has read it.
+		return s.forward([]byte(tag+" "+name+"\r\n"), &command{tag: tag})
 	}
 	if name == "IDLE" {
-		return s.handleIdle(ctx, line, tag, rest)
+		return s.handleIdle(line, tag, rest)
 	}
 	return s.forward(line, &command{tag: tag})
+}
+
+// maxTagLength bounds a tag: real clients use a few characters, and a long
+// one would only cost memory for every command in flight.
+const maxTagLength = 64
+
+// validTag reports whether the backend reads tag as a tag: no "]", which
+// RFC 9051 allows but Dovecot refuses (answering untagged, so the command
+// would wait for its response forever), and not too long.
+func validTag(tag string) bool {
+	return len(tag) <= maxTagLength && !strings.Contains(tag, "]")
 }
 
 // errBadInput ends a session whose client sent what cannot be recovered from.

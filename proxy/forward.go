@@ -10,24 +10,31 @@ import (
 // forward sends command c to the backend. line is its first line; literals
 // and the lines after them are streamed from the client as they come.
 //
-// Toward the backend every literal is synchronizing: a non-synchronizing
-// {N+} from the client goes on as {N}, and the data follows only once the
-// backend asked for it (continuation.go). A backend that refuses the command
-// instead (a syntax it reads otherwise, a literal too large, no LITERAL+)
-// then never sees the data, which it would otherwise take for commands. The
-// client, which sent the data unasked, has it skipped. A synchronizing
-// literal of the client's gets the backend's "+", or the completion, and the
-// client sends no data then.
+// Every line must pass imapwire.ScanCommandLine: a first line that does not
+// is refused, a later one (part of the command is with the backend already)
+// ends the session. Toward the backend every literal is synchronizing: a
+// non-synchronizing {N+} from the client goes on as {N}, and the data follows
+// only once the backend asked for it (continuation.go). A backend that
+// refuses the command instead (a syntax it reads otherwise, a literal too
+// large, no LITERAL+) then never sees the data, which it would otherwise take
+// for commands. The client, which sent the data unasked, has it skipped. A
+// synchronizing literal of the client's gets the backend's "+", or the
+// completion, and the client sends no data then.
 func (s *session) forward(line []byte, c *command) error {
+	lit, hasLit, err := imapwire.ScanCommandLine(line)
+	if err != nil {
+		return s.refuse(c.tag, line, "BAD "+oneLine(err.Error()))
+	}
+	if hasLit {
+		// Nothing else runs while the command waits for "+".
+		if err := s.waitDrained(); err != nil {
+			return err
+		}
+	}
 	if err := s.push(c); err != nil {
 		return err
 	}
-	for {
-		lit, hasLit := imapwire.LiteralSuffix(line)
-		if !hasLit {
-			_, err := s.bw.Write(line)
-			return err // clientLoop flushes, unless the next command is here
-		}
+	for hasLit {
 		if _, err := s.bw.Write(synchronizing(line, lit)); err != nil {
 			return err
 		}
@@ -41,10 +48,16 @@ func (s *session) forward(line []byte, c *command) error {
 			}
 			return nil
 		}
-		if line, err = s.sendLiteral(c, lit); err != nil {
+		if line, err = s.sendLiteral(lit); err != nil {
 			return err
 		}
+		if lit, hasLit, err = imapwire.ScanCommandLine(line); err != nil {
+			s.bye("Invalid command: " + err.Error())
+			return errBadInput
+		}
 	}
+	_, err = s.bw.Write(line)
+	return err // clientLoop flushes, unless the next command is here
 }
 
 // synchronizing returns line with a non-synchronizing literal header at its
@@ -58,25 +71,41 @@ func synchronizing(line []byte, lit imapwire.Literal) []byte {
 	return line[:len(line)-1]
 }
 
-// sendLiteral copies the data of a literal from the client to the backend
-// and returns the line that follows it.
-func (s *session) sendLiteral(c *command, lit imapwire.Literal) ([]byte, error) {
-	s.setSending(c)
-	_, err := io.CopyN(&s.bw, s.cr, lit.Size)
-	s.setSending(nil)
+// sendLiteral copies the data of a literal the backend asked for from the
+// client to the backend, and returns the line that follows it.
+func (s *session) sendLiteral(lit imapwire.Literal) ([]byte, error) {
+	err := s.copyLiteral(&s.bw, lit.Size)
+	s.dataSent()
 	if err != nil {
 		return nil, err
 	}
 	return s.readCommandLine()
 }
 
-// setSending marks c as the command whose literal data is on its way to the
-// backend (nil: none), which is also time the client, not the backend, is
-// working.
-func (s *session) setSending(c *command) {
+// literalChunk is how much literal data is copied between two resets of the
+// idle timeout: an upload that keeps coming is activity, however long it
+// takes.
+const literalChunk = 1 << 20
+
+// copyLiteral copies n bytes of literal data from the client to dst. While
+// it runs the client, not the backend, is working (busy).
+func (s *session) copyLiteral(dst io.Writer, n int64) error {
+	s.setReadingLiteral(true)
+	defer s.setReadingLiteral(false)
+	for n > 0 {
+		chunk := min(n, literalChunk)
+		if _, err := io.CopyN(dst, s.cr, chunk); err != nil {
+			return err
+		}
+		n -= chunk
+		s.touch()
+	}
+	return nil
+}
+
+func (s *session) setReadingLiteral(on bool) {
 	s.mu.Lock()
-	s.sendingData = c
-	s.readingLiteral = c != nil
+	s.readingLiteral = on
 	s.mu.Unlock()
 }
 
@@ -85,16 +114,8 @@ func (s *session) setSending(c *command) {
 // literals after it. A synchronizing literal ends it (the client waits for a
 // "+" and gets the tagged response instead).
 func (s *session) skipCommand(lit imapwire.Literal) error {
-	s.mu.Lock()
-	s.readingLiteral = true
-	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		s.readingLiteral = false
-		s.mu.Unlock()
-	}()
 	for lit.NonSync {
-		if _, err := io.CopyN(io.Discard, s.cr, lit.Size); err != nil {
+		if err := s.copyLiteral(io.Discard, lit.Size); err != nil {
 			return err
 		}
 		line, err := s.readCommandLine()

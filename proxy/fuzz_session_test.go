@@ -77,6 +77,10 @@ func FuzzSession(f *testing.F) {
 		"AGJvYgBib2Jwdw==\r\nx XCLIENT ADDR=1.2.3.4\r\n",
 		"l LOGIN {5+}\r\nalice {7}\r\nalicepw\r\n",
 		"a APPEND INBOX {5000+}\r\nx LOGIN bob bobpw\r\n",
+		"a NOOP {}\r\nc AUTHENTICATE PLAIN AGFsaWNlAHdyb25n\r\nc NOOP\r\n",
+		"a NOOP {0}x\r\nc AUTHENTICATE PLAIN AGFsaWNlAHdyb25n\r\nx NOOP {15+}\r\nx LOGIN alice x\r\n",
+		"x APPEND INBOX {0}y {18+}\r\nq COMPRESS DEFLATE\r\n",
+		"a] NOOP\r\nb NOOP\r\n",
 	} {
 		seeds = append(seeds, []byte(s))
 	}

@@ -39,14 +39,26 @@ func TestIdleTimeout(t *testing.T) {
 	backend.send("+ idling")
 	client.expect("+ idling", "* BYE Autologout: idle for too long")
 
-	// A command that takes long is not silence: the session survives it.
+	// A command that takes long is not silence: the session survives it,
+	// as long as the backend is not silent as long.
 	client, backend = env.session(t, b)
 	login(t, client, backend, "alice")
 	client.send("f1 FETCH 1:* BODY[]")
 	backend.expect("f1 FETCH 1:* BODY[]")
-	time.Sleep(2 * time.Second) // the slow backend, longer than the idle timeout
+	time.Sleep(700 * time.Millisecond) // the slow backend
+	backend.send("* 1 FETCH (FLAGS ())")
+	time.Sleep(700 * time.Millisecond) // longer than the idle timeout in all
 	backend.send("f1 OK Fetch completed.")
-	client.expect("f1 OK Fetch completed.")
+	client.expect("* 1 FETCH (FLAGS ())", "f1 OK Fetch completed.")
+
+	// A command the backend never answers does not keep the session
+	// forever.
+	client, backend = env.session(t, b)
+	login(t, client, backend, "alice")
+	client.send("f2 FETCH 1:* BODY[]")
+	backend.expect("f2 FETCH 1:* BODY[]")
+	client.expect("* BYE Autologout: the mail server has not answered for too long")
+	client.expectClosed()
 }
 
 func TestConnectionLimits(t *testing.T) {

@@ -87,6 +87,15 @@ func (s *session) loginUser(authcid, authzid string) (user, refusal string) {
 // arguments, each an atom or quoted string when it can be, else a literal
 // (the backend's "+" for it is the proxy's and goes no further).
 func (s *session) sendCommand(c *command, name string, args ...string) error {
+	for _, a := range args {
+		if !imapwire.IsAtom(a) && !quotable(a) {
+			// A literal: nothing else may run while it waits for "+".
+			if err := s.waitDrained(); err != nil {
+				return err
+			}
+			break
+		}
+	}
 	if err := s.push(c); err != nil {
 		return err
 	}
@@ -112,7 +121,11 @@ func (s *session) sendCommand(c *command, name string, args ...string) error {
 		if err != nil || !goAhead {
 			return err
 		}
-		buf = append(buf, a...)
+		_, err = s.bw.WriteString(a)
+		s.dataSent()
+		if err != nil {
+			return err
+		}
 	}
 	buf = append(buf, "\r\n"...)
 	_, err := s.bw.Write(buf)

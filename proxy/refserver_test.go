@@ -66,10 +66,7 @@ func (rc *refConn) state() (user string, commands, forbidden []string) {
 	return rc.user, append([]string(nil), rc.commands...), append([]string(nil), rc.forbidden...)
 }
 
-var (
-	refLiteral      = regexp.MustCompile(`~?\{([0-9]{1,9})(\+?)\}\r?\n$`)
-	refLiteralStart = regexp.MustCompile(`^~?\{([0-9]{1,9})\+?\}\r?\n`)
-)
+var refLiteralStart = regexp.MustCompile(`^~?\{([0-9]{1,9})\+?\}\r?\n`)
 
 // refLine reads one line, at most 64 KiB.
 func refLine(r *bufio.Reader) (string, error) {
@@ -89,34 +86,69 @@ func refLine(r *bufio.Reader) (string, error) {
 	}
 }
 
-// refCommand reads a whole command: its lines and literals. Synchronizing
-// literals get "+ OK" (those over 4 KiB a NO instead, and the command ends
-// there); non-synchronizing ones are read as they come (LITERAL+).
-func refCommand(r *bufio.Reader, w io.Writer) (text string, refused bool, err error) {
+// refCommand reads a whole command: its lines and literals, lexed as
+// Dovecot does: a literal starts at any "{" outside a quoted string, a
+// synchronizing one gets "+ OK" as soon as its "}" is read (those over
+// 4 KiB a NO instead, and the command ends there), and only then must the
+// line end ("Missing LF after literal size" otherwise); "{}" is a literal of
+// size 0, and sizes may have any number of digits. Non-synchronizing
+// literals are read as they come (LITERAL+).
+func refCommand(r *bufio.Reader, w io.Writer) (text, verdict string, err error) {
 	var sb strings.Builder
 	for {
 		line, err := refLine(r)
 		if err != nil {
-			return "", false, err
+			return "", "", err
 		}
 		sb.WriteString(line)
-		m := refLiteral.FindStringSubmatch(line)
-		if m == nil {
-			return sb.String(), false, nil
+		size, nonSync, end, found := refFindLiteral(line)
+		if !found {
+			return sb.String(), "", nil
 		}
-		n, _ := strconv.Atoi(m[1])
-		if m[2] == "" {
-			if n > 4096 {
-				return sb.String(), true, nil
+		if !nonSync {
+			if size > 4096 {
+				return sb.String(), "NO [TOOBIG] Literal too large", nil
 			}
 			io.WriteString(w, "+ OK\r\n")
 		}
-		data := make([]byte, n)
+		if rest := line[end:]; rest != "\r\n" && rest != "\n" {
+			return sb.String(), "BAD Missing LF after literal size", nil
+		}
+		data := make([]byte, size)
 		if _, err := io.ReadFull(r, data); err != nil {
-			return "", false, err
+			return "", "", err
 		}
 		sb.Write(data)
 	}
+}
+
+// refFindLiteral finds the first literal header outside a quoted string:
+// its size, whether it is non-synchronizing, and where it ends.
+func refFindLiteral(line string) (size int, nonSync bool, end int, found bool) {
+	quoted := false
+	for i := 0; i < len(line); i++ {
+		switch c := line[i]; {
+		case quoted && c == '\\':
+			i++
+		case c == '"':
+			quoted = !quoted
+		case c == '{' && !quoted:
+			j := i + 1
+			for j < len(line) && line[j] >= '0' && line[j] <= '9' {
+				size = min(size*10+int(line[j]-'0'), 1<<30)
+				j++
+			}
+			if j < len(line) && line[j] == '+' {
+				nonSync = true
+				j++
+			}
+			if j < len(line) && line[j] == '}' {
+				return size, nonSync, j + 1, true
+			}
+			return 0, false, 0, false // Dovecot: a BAD, no literal
+		}
+	}
+	return 0, false, 0, false
 }
 
 func (rc *refConn) serve(c net.Conn) {
@@ -125,7 +157,7 @@ func (rc *refConn) serve(c net.Conn) {
 	io.WriteString(w, "* OK [CAPABILITY IMAP4rev1 SASL-IR ID IDLE LITERAL+ AUTH=PLAIN AUTH=LOGIN] ref ready\r\n")
 	reply := func(format string, args ...any) { fmt.Fprintf(w, format+"\r\n", args...) }
 	for {
-		cmd, refused, err := refCommand(r, w)
+		cmd, verdict, err := refCommand(r, w)
 		if err != nil {
 			return
 		}
@@ -145,8 +177,8 @@ func (rc *refConn) serve(c net.Conn) {
 		}
 		rc.mu.Unlock()
 		switch {
-		case refused:
-			reply("%s NO [TOOBIG] Literal too large", tag)
+		case verdict != "":
+			reply("%s %s", tag, verdict)
 		case name == "LOGOUT":
 			reply("* BYE Logging out")
 			reply("%s OK Logout completed.", tag)

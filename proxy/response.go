@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"time"
 
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 )
@@ -22,6 +23,7 @@ func (s *session) backendLoop() error {
 			return err
 		}
 		s.br = br
+		s.backendSeen.Store(time.Now().UnixNano())
 		first, err := s.br.ReadSlice('\n')
 		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
 			return err
@@ -133,8 +135,32 @@ func (s *session) forwardContinuation(first []byte) error {
 	} else {
 		_, _, err = imapwire.CopyLine(io.Discard, s.br, first)
 	}
-	w.result <- err == nil
-	return err
+	if err != nil {
+		return err
+	}
+	if s.completesAlready(w.cmd) {
+		// It asked for data and answered without waiting for it: the
+		// data would be read as commands. (A completion that comes
+		// later, while the data goes out, is caught by complete.)
+		return errDesync
+	}
+	w.result <- true
+	return nil
+}
+
+// completesAlready reports whether the backend responses already read hold
+// c's tagged response next.
+func (s *session) completesAlready(c *command) bool {
+	n := s.br.Buffered()
+	if n == 0 {
+		return false
+	}
+	next, _ := s.br.Peek(n)
+	if i := bytes.IndexByte(next, '\n'); i >= 0 {
+		next = next[:i+1]
+	}
+	kind, tag, _, _ := classify(next)
+	return kind == respTagged && tag == c.tag
 }
 
 // Kinds of backend responses.

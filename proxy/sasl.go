@@ -6,33 +6,43 @@ import (
 	"strings"
 )
 
-// saslIdentityFunc reads the identities from the first client response of a
-// SASL mechanism: the authentication identity (whose credentials are given)
-// and the authorization identity ("" if none: the same user).
-type saslIdentityFunc func(resp []byte) (authcid, authzid string, err error)
+// saslMechanism is what the proxy knows of a SASL mechanism it lets clients
+// use: how to read the identities from the client's first response, which
+// the proxy must know (and check) before the backend sees it.
+type saslMechanism struct {
+	// identify returns the authentication identity (whose credentials are
+	// given) and the authorization identity ("" if none: the same user).
+	identify func(resp []byte) (authcid, authzid string, err error)
+	// serverFirst: the server sends the first challenge and ignores an
+	// initial response (Dovecot's CRAM-MD5), so one is refused: the user
+	// is in the response to the challenge.
+	serverFirst bool
+	// sameAuthzid: the server takes an authorization identity equal to the
+	// authentication identity, byte for byte, as the same user (Dovecot's
+	// PLAIN). Elsewhere Dovecot compares them after auth_username_format,
+	// so any authorization identity may be a master-user login.
+	sameAuthzid bool
+}
 
-// saslIdentifier returns how to read the identities of mech, or nil if the
-// proxy cannot (GSSAPI, NTLM, EXTERNAL, ANONYMOUS, ...): such mechanisms are
+// saslMechanismFor returns the mechanism named mech (upper case), or false
+// if the proxy cannot follow it (GSSAPI, NTLM, EXTERNAL, ANONYMOUS, OAuth
+// ones whose responses can name several users, ...): such mechanisms are
 // neither offered nor forwarded, as a login the proxy cannot attribute to a
 // user could be a master-user login, and gets no push anyway. The -PLUS
 // variants of SCRAM bind to the TLS connection, which ends at the proxy, so
 // they cannot succeed at the backend.
-func saslIdentifier(mech string) saslIdentityFunc {
+func saslMechanismFor(mech string) (saslMechanism, bool) {
 	switch mech {
 	case "PLAIN":
-		return plainIdentity
+		return saslMechanism{identify: plainIdentity, sameAuthzid: true}, true
 	case "LOGIN":
-		return loginIdentity
+		return saslMechanism{identify: loginIdentity}, true
 	case "CRAM-MD5":
-		return cramMD5Identity
+		return saslMechanism{identify: cramMD5Identity, serverFirst: true}, true
 	case "SCRAM-SHA-1", "SCRAM-SHA-256":
-		return scramIdentity
-	case "XOAUTH2":
-		return xoauth2Identity
-	case "OAUTHBEARER":
-		return oauthBearerIdentity
+		return saslMechanism{identify: scramIdentity}, true
 	}
-	return nil
+	return saslMechanism{}, false
 }
 
 // plainIdentity: authzid NUL authcid NUL passwd (RFC 4616).
@@ -120,33 +130,8 @@ func saslname(s string) (string, error) {
 	return sb.String(), nil
 }
 
-// xoauth2Identity: "user=" user ^A "auth=Bearer " token ^A ^A (Google's
-// XOAUTH2).
-func xoauth2Identity(resp []byte) (string, string, error) {
-	first, _, _ := bytes.Cut(resp, []byte{1})
-	user, ok := bytes.CutPrefix(first, []byte("user="))
-	if !ok || len(user) == 0 {
-		return "", "", errors.New("XOAUTH2 response has no user name")
-	}
-	return string(user), "", nil
-}
-
-// oauthBearerIdentity: a gs2-header "n,a=user," then key/value pairs (RFC
-// 7628). The token carries no name the proxy could read, so the header's
-// user is the identity, and required.
-func oauthBearerIdentity(resp []byte) (string, string, error) {
-	header, _, _ := bytes.Cut(resp, []byte{1})
-	fields := strings.Split(string(header), ",")
-	if len(fields) < 3 || fields[0] != "n" && fields[0] != "y" {
-		return "", "", errors.New("OAUTHBEARER response is malformed")
-	}
-	a, ok := strings.CutPrefix(fields[1], "a=")
-	if !ok || a == "" {
-		return "", "", errors.New("OAUTHBEARER response has no user name (a=)")
-	}
-	user, err := saslname(a)
-	if err != nil {
-		return "", "", err
-	}
-	return user, "", nil
+// saslFollowed reports whether the proxy lets clients use mech.
+func saslFollowed(mech string) bool {
+	_, ok := saslMechanismFor(mech)
+	return ok
 }

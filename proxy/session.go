@@ -60,10 +60,11 @@ type session struct {
 	byeReason      string      // told to the client when the session ends
 	timer          *time.Timer // login deadline, then the idle timeout
 
-	frozen    atomic.Bool        // close set the client's deadline: writers leave it alone
-	cancel    context.CancelFunc // ends the session's context: dialing, handshakes
-	closeOnce sync.Once
-	done      chan struct{}
+	frozen      atomic.Bool        // close set the client's deadline: writers leave it alone
+	backendSeen atomic.Int64       // when the backend last sent something, Unix nanoseconds
+	cancel      context.CancelFunc // ends the session's context: dialing, handshakes
+	closeOnce   sync.Once
+	done        chan struct{}
 }
 
 func newSession(srv *Server, conn net.Conn, implicitTLS bool, ip string) *session {
@@ -161,6 +162,7 @@ func (s *session) setBackend(b *backendConn) bool {
 		return false
 	}
 	s.backend = b.conn
+	s.backendSeen.Store(time.Now().UnixNano())
 	s.brd = lazyReader{conn: b.conn, br: b.r} // b.r may hold more than the greeting
 	s.bw.w = s.deadlineWriter(b.conn, backendWriteTimeout)
 	if b.preauth {
@@ -172,17 +174,22 @@ func (s *session) setBackend(b *backendConn) bool {
 
 // onTimer ends a session that did not log in in time, or that has been
 // silent after login for longer than the idle timeout while no command ran.
+// A running command keeps the session, as long as the backend is not just
+// as silent (a command it never answers, say).
 func (s *session) onTimer() {
 	s.mu.Lock()
 	authenticated, busy, closed := s.authenticated, s.busy(), s.closed
-	if authenticated && busy && !closed {
+	working := busy && time.Since(time.Unix(0, s.backendSeen.Load())) < s.srv.idleTimeout
+	if authenticated && working && !closed {
 		s.timer.Reset(s.srv.idleTimeout)
 	}
 	s.mu.Unlock()
 	switch {
-	case closed, authenticated && busy:
+	case closed, authenticated && working:
 	case !authenticated:
 		s.bye("Login timeout")
+	case busy:
+		s.bye("Autologout: the mail server has not answered for too long")
 	default:
 		s.bye("Autologout: idle for too long")
 	}
@@ -302,12 +309,17 @@ func (s *session) readLine() ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.touch()
+	return line, nil
+}
+
+// touch notes activity of the client's: the idle timeout starts again.
+func (s *session) touch() {
 	s.mu.Lock()
 	if s.authenticated {
 		s.timer.Reset(s.srv.idleTimeout)
 	}
 	s.mu.Unlock()
-	return line, nil
 }
 
 // readCommandLine reads the next line of the command being read from s.cr
