@@ -88,10 +88,8 @@ func TestMasterUserLoginsAllowed(t *testing.T) {
 // it, so the master password cannot be tried through the proxy.
 func TestDovecotMasterLoginFromClientRefused(t *testing.T) {
 	t.Parallel()
-	d := dovecottest.Start(t, dovecottest.Options{})
-	env := startProxy(t, d.IMAPAddr, func(o *Options) { o.MasterSeparator = "*" })
-	c := env.dialTLS(t)
-	c.expectPrefix("* OK ")
+	d, env := dovecotProxy(t, dovecottest.Options{}, func(o *Options) { o.MasterSeparator = "*" })
+	c := env.greeted(t)
 	c.send(`l LOGIN "alice*` + d.MasterUser + `" ` + d.MasterPassword)
 	c.expect(`l NO [AUTHENTICATIONFAILED] User names containing "*" are not accepted here`)
 	c.send("a AUTHENTICATE PLAIN " + b64("alice\x00"+d.MasterUser+"\x00"+d.MasterPassword))

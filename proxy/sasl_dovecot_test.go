@@ -17,13 +17,11 @@ import (
 // from the response to the challenge.
 func TestDovecotCRAMMD5(t *testing.T) {
 	t.Parallel()
-	d := dovecottest.Start(t, dovecottest.Options{
+	_, env := dovecotProxy(t, dovecottest.Options{
 		Users:       map[string]string{"alice": "alicepw", "eve": "evepw"},
 		ExtraConfig: "auth_mechanisms = plain login cram-md5",
-	})
-	env := startProxy(t, d.IMAPAddr, nil)
-	c := env.dialTLS(t)
-	c.expectPrefix("* OK ")
+	}, nil)
+	c := env.greeted(t)
 	c.send("c AUTHENTICATE CRAM-MD5 " + base64.StdEncoding.EncodeToString([]byte("alice 0123456789abcdef0123456789abcdef")))
 	c.expect("c BAD AUTHENTICATE CRAM-MD5 takes no initial response")
 	c.send("c AUTHENTICATE CRAM-MD5")
@@ -51,11 +49,10 @@ func TestDovecotCRAMMD5(t *testing.T) {
 // Dovecot takes the last name: the proxy does not offer them.
 func TestDovecotOAuthNotForwarded(t *testing.T) {
 	t.Parallel()
-	d := dovecottest.Start(t, dovecottest.Options{
+	d, env := dovecotProxy(t, dovecottest.Options{
 		Users:       map[string]string{"alice": "alicepw", "eve": "evepw"},
 		ExtraConfig: "auth_mechanisms = plain login xoauth2 oauthbearer",
-	})
-	env := startProxy(t, d.IMAPAddr, nil)
+	}, nil)
 	c := env.dialTLS(t)
 	if g := c.readLine(); strings.Contains(g, "AUTH=XOAUTH2") || strings.Contains(g, "AUTH=OAUTHBEARER") || !strings.Contains(g, "AUTH=PLAIN") {
 		t.Fatalf("greeting %q", g)

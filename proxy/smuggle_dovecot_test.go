@@ -62,10 +62,8 @@ func waitLogins(t *testing.T, d *dovecottest.Dovecot, n int) []string {
 // tag.
 func TestDovecotSmuggleLoginBehindIdle(t *testing.T) {
 	t.Parallel()
-	d := dovecottest.Start(t, dovecottest.Options{})
-	env := startProxy(t, d.IMAPAddr, nil)
-	c := env.dialTLS(t)
-	c.expectPrefix("* OK ")
+	d, env := dovecotProxy(t, dovecottest.Options{}, nil)
+	c := env.greeted(t)
 	c.sendRaw("a IDLE\r\nx LOGIN alice alicepw\r\nx LOGIN bob nopw\r\n")
 	c.expectPrefix("a BAD ")
 	c.expectPrefix("x OK ")
@@ -84,12 +82,9 @@ func TestDovecotSmuggleLoginBehindIdle(t *testing.T) {
 // session stays alice's.
 func TestDovecotSmuggleLoginInLiteralBehindAuthenticate(t *testing.T) {
 	t.Parallel()
-	d := dovecottest.Start(t, dovecottest.Options{})
-	env := startProxy(t, d.IMAPAddr, nil)
-	c := env.dialTLS(t)
-	c.expectPrefix("* OK ")
-	c.send("l LOGIN alice alicepw")
-	c.readUntilTagged("l")
+	_, env := dovecotProxy(t, dovecottest.Options{}, nil)
+	c := env.greeted(t)
+	c.loginAs("alice", "alicepw")
 	c.sendRaw("a AUTHENTICATE PLAIN AAAA\r\nx APPEND INBOX {14}\r\n")
 	c.expectPrefix("a BAD ")
 	c.expectPrefix("+ ")
@@ -116,8 +111,7 @@ func TestDovecotSmuggleLoginInLiteralBehindAuthenticate(t *testing.T) {
 // x-originating-ip never reaches Dovecot, whatever is pipelined behind IDLE.
 func TestDovecotSmuggleBeforeSTARTTLS(t *testing.T) {
 	t.Parallel()
-	d := dovecottest.Start(t, dovecottest.Options{ExtraConfig: "login_trusted_networks = 127.0.0.1/32"})
-	env := startProxy(t, d.IMAPAddr, nil)
+	d, env := dovecotProxy(t, dovecottest.Options{ExtraConfig: "login_trusted_networks = 127.0.0.1/32"}, nil)
 	c := env.dialPlain(t)
 	c.expectPrefix("* OK ")
 	c.sendRaw("a IDLE\r\nx LOGIN alice alicepw\r\n")
@@ -140,6 +134,30 @@ func TestDovecotSmuggleBeforeSTARTTLS(t *testing.T) {
 	waitLogins(t, d, 1)
 	if m := regexp.MustCompile(`Login: user=<alice>.*?rip=([0-9.]+)`).FindStringSubmatch(d.Log()); m == nil || m[1] != "127.0.0.1" {
 		t.Fatalf("Dovecot's login line %q: the client's x-originating-ip got through", m)
+	}
+}
+
+// dovecotProxy starts a real Dovecot and a proxy in front of it.
+func dovecotProxy(t *testing.T, dopts dovecottest.Options, mod func(*Options)) (*dovecottest.Dovecot, *proxyEnv) {
+	t.Helper()
+	d := dovecottest.Start(t, dopts)
+	return d, startProxy(t, d.IMAPAddr, mod)
+}
+
+// greeted connects a TLS client and reads the greeting.
+func (e *proxyEnv) greeted(t *testing.T) *lineConn {
+	t.Helper()
+	c := e.dialTLS(t)
+	c.expectPrefix("* OK ")
+	return c
+}
+
+// loginAs logs in with LOGIN and checks that it worked.
+func (c *lineConn) loginAs(user, password string) {
+	c.t.Helper()
+	c.send("l LOGIN " + user + " " + password)
+	if got := c.readUntilTagged("l"); !strings.HasPrefix(got, "l OK ") {
+		c.t.Fatalf("LOGIN %s: %q", user, got)
 	}
 }
 

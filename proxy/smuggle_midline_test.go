@@ -35,11 +35,9 @@ var oddHeaders = map[string]string{
 // Dovecot's to answer; nobody logs in.
 func TestDovecotOddLiteralHeaderBeforeLogin(t *testing.T) {
 	t.Parallel()
-	d := dovecottest.Start(t, dovecottest.Options{})
-	env := startProxy(t, d.IMAPAddr, func(o *Options) { o.MasterSeparator = "*" })
+	d, env := dovecotProxy(t, dovecottest.Options{}, func(o *Options) { o.MasterSeparator = "*" })
 	for name, header := range oddHeaders {
-		c := env.dialTLS(t)
-		c.expectPrefix("* OK ")
+		c := env.greeted(t)
 		c.sendRaw("a NOOP " + header + "\r\n" +
 			"c AUTHENTICATE PLAIN " + plainIR + "\r\n" +
 			`c LOGIN "alice*` + d.MasterUser + `" ` + d.MasterPassword + "\r\n" +
@@ -62,12 +60,9 @@ func TestDovecotOddLiteralHeaderBeforeLogin(t *testing.T) {
 // After login: the line is refused, and never reaches Dovecot.
 func TestDovecotOddLiteralHeaderAfterLogin(t *testing.T) {
 	t.Parallel()
-	d := dovecottest.Start(t, dovecottest.Options{})
-	env := startProxy(t, d.IMAPAddr, nil)
-	c := env.dialTLS(t)
-	c.expectPrefix("* OK ")
-	c.send("l LOGIN alice alicepw")
-	c.readUntilTagged("l")
+	d, env := dovecotProxy(t, dovecottest.Options{}, nil)
+	c := env.greeted(t)
+	c.loginAs("alice", "alicepw")
 	want := map[string]string{
 		"{0}x": "literal header not at the end of the line", "{0} ": "literal header not at the end of the line",
 		"{0}\r": "literal header not at the end of the line", "{}": "literal header without a size", "{+}": "literal header without a size",
@@ -92,10 +87,8 @@ func TestDovecotOddLiteralHeaderAfterLogin(t *testing.T) {
 // Dovecot trusts: it never gets there.
 func TestDovecotOddLiteralHeaderCannotSpoofAddress(t *testing.T) {
 	t.Parallel()
-	d := dovecottest.Start(t, dovecottest.Options{ExtraConfig: "login_trusted_networks = 127.0.0.1/32"})
-	env := startProxy(t, d.IMAPAddr, nil)
-	c := env.dialTLS(t)
-	c.expectPrefix("* OK ")
+	d, env := dovecotProxy(t, dovecottest.Options{ExtraConfig: "login_trusted_networks = 127.0.0.1/32"}, nil)
+	c := env.greeted(t)
 	c.sendRaw("a NOOP {0}x\r\n" +
 		"c AUTHENTICATE PLAIN " + plainIR + "\r\n" +
 		"i ID (\"x-originating-ip\" \"6.6.5.5\" \"k\" {6+}\r\n" +

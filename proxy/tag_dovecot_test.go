@@ -15,12 +15,9 @@ import (
 // proxy refuses such tags itself.
 func TestDovecotTagsDovecotRefuses(t *testing.T) {
 	t.Parallel()
-	d := dovecottest.Start(t, dovecottest.Options{})
-	env := startProxy(t, d.IMAPAddr, nil)
-	c := env.dialTLS(t)
-	c.expectPrefix("* OK ")
-	c.send("l LOGIN alice alicepw")
-	c.readUntilTagged("l")
+	_, env := dovecotProxy(t, dovecottest.Options{}, nil)
+	c := env.greeted(t)
+	c.loginAs("alice", "alicepw")
 	long := strings.Repeat("t", maxTagLength+1)
 	var b strings.Builder
 	for i := range maxPipeline + 10 {

@@ -6,7 +6,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -53,14 +52,8 @@ func Lock(path string) (*LockFile, error) {
 }
 
 func lock(path string) (*LockFile, error) {
-	if path == "" {
-		return nil, fmt.Errorf("%w: empty path", errInvalid)
-	}
-	abs, err := filepath.Abs(path)
+	abs, err := usablePath(path)
 	if err != nil {
-		return nil, err
-	}
-	if err := checkPath(abs); err != nil {
 		return nil, err
 	}
 	f, err := os.OpenFile(LockPath(abs), os.O_RDWR|os.O_CREATE, 0o600)

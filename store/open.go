@@ -54,14 +54,8 @@ func Open(ctx context.Context, path string) (*SQLite, error) {
 }
 
 func open(ctx context.Context, path string) (*SQLite, error) {
-	if path == "" {
-		return nil, fmt.Errorf("%w: empty path", errInvalid)
-	}
-	abs, err := filepath.Abs(path)
+	abs, err := usablePath(path)
 	if err != nil {
-		return nil, err
-	}
-	if err := checkPath(abs); err != nil {
 		return nil, err
 	}
 	if err := create(abs); err != nil {
@@ -106,6 +100,19 @@ func openPool(ctx context.Context, dsn string) (*sql.DB, error) {
 		return nil, fmt.Errorf("cannot use as a SQLite database: %w", err)
 	}
 	return db, nil
+}
+
+// usablePath returns path made absolute, once checkPath has found nothing
+// wrong with it.
+func usablePath(path string) (string, error) {
+	if path == "" {
+		return "", fmt.Errorf("%w: empty path", errInvalid)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	return abs, checkPath(abs)
 }
 
 // checkPath gives clear errors for the mistakes SQLite would only report as
