@@ -471,3 +471,20 @@ func (h *logCapture) WithAttrs(attrs []slog.Attr) slog.Handler {
 func (h *logCapture) WithGroup(name string) slog.Handler {
 	return &logCapture{Handler: h.Handler.WithGroup(name), next: h.next.WithGroup(name), buf: h.buf}
 }
+
+// waitStats polls m.Stats until cond holds, failing the test after
+// waitTimeout with the last statistics seen; it returns the ones that held.
+func waitStats(t *testing.T, m *watch.Manager, what string, cond func(watch.Stats) bool) watch.Stats {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		s := m.Stats()
+		if cond(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; last stats %+v", waitTimeout, what, s)
+		}
+		time.Sleep(pollEvery)
+	}
+}

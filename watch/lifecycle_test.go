@@ -252,3 +252,29 @@ func registration(user string, tok int, mailboxes ...string) store.Registration 
 		Topic: "com.apple.mail.XServer.test", Registered: now, Renewed: now,
 	}
 }
+
+// Stats counts watchers by state and the connections that replace lost
+// ones: both watchers are watching once in IDLE, none while Dovecot is
+// down, both again after it is back, each after one reconnection at least.
+func TestStatsFollowWatchers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	e.register("alice", 1, "INBOX")
+	e.register("bob", 2, "INBOX")
+	e.run()
+	waitStats(t, e.m, "both watchers watching", func(s watch.Stats) bool {
+		return s.Watching == 2 && s.Connecting == 0 && s.Backoff == 0 && s.Reconnects == 0
+	})
+
+	e.d.Stop(t)
+	waitStats(t, e.m, "no watcher watching", func(s watch.Stats) bool {
+		return s.Watching == 0 && s.Connecting+s.Backoff == 2
+	})
+	e.d.Restart(t)
+	waitStats(t, e.m, "both watchers watching again", func(s watch.Stats) bool {
+		return s.Watching == 2 && s.Reconnects >= 2
+	})
+	if s := e.m.Stats(); s.GreetingTimeouts != 0 {
+		t.Errorf("greeting timeouts = %d, want 0", s.GreetingTimeouts)
+	}
+}

@@ -60,6 +60,8 @@ type Manager struct {
 	mu    sync.Mutex
 	dirty map[string]struct{} // users to converge
 	wake  chan struct{}
+
+	stats counters
 }
 
 // New returns a manager; it does no I/O.

@@ -36,8 +36,11 @@ type watcher struct {
 	done   chan struct{}
 
 	// Owned by run: the state last stored per mailbox, so a check reads the
-	// store only for a mailbox it has not seen yet.
+	// store only for a mailbox it has not seen yet; what the watcher is
+	// doing; how many connections it has opened.
 	known map[string]store.MailboxState
+	state State
+	dials int
 }
 
 func (m *Manager) startWatcher(ctx context.Context, user string, mailboxes []string) *watcher {
@@ -51,9 +54,12 @@ func (m *Manager) startWatcher(ctx context.Context, user string, mailboxes []str
 		cancel:    cancel,
 		done:      make(chan struct{}),
 		known:     make(map[string]store.MailboxState),
+		state:     StateConnecting,
 	}
+	m.stats.states[StateConnecting].Add(1)
 	go func() {
 		defer close(w.done)
+		defer func() { m.stats.states[w.state].Add(-1) }()
 		w.run(wctx)
 	}()
 	return w
@@ -100,6 +106,7 @@ func (w *watcher) run(ctx context.Context) {
 		// Equal jitter: a random wait in [backoff/2, backoff].
 		delay := backoff/2 + rand.N(backoff/2+1)
 		w.log.Warn("backend session ended, reconnecting", "err", err, "delay", delay.Round(time.Millisecond))
+		w.setState(StateBackoff)
 		t := time.NewTimer(delay)
 		select {
 		case <-ctx.Done():
@@ -108,6 +115,7 @@ func (w *watcher) run(ctx context.Context) {
 		case <-t.C:
 		}
 		backoff = min(2*backoff, w.m.opts.MaxBackoff)
+		w.setState(StateConnecting)
 	}
 }
 
@@ -115,11 +123,16 @@ func (w *watcher) run(ctx context.Context) {
 // or ctx is done.
 func (w *watcher) session(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
+	if w.dials > 0 {
+		w.m.stats.reconnects.Add(1)
+	}
+	w.dials++
 	c, err := w.m.dial(ctx, wake)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
+	defer w.setState(StateConnecting)
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 
@@ -134,6 +147,7 @@ func (w *watcher) session(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("idle: %w", err)
 		}
+		w.setState(StateWatching)
 		t := time.NewTimer(w.m.opts.PollInterval)
 		select {
 		case <-wake:
@@ -223,13 +237,23 @@ func (m *Manager) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.C
 	}
 	if err := c.WaitGreeting(); err != nil {
 		c.Close()
+		m.countGreetingTimeout(ctx, dctx)
 		return nil, fmt.Errorf("backend greeting: %w", err)
 	}
 	if !stop() {
 		c.Close()
+		m.countGreetingTimeout(ctx, dctx)
 		return nil, fmt.Errorf("backend greeting: %w", context.Cause(dctx))
 	}
 	return c, nil
+}
+
+// countGreetingTimeout counts a greeting that did not come before dctx
+// (derived from ctx) expired.
+func (m *Manager) countGreetingTimeout(ctx, dctx context.Context) {
+	if ctx.Err() == nil && errors.Is(dctx.Err(), context.DeadlineExceeded) {
+		m.stats.greetingTimeouts.Add(1)
+	}
 }
 
 // Probe connects to the backend as a watcher would and returns its
