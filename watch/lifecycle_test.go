@@ -263,16 +263,16 @@ func TestStatsFollowWatchers(t *testing.T) {
 	e.register("bob", 2, "INBOX")
 	e.run()
 	waitStats(t, e.m, "both watchers watching", func(s watch.Stats) bool {
-		return s.Watching == 2 && s.Connecting == 0 && s.Backoff == 0 && s.Reconnects == 0
+		return s.Watchers == [watch.NumStates]int{watch.StateWatching: 2} && s.Reconnects == 0
 	})
 
 	e.d.Stop(t)
 	waitStats(t, e.m, "no watcher watching", func(s watch.Stats) bool {
-		return s.Watching == 0 && s.Connecting+s.Backoff == 2
+		return s.Watchers[watch.StateWatching] == 0 && s.Watchers[watch.StateConnecting]+s.Watchers[watch.StateBackoff] == 2
 	})
 	e.d.Restart(t)
 	waitStats(t, e.m, "both watchers watching again", func(s watch.Stats) bool {
-		return s.Watching == 2 && s.Reconnects >= 2
+		return s.Watchers[watch.StateWatching] == 2 && s.Reconnects >= 2
 	})
 	if s := e.m.Stats(); s.GreetingTimeouts != 0 {
 		t.Errorf("greeting timeouts = %d, want 0", s.GreetingTimeouts)

@@ -14,7 +14,8 @@ const (
 	StateWatching
 	// StateBackoff: waiting out a backoff after a failed session.
 	StateBackoff
-	numStates
+	// NumStates is the number of states, for arrays indexed by State.
+	NumStates
 )
 
 func (s State) String() string {
@@ -32,8 +33,8 @@ func (s State) String() string {
 // Stats is a snapshot of the manager's watchers and their backend
 // connections, for monitoring. Counters count since New.
 type Stats struct {
-	// Watchers by state; together, every running watcher.
-	Connecting, Watching, Backoff int
+	// Watchers counts the running watchers by state.
+	Watchers [NumStates]int
 	// GreetingTimeouts counts backend connections given up because the
 	// backend sent no greeting in time.
 	GreetingTimeouts uint64
@@ -44,7 +45,7 @@ type Stats struct {
 
 // counters are the manager's shared statistics, updated by the watchers.
 type counters struct {
-	states           [numStates]atomic.Int64
+	states           [NumStates]atomic.Int64
 	greetingTimeouts atomic.Uint64
 	reconnects       atomic.Uint64
 }
@@ -53,13 +54,14 @@ type counters struct {
 // goroutine, at any time.
 func (m *Manager) Stats() Stats {
 	c := &m.stats
-	return Stats{
-		Connecting:       int(c.states[StateConnecting].Load()),
-		Watching:         int(c.states[StateWatching].Load()),
-		Backoff:          int(c.states[StateBackoff].Load()),
+	s := Stats{
 		GreetingTimeouts: c.greetingTimeouts.Load(),
 		Reconnects:       c.reconnects.Load(),
 	}
+	for st := range s.Watchers {
+		s.Watchers[st] = int(c.states[st].Load())
+	}
+	return s
 }
 
 // setState moves the watcher to state s; only the watcher's goroutine calls
