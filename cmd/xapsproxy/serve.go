@@ -141,7 +141,7 @@ func newApp(ctx context.Context, cfg *config.Config, log *slog.Logger, sender pu
 		return nil, err
 	}
 	if a.adminLn != nil {
-		a.admin = &http.Server{Handler: admin.Handler(a.store), ReadHeaderTimeout: 10 * time.Second}
+		a.admin = &http.Server{Handler: admin.Handler(a.store, a.watch), ReadHeaderTimeout: 10 * time.Second}
 	}
 	return a, nil
 }
