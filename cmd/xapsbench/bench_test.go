@@ -61,7 +61,7 @@ func TestXapsproxyConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := xapsproxyConfig(p, "127.0.0.1:143", "/tmp/x.db", apnsEndpoint{})
+	doc := xapsproxyConfig(p, "/tmp/x.db", instance{backend: "127.0.0.1:143"})
 	cfg, err := config.Parse(doc, t.TempDir())
 	if err != nil {
 		t.Fatal(err)

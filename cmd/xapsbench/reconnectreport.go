@@ -1,0 +1,76 @@
+package main
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+func printReconnect(r *report, env *environment, s reconnectSettings, dovecotLog string, warmup reconnectRun, runs []reconnectRun) {
+	r.f("xapsbench reconnect: how long until xapsproxy watches all %d registered accounts again", s.accounts)
+	env.print(r)
+	login := "Dovecot's default process_limit (100, also the IMAP listen backlog)"
+	if s.loginLimit > 0 {
+		login = fmt.Sprintf("process_limit %d (-dovecot-login-limit)", s.loginLimit)
+	}
+	r.f("setup:        %d Dovecot users, one registration each (INBOX); xapsproxy built from this tree, its own process; imap-login: %s", s.accounts, login)
+	r.f("watched:      xapsproxy_watchers{state=\"watching\"} = %d in xapsproxy's /metrics, polled every %v", s.accounts, metricsPoll)
+	r.f("")
+	r.f("start:   from exec of `xapsproxy serve` (all accounts stored, Dovecot up) to every account watched")
+	r.f("restart: Dovecot SIGKILLed (with all its processes) and started again; from its listeners answering to every account watched")
+	r.f("  %-7s %10s %9s %10s | %13s %10s %9s %10s %9s", "run", "start", "greeting", "sessions", "Dovecot down", "restart", "greeting", "reconnects", "sessions")
+	r.f("  %-7s %10s %9s %10s | %13s %10s %9s %10s %9s", "", "", "timeouts", "(Dovecot)", "(kill->ready)", "", "timeouts", "", "(Dovecot)")
+	r.f("  %-7s %10s %9.0f %10d |", "warm-up", seconds(warmup.start.took), warmup.start.greetingTimeouts, warmup.start.sessions)
+	var starts, restarts []time.Duration
+	for i, run := range runs {
+		st, rs := run.start, run.restart
+		r.f("  %-7d %10s %9.0f %10d | %13s %10s %9.0f %10.0f %9d", i+1, seconds(st.took), st.greetingTimeouts, st.sessions,
+			seconds(run.dovecotRestart), seconds(rs.took), rs.greetingTimeouts, rs.reconnects, rs.sessions)
+		starts, restarts = append(starts, st.took), append(restarts, rs.took)
+	}
+	slices.Sort(starts)
+	slices.Sort(restarts)
+	r.f("  %-7s %10s %9s %10s | %13s %10s", "median", seconds(starts[len(starts)/2]), "", "", "", seconds(restarts[len(restarts)/2]))
+	r.f("  %-7s %10s %9s %10s | %13s %10s", "max", seconds(starts[len(starts)-1]), "", "", "", seconds(restarts[len(restarts)-1]))
+	r.f("")
+	if warnings := dovecotWarnings(dovecotLog); len(warnings) > 0 {
+		r.f("Dovecot's warnings and errors, all runs (the SIGKILLs explain some):")
+		for _, w := range warnings[:min(len(warnings), 10)] {
+			r.f("  %s", w)
+		}
+		if len(warnings) > 10 {
+			r.f("  ... and %d other kinds", len(warnings)-10)
+		}
+		r.f("")
+	}
+	r.f("rerun: %s   (from the repository root; -h for the knobs)", env.command)
+}
+
+func seconds(d time.Duration) string { return fmt.Sprintf("%.2f s", d.Seconds()) }
+
+// dovecotWarnings groups the warning, error and fatal lines of Dovecot's
+// log by process name and message (without the user, pid and session id),
+// with their counts, in order of first appearance.
+func dovecotWarnings(log string) []string {
+	re := regexp.MustCompile(`^(?:\w{3} +\d+ [\d:]+ )?([\w-]+)(?:\([^)]*\))?(?:<[^>]*>)*: ((?:Warning|Error|Fatal|Panic): .*)$`)
+	counts := make(map[string]int)
+	var order []string
+	for line := range strings.Lines(log) {
+		m := re.FindStringSubmatch(strings.TrimSpace(line))
+		if m == nil {
+			continue
+		}
+		key := m[1] + ": " + m[2]
+		if counts[key] == 0 {
+			order = append(order, key)
+		}
+		counts[key]++
+	}
+	out := make([]string, len(order))
+	for i, k := range order {
+		out[i] = fmt.Sprintf("%5d x %s", counts[k], k)
+	}
+	return out
+}
