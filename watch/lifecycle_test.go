@@ -154,7 +154,7 @@ func TestRunStopsWhileBackendDoesNotGreet(t *testing.T) {
 	m := watch.New(watch.Options{
 		Store:      st,
 		Notifier:   &recorder{},
-		Backend:    config.Backend{Address: b.l.Addr().String()},
+		Backend:    config.Backend{Address: b.addr()},
 		Watch:      masterLogin("master", "masterpw"),
 		MinBackoff: 50 * time.Millisecond,
 		MaxBackoff: 500 * time.Millisecond,
@@ -183,7 +183,7 @@ func TestProbeHonoursContextWhileBackendDoesNotGreet(t *testing.T) {
 	t.Parallel()
 	b := startSilentBackend(t)
 	m := watch.New(watch.Options{
-		Backend: config.Backend{Address: b.l.Addr().String()},
+		Backend: config.Backend{Address: b.addr()},
 		Watch:   masterLogin("master", "masterpw"),
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -276,5 +276,38 @@ func TestStatsFollowWatchers(t *testing.T) {
 	})
 	if s := e.m.Stats(); s.GreetingTimeouts != 0 {
 		t.Errorf("greeting timeouts = %d, want 0", s.GreetingTimeouts)
+	}
+}
+
+// A backend that accepts the connection but never greets is given up after
+// the greeting timeout (here 100 ms), not after the 15 s the TCP connect may
+// take, and the timeout is counted.
+func TestGreetingTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = 100 * time.Millisecond
+	b := startSilentBackend(t)
+	st := openStore(t)
+	m := watch.New(watch.Options{
+		Store:           st,
+		Notifier:        &recorder{},
+		Backend:         config.Backend{Address: b.addr()},
+		Watch:           masterLogin("master", "masterpw"),
+		GreetingTimeout: timeout,
+		Logger:          testlog.New(t, "masterpw"),
+	})
+	e := &env{t: t, st: st, m: m}
+	e.register("alice", 1, "INBOX")
+	e.run()
+	waitStats(t, m, "a greeting timeout", func(s watch.Stats) bool { return s.GreetingTimeouts >= 1 })
+	var held time.Duration
+	eventually(t, "the watcher to close its first connection", func() bool {
+		var closed bool
+		held, closed = b.held(0)
+		return closed
+	})
+	// The backend notes the connection a little after the watcher's timer
+	// starts, hence the 10% below.
+	if held < timeout*9/10 || held > 3*time.Second {
+		t.Errorf("the watcher gave up on the silent backend after %v, want about %v", held, timeout)
 	}
 }

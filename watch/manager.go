@@ -25,11 +25,14 @@ const (
 	DefaultPollInterval = time.Minute
 	DefaultMinBackoff   = time.Second
 	DefaultMaxBackoff   = 5 * time.Minute
-	dialTimeout         = 15 * time.Second
-	commandTimeout      = time.Minute
-	storeTimeout        = 10 * time.Second
-	healthyAfter        = time.Minute     // a session this old resets the backoff
-	resyncInterval      = 5 * time.Minute // how often every user is converged again
+	// DefaultGreetingTimeout bounds the wait for the backend's greeting
+	// (and TLS) once the TCP connection is up.
+	DefaultGreetingTimeout = 5 * time.Second
+	connectTimeout         = 15 * time.Second // the TCP connect
+	commandTimeout         = time.Minute
+	storeTimeout           = 10 * time.Second
+	healthyAfter           = time.Minute     // a session this old resets the backoff
+	resyncInterval         = 5 * time.Minute // how often every user is converged again
 )
 
 // Options configures a Manager.
@@ -48,6 +51,9 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential wait between
 	// reconnects; zero means the defaults.
 	MinBackoff, MaxBackoff time.Duration
+	// GreetingTimeout bounds TLS and the greeting after the TCP connect;
+	// zero means DefaultGreetingTimeout.
+	GreetingTimeout time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -77,6 +83,9 @@ func New(opts Options) *Manager {
 	}
 	if opts.MaxBackoff == 0 {
 		opts.MaxBackoff = DefaultMaxBackoff
+	}
+	if opts.GreetingTimeout == 0 {
+		opts.GreetingTimeout = DefaultGreetingTimeout
 	}
 	return &Manager{
 		opts:  opts,

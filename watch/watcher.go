@@ -2,12 +2,10 @@ package watch
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"slices"
 	"sync"
 	"time"
@@ -15,7 +13,6 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
-	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 	"github.com/xapsproxy/xapsproxy/store"
 )
@@ -167,122 +164,6 @@ func (w *watcher) session(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-}
-
-// timed runs commands on c, closing c if they take longer than
-// commandTimeout (imapclient commands take no context).
-func timed(c *imapclient.Client, f func() error) error {
-	t := time.AfterFunc(commandTimeout, func() { c.Close() })
-	defer t.Stop()
-	return f()
-}
-
-// login logs in as user through the master user (Dovecot's "user*master").
-func (m *Manager) login(c *imapclient.Client, user string) error {
-	opts := m.opts.Watch
-	login := user + opts.MasterSeparator + opts.MasterUser
-	if err := timed(c, func() error { return c.Login(login, opts.MasterPassword).Wait() }); err != nil {
-		return fmt.Errorf("log in as %s: %w", login, err)
-	}
-	return nil
-}
-
-// dial connects to the backend with the configured TLS and reads the
-// greeting. An EXISTS outside a command is signalled on wake (nil: ignored).
-func (m *Manager) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.Client, error) {
-	b := m.opts.Backend
-	tc := m.opts.BackendTLS
-	if tc == nil {
-		tc = b.BaseTLSConfig()
-	}
-	opts := &imapclient.Options{
-		TLSConfig: tc,
-		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
-			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
-				if d.NumMessages != nil && wake != nil {
-					select {
-					case wake <- struct{}{}:
-					default:
-					}
-				}
-			},
-		},
-	}
-	// dctx bounds the whole setup: dial, TLS, greeting. Closing the
-	// connection is what interrupts imapclient, which takes no context.
-	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(dctx, "tcp", b.Address)
-	if err != nil {
-		return nil, fmt.Errorf("dial backend: %w", err)
-	}
-	stop := context.AfterFunc(dctx, func() { conn.Close() })
-	defer stop()
-	var c *imapclient.Client
-	switch b.TLS {
-	case config.BackendTLSImplicit:
-		tlsConn := tls.Client(conn, tc)
-		if err := tlsConn.HandshakeContext(dctx); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("backend TLS: %w", err)
-		}
-		c = imapclient.New(tlsConn, opts)
-	case config.BackendTLSStartTLS:
-		if c, err = imapclient.NewStartTLS(conn, opts); err != nil {
-			return nil, fmt.Errorf("backend STARTTLS: %w", err)
-		}
-	default:
-		c = imapclient.New(conn, opts)
-	}
-	if err := c.WaitGreeting(); err != nil {
-		c.Close()
-		m.countGreetingTimeout(ctx, dctx)
-		return nil, fmt.Errorf("backend greeting: %w", err)
-	}
-	if !stop() {
-		c.Close()
-		m.countGreetingTimeout(ctx, dctx)
-		return nil, fmt.Errorf("backend greeting: %w", context.Cause(dctx))
-	}
-	return c, nil
-}
-
-// countGreetingTimeout counts a greeting that did not come before dctx
-// (derived from ctx) expired.
-func (m *Manager) countGreetingTimeout(ctx, dctx context.Context) {
-	if ctx.Err() == nil && errors.Is(dctx.Err(), context.DeadlineExceeded) {
-		m.stats.greetingTimeouts.Add(1)
-	}
-}
-
-// Probe connects to the backend as a watcher would and returns its
-// capabilities; with a user, it also logs in as that user through the master
-// user. It is for `xapsproxy check`.
-func (m *Manager) Probe(ctx context.Context, user string) ([]string, error) {
-	c, err := m.dial(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	if user != "" {
-		if err := m.login(c, user); err != nil {
-			return nil, err
-		}
-	}
-	var caps imap.CapSet
-	if err := timed(c, func() (err error) { caps, err = c.Capability().Wait(); return err }); err != nil {
-		return nil, fmt.Errorf("capability: %w", err)
-	}
-	names := make([]string, 0, len(caps))
-	for name := range caps {
-		names = append(names, string(name))
-	}
-	slices.Sort(names)
-	c.Logout().Wait()
-	return names, nil
 }
 
 // check compares every watched mailbox with its stored state, reports news,
