@@ -77,6 +77,9 @@ type Watch struct {
 	MasterSeparator    string `toml:"master_separator"`     // between user and master name; default "*"
 	SecretKeyFile      string `toml:"secret_key_file"`      // key for captured passwords (auth = "captured")
 	Mode               string `toml:"mode"`                 // "auto" (default), "notify" or "idle"
+	// MaxConcurrentLogins bounds the backend connections being opened and
+	// logged in at once, over all watchers.
+	MaxConcurrentLogins int `toml:"max_concurrent_logins"`
 }
 
 // APNs endpoints.
@@ -126,6 +129,10 @@ const (
 	DefaultAdminListen     = "127.0.0.1:9143"
 )
 
+// DefaultMaxConcurrentLogins is well under the listen backlog of Dovecot's
+// login service (100 with its default process_limit).
+const DefaultMaxConcurrentLogins = 16
+
 // Load reads and validates the file at path. Relative file names inside it are
 // resolved against the directory holding the file.
 func Load(path string) (*Config, error) {
@@ -151,7 +158,7 @@ func Parse(doc, dir string) (*Config, error) {
 			IdleTimeout:         DefaultIdleTimeout,
 		},
 		Backend: Backend{TLS: DefaultBackendTLS},
-		Watch:   Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Mode: DefaultMode},
+		Watch:   Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Mode: DefaultMode, MaxConcurrentLogins: DefaultMaxConcurrentLogins},
 		APNS:    APNS{Endpoint: DefaultEndpoint},
 		Store:   Store{Path: DefaultStorePath},
 		Admin:   Admin{Listen: DefaultAdminListen},
@@ -311,6 +318,9 @@ func (w *Watch) validate() error {
 		return keyError("watch.mode", `"notify" is not available in this version; use "auto" or "idle"`)
 	default:
 		return keyError("watch.mode", "%q is not one of auto, notify, idle", w.Mode)
+	}
+	if w.MaxConcurrentLogins < 1 {
+		return keyError("watch.max_concurrent_logins", "must be at least 1")
 	}
 	return nil
 }

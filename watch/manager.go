@@ -43,7 +43,8 @@ type Options struct {
 	// BackendTLS verifies the backend when Backend.TLS is not "none"; nil
 	// means Backend.BaseTLSConfig() (system roots, no ca_file).
 	BackendTLS *tls.Config
-	// Watch holds the master user credentials (auth = "master").
+	// Watch holds the master user credentials (auth = "master") and
+	// MaxConcurrentLogins (zero means config.DefaultMaxConcurrentLogins).
 	Watch config.Watch
 	// PollInterval is how often mailboxes other than the one in IDLE are
 	// checked with STATUS; zero means DefaultPollInterval.
@@ -67,7 +68,8 @@ type Manager struct {
 	dirty map[string]struct{} // users to converge
 	wake  chan struct{}
 
-	stats counters
+	logins limiter // shared by the watchers
+	stats  counters
 }
 
 // New returns a manager; it does no I/O.
@@ -87,11 +89,15 @@ func New(opts Options) *Manager {
 	if opts.GreetingTimeout == 0 {
 		opts.GreetingTimeout = DefaultGreetingTimeout
 	}
+	if opts.Watch.MaxConcurrentLogins <= 0 {
+		opts.Watch.MaxConcurrentLogins = config.DefaultMaxConcurrentLogins
+	}
 	return &Manager{
-		opts:  opts,
-		log:   opts.Logger,
-		dirty: make(map[string]struct{}),
-		wake:  make(chan struct{}, 1),
+		opts:   opts,
+		log:    opts.Logger,
+		dirty:  make(map[string]struct{}),
+		wake:   make(chan struct{}, 1),
+		logins: newLimiter(opts.Watch.MaxConcurrentLogins),
 	}
 }
 

@@ -120,11 +120,7 @@ func (w *watcher) run(ctx context.Context) {
 // or ctx is done.
 func (w *watcher) session(ctx context.Context) error {
 	wake := make(chan struct{}, 1)
-	if w.dials > 0 {
-		w.m.stats.reconnects.Add(1)
-	}
-	w.dials++
-	c, err := w.m.dial(ctx, wake)
+	c, err := w.connect(ctx, wake)
 	if err != nil {
 		return err
 	}
@@ -132,10 +128,6 @@ func (w *watcher) session(ctx context.Context) error {
 	defer w.setState(StateConnecting)
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-
-	if err := w.m.login(c, w.user); err != nil {
-		return err
-	}
 	for {
 		if err := w.check(ctx, c); err != nil {
 			return err
@@ -164,6 +156,35 @@ func (w *watcher) session(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
+}
+
+// connect returns a backend connection logged in as the watcher's user. It
+// holds one of the manager's login slots from the TCP connect to the
+// answer to LOGIN, so that however many watchers need a connection at
+// once, the backend sees at most Watch.MaxConcurrentLogins of them arrive
+// together.
+func (w *watcher) connect(ctx context.Context, wake chan<- struct{}) (*imapclient.Client, error) {
+	m := w.m
+	if err := m.logins.acquire(ctx); err != nil {
+		return nil, err
+	}
+	defer m.logins.release()
+	if w.dials > 0 {
+		m.stats.reconnects.Add(1)
+	}
+	w.dials++
+	c, err := m.dial(ctx, wake)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { c.Close() })
+	err = m.login(c, w.user)
+	stop()
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
 }
 
 // check compares every watched mailbox with its stored state, reports news,

@@ -20,6 +20,7 @@ type reconnectSettings struct {
 	runs         int
 	timeout      time.Duration
 	loginLimit   int
+	maxLogins    int
 	xapsproxyEnv string
 }
 
@@ -31,6 +32,7 @@ func parseReconnectSettings(args []string, stderr io.Writer) (reconnectSettings,
 	fs.IntVar(&s.runs, "runs", 5, "measured runs, each a fresh xapsproxy process: its start, then a Dovecot restart")
 	fs.DurationVar(&s.timeout, "timeout", 2*time.Minute, "longest wait for every account to be watched")
 	fs.IntVar(&s.loginLimit, "dovecot-login-limit", 0, "Dovecot's imap-login process_limit, which is also its IMAP listen backlog (0 = Dovecot's default, 100)")
+	fs.IntVar(&s.maxLogins, "max-concurrent-logins", 0, "xapsproxy's watch.max_concurrent_logins (0 = its default)")
 	fs.StringVar(&s.xapsproxyEnv, "xapsproxy-env", "", `extra environment for the xapsproxy processes only, e.g. "GOMAXPROCS=1"`)
 	if err := fs.Parse(args); err != nil {
 		return s, err
@@ -38,8 +40,8 @@ func parseReconnectSettings(args []string, stderr io.Writer) (reconnectSettings,
 	if fs.NArg() > 0 {
 		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if s.accounts < 1 || s.runs < 1 || s.timeout <= 0 || s.loginLimit < 0 {
-		return s, fmt.Errorf("-accounts, -runs and -timeout must be positive, -dovecot-login-limit not negative")
+	if s.accounts < 1 || s.runs < 1 || s.timeout <= 0 || s.loginLimit < 0 || s.maxLogins < 0 {
+		return s, fmt.Errorf("-accounts, -runs and -timeout must be positive, -dovecot-login-limit and -max-concurrent-logins not negative")
 	}
 	return s, nil
 }
@@ -194,7 +196,11 @@ func (r *reconnectBench) register(ctx context.Context) error {
 func (r *reconnectBench) run(ctx context.Context, restart bool) (reconnectRun, error) {
 	var res reconnectRun
 	start := time.Now()
-	x, err := r.xb.start(ctx, reconnectInstance, instance{backend: r.dc.IMAPAddr, admin: true})
+	inst := instance{backend: r.dc.IMAPAddr, admin: true}
+	if r.s.maxLogins > 0 {
+		inst.watch = append(inst.watch, fmt.Sprintf("max_concurrent_logins = %d", r.s.maxLogins))
+	}
+	x, err := r.xb.start(ctx, reconnectInstance, inst)
 	if err != nil {
 		return res, err
 	}

@@ -15,7 +15,12 @@ func printReconnect(r *report, env *environment, s reconnectSettings, dovecotLog
 	if s.loginLimit > 0 {
 		login = fmt.Sprintf("process_limit %d (-dovecot-login-limit)", s.loginLimit)
 	}
-	r.f("setup:        %d Dovecot users, one registration each (INBOX); xapsproxy built from this tree, its own process; imap-login: %s", s.accounts, login)
+	logins := "its default"
+	if s.maxLogins > 0 {
+		logins = fmt.Sprint(s.maxLogins)
+	}
+	r.f("setup:        %d Dovecot users, one registration each (INBOX); Dovecot's imap-login: %s", s.accounts, login)
+	r.f("xapsproxy:    built from this tree, its own process; watch.max_concurrent_logins: %s", logins)
 	r.f("watched:      xapsproxy_watchers{state=\"watching\"} = %d in xapsproxy's /metrics, polled every %v", s.accounts, metricsPoll)
 	r.f("")
 	r.f("start:   from exec of `xapsproxy serve` (all accounts stored, Dovecot up) to every account watched")
