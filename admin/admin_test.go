@@ -68,6 +68,7 @@ func TestWatcherMetrics(t *testing.T) {
 		`xapsproxy_watchers{state="watching"} 498`,
 		`xapsproxy_watchers{state="connecting"} 2`,
 		`xapsproxy_watchers{state="backoff"} 0`,
+		`xapsproxy_watchers{state="unreachable"} 0`,
 		"xapsproxy_backend_greeting_timeouts_total 3",
 		"xapsproxy_backend_reconnects_total 517",
 		"# TYPE xapsproxy_backend_reconnects_total counter",

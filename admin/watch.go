@@ -13,7 +13,7 @@ type Watchers interface {
 
 var (
 	watchersDesc = prometheus.NewDesc("xapsproxy_watchers",
-		"Watchers (one per account with registrations) by state: connecting, watching (logged in, in IDLE), backoff (waiting to retry after a failure).",
+		"Watchers (one per account with registrations) by state: connecting, watching (logged in, in IDLE), backoff (waiting to retry after a failure), unreachable (waiting for the backend to answer again).",
 		[]string{"state"}, nil)
 	greetingTimeoutsDesc = prometheus.NewDesc("xapsproxy_backend_greeting_timeouts_total",
 		"Backend connections given up because the backend sent no greeting in time.", nil, nil)

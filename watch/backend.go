@@ -19,6 +19,25 @@ import (
 // backend accepted it but sent no greeting within the greeting timeout.
 var errGreetingTimeout = errors.New("no greeting within the greeting timeout")
 
+// refusedError marks a login the backend refused for good (a wrong master
+// password, an unknown user): trying again soon would fail the same way,
+// so the watcher retries only after its longest backoff.
+type refusedError struct{ err error }
+
+func (e *refusedError) Error() string { return e.err.Error() }
+func (e *refusedError) Unwrap() error { return e.err }
+
+func isRefused(err error) bool {
+	var r *refusedError
+	return errors.As(err, &r)
+}
+
+// temporaryLoginCodes are the response codes of a NO to LOGIN that say the
+// failure is the server's and may pass (RFC 5530).
+var temporaryLoginCodes = []imap.ResponseCode{
+	imap.ResponseCodeUnavailable, imap.ResponseCodeServerBug, imap.ResponseCodeLimit, imap.ResponseCodeInUse,
+}
+
 // timed runs commands on c, closing c if they take longer than
 // commandTimeout (imapclient commands take no context).
 func timed(c *imapclient.Client, f func() error) error {
@@ -31,14 +50,21 @@ func timed(c *imapclient.Client, f func() error) error {
 func (m *Manager) login(c *imapclient.Client, user string) error {
 	opts := m.opts.Watch
 	login := user + opts.MasterSeparator + opts.MasterUser
-	if err := timed(c, func() error { return c.Login(login, opts.MasterPassword).Wait() }); err != nil {
-		return fmt.Errorf("log in as %s: %w", login, err)
+	err := timed(c, func() error { return c.Login(login, opts.MasterPassword).Wait() })
+	if err == nil {
+		return nil
 	}
-	return nil
+	err = fmt.Errorf("log in as %s: %w", login, err)
+	var imapErr *imap.Error
+	if errors.As(err, &imapErr) && imapErr.Type == imap.StatusResponseTypeNo && !slices.Contains(temporaryLoginCodes, imapErr.Code) {
+		return &refusedError{err}
+	}
+	return err
 }
 
 // dial connects to the backend with the configured TLS and reads the
 // greeting. An EXISTS outside a command is signalled on wake (nil: ignored).
+// Its errors are unreachableErrors, unless ctx ended.
 //
 // The TCP connect is bounded by connectTimeout; TLS and the greeting
 // together by the greeting timeout, which is much shorter: a backend that
@@ -69,7 +95,10 @@ func (m *Manager) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.C
 	conn, err := d.DialContext(cctx, "tcp", b.Address)
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("dial backend: %w", err)
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, unreachable(fmt.Errorf("dial backend: %w", err))
 	}
 	// Closing the connection is what interrupts imapclient, which takes no
 	// context.
@@ -81,14 +110,16 @@ func (m *Manager) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.C
 		c.Close()
 		err = errors.New("connection closed")
 	}
-	if err != nil {
-		if ctx.Err() == nil && errors.Is(context.Cause(gctx), errGreetingTimeout) {
-			m.stats.greetingTimeouts.Add(1)
-			return nil, fmt.Errorf("backend greeting: %w (%v)", errGreetingTimeout, m.opts.GreetingTimeout)
-		}
-		return nil, err
+	switch {
+	case err == nil:
+		return c, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case errors.Is(context.Cause(gctx), errGreetingTimeout):
+		m.stats.greetingTimeouts.Add(1)
+		return nil, unreachable(fmt.Errorf("backend greeting: %w (%v)", errGreetingTimeout, m.opts.GreetingTimeout))
 	}
-	return c, nil
+	return nil, unreachable(err)
 }
 
 // greet sets up TLS as configured on conn and waits for the greeting,

@@ -4,6 +4,7 @@ package watch_test
 
 import (
 	"context"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -59,19 +60,18 @@ func TestMailRightAfterRestartReportedOnce(t *testing.T) {
 	wantEvents(t, e.rec.snapshot(), newEvent("alice", "INBOX"), newEvent("alice", "INBOX"))
 }
 
-// A backend that is down when the manager starts is retried until it is
-// up; nothing is lost meanwhile.
+// A backend that is down when the manager starts is probed until it is
+// up, the watcher waiting meanwhile; nothing is lost.
 func TestBackendDownAtStart(t *testing.T) {
 	t.Parallel()
-	var logs *lockedBuilder
-	e := newEnv(t, func(o *watch.Options) { o.Logger, logs = newLogCapture(o.Logger) })
+	e := newEnv(t, nil)
 	cur := e.status("alice", "INBOX")
 	e.setState("alice", "INBOX", cur)
 	e.register("alice", 1, "INBOX")
 	e.d.Stop(t)
 	e.run()
-	eventually(t, "three failed connection attempts", func() bool {
-		return strings.Count(logs.String(), "connection refused") >= 3
+	waitStats(t, e.m, "three probes of the stopped backend", func(s watch.Stats) bool {
+		return s.BackendUnreachable && s.Probes >= 3 && s.Watchers[watch.StateUnreachable] == 1
 	})
 	e.d.Restart(t)
 	e.deliver("alice")
@@ -118,25 +118,56 @@ func TestRunStopsPromptlyWithoutLeaks(t *testing.T) {
 	e.waitSessions("bob", 0)
 }
 
-// Cancelling Run while a watcher waits out a long reconnect backoff does not
-// wait for the backoff.
-func TestRunStopsDuringBackoff(t *testing.T) {
+// A login the backend refuses is not a reachability problem: the gate stays
+// open, and the watcher waits its longest backoff (here an hour, with the
+// shortest 10 ms) instead of retrying soon. Cancelling Run meanwhile does
+// not wait for the backoff.
+func TestRefusedLoginWaitsLongestBackoff(t *testing.T) {
 	t.Parallel()
-	logger, logs := newLogCapture(testlog.New(t, "masterpw"))
+	b := startFakeBackend(t, 0, false) // no users: every login is refused
+	var logs *lockedBuilder
+	e := newFakeEnv(t, b, 0, func(o *watch.Options) {
+		o.MinBackoff, o.MaxBackoff = 10*time.Millisecond, time.Hour
+		o.Logger, logs = newLogCapture(o.Logger)
+	})
+	e.register("alice", 1, "INBOX")
+	e.run()
+	s := waitStats(t, e.m, "the watcher to back off", func(s watch.Stats) bool { return s.Watchers[watch.StateBackoff] == 1 })
+	if s.BackendUnreachable || s.Probes != 0 {
+		t.Errorf("a refused login closed the gate: %+v", s)
+	}
+	m := regexp.MustCompile(`msg="backend refused the login, retrying later".* delay=(\S+)`).FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no refused login logged:\n%s", logs)
+	}
+	if d, err := time.ParseDuration(m[1]); err != nil || d < 30*time.Minute {
+		t.Errorf("after a refused login the watcher waits %s, want at least half of MaxBackoff (1h)", m[1])
+	}
+	start := time.Now()
+	e.stop()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Run took %v to return after cancel, want well under a second", took)
+	}
+}
+
+// Cancelling Run while the backend is unreachable (the watcher waits at the
+// gate, the prober between two attempts) returns promptly.
+func TestRunStopsWhileBackendUnreachable(t *testing.T) {
+	t.Parallel()
 	st := openStore(t)
 	m := watch.New(watch.Options{
-		Store:      st,
-		Notifier:   &recorder{},
-		Backend:    config.Backend{Address: closedAddr(t)},
-		Watch:      masterLogin("master", "masterpw"),
-		MinBackoff: time.Hour,
-		MaxBackoff: time.Hour,
-		Logger:     logger,
+		Store:    st,
+		Notifier: &recorder{},
+		Backend:  config.Backend{Address: closedAddr(t)},
+		Watch:    masterLogin("master", "masterpw"),
+		Logger:   testlog.New(t, "masterpw"),
 	})
 	e := &env{t: t, st: st, m: m}
 	e.register("alice", 1, "INBOX")
 	e.run()
-	eventually(t, "the watcher to back off", func() bool { return strings.Contains(logs.String(), "reconnecting") })
+	waitStats(t, m, "the watcher to wait for the backend", func(s watch.Stats) bool {
+		return s.Watchers[watch.StateUnreachable] == 1 && s.Probes >= 1
+	})
 	start := time.Now()
 	e.stop()
 	if took := time.Since(start); took > time.Second {
@@ -254,8 +285,9 @@ func registration(user string, tok int, mailboxes ...string) store.Registration 
 }
 
 // Stats counts watchers by state and the connections that replace lost
-// ones: both watchers are watching once in IDLE, none while Dovecot is
-// down, both again after it is back, each after one reconnection at least.
+// ones: both watchers are watching once in IDLE, both wait for the backend
+// while Dovecot is down, and both watch again after it is back, each after
+// one reconnection at least.
 func TestStatsFollowWatchers(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, nil)
@@ -267,8 +299,8 @@ func TestStatsFollowWatchers(t *testing.T) {
 	})
 
 	e.d.Stop(t)
-	waitStats(t, e.m, "no watcher watching", func(s watch.Stats) bool {
-		return s.Watchers[watch.StateWatching] == 0 && s.Watchers[watch.StateConnecting]+s.Watchers[watch.StateBackoff] == 2
+	waitStats(t, e.m, "both watchers waiting for the backend", func(s watch.Stats) bool {
+		return s.Watchers == [watch.NumStates]int{watch.StateUnreachable: 2} && s.BackendUnreachable
 	})
 	e.d.Restart(t)
 	waitStats(t, e.m, "both watchers watching again", func(s watch.Stats) bool {

@@ -5,6 +5,7 @@ package watch_test
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/xapsproxy/xapsproxy/watch"
@@ -36,5 +37,48 @@ func TestConcurrentLoginsAreLimited(t *testing.T) {
 	})
 	if _, most, _ := b.counts(); most != limit {
 		t.Errorf("at most %d connections were opening at once, want the limit, %d", most, limit)
+	}
+}
+
+// While the backend is away, the watchers wait for it and a single prober
+// redials it, instead of every watcher redialling on its own backoff:
+// besides the prober's, the backend sees at most MaxConcurrentLogins
+// connections (those in flight when the first failure closed the gate).
+// Once it is back, every watcher resumes; the outage takes two log lines.
+func TestBackendAwayOneProber(t *testing.T) {
+	t.Parallel()
+	const accounts, limit = 20, 4
+	b := startFakeBackend(t, accounts, false)
+	var logs *lockedBuilder
+	e := newFakeEnv(t, b, accounts, func(o *watch.Options) {
+		o.Watch.MaxConcurrentLogins = limit
+		o.Logger, logs = newLogCapture(o.Logger)
+	})
+	e.run()
+	waitStats(t, e.m, "every watcher watching", func(s watch.Stats) bool { return s.Watchers[watch.StateWatching] == accounts })
+
+	b.setDown(true)
+	b.kill()
+	waitStats(t, e.m, "every watcher waiting for the backend, and three probes", func(s watch.Stats) bool {
+		return s.BackendUnreachable && s.Watchers[watch.StateUnreachable] == accounts && s.Probes >= 3
+	})
+	_, _, turnedAway := b.counts()
+	if probes := e.m.Stats().Probes; uint64(turnedAway) > limit+probes {
+		t.Errorf("the backend turned away %d connections while away, with %d probes: want at most %d besides the probes",
+			turnedAway, probes, limit)
+	}
+
+	b.setDown(false)
+	waitStats(t, e.m, "every watcher watching again", func(s watch.Stats) bool {
+		return !s.BackendUnreachable && s.Watchers[watch.StateWatching] == accounts
+	})
+	all := logs.String()
+	for _, line := range []string{"backend unreachable", "backend reachable again"} {
+		if n := strings.Count(all, line); n != 1 {
+			t.Errorf("%q logged %d times, want once:\n%s", line, n, all)
+		}
+	}
+	if n := strings.Count(all, "watching again"); n < accounts {
+		t.Errorf("%d watchers logged that they watch again, want %d", n, accounts)
 	}
 }

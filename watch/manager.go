@@ -69,6 +69,7 @@ type Manager struct {
 	wake  chan struct{}
 
 	logins limiter // shared by the watchers
+	gate   *gate   // shared by the watchers; its prober runs in Run
 	stats  counters
 }
 
@@ -92,13 +93,15 @@ func New(opts Options) *Manager {
 	if opts.Watch.MaxConcurrentLogins <= 0 {
 		opts.Watch.MaxConcurrentLogins = config.DefaultMaxConcurrentLogins
 	}
-	return &Manager{
+	m := &Manager{
 		opts:   opts,
 		log:    opts.Logger,
 		dirty:  make(map[string]struct{}),
 		wake:   make(chan struct{}, 1),
 		logins: newLimiter(opts.Watch.MaxConcurrentLogins),
 	}
+	m.gate = newGate(m)
+	return m
 }
 
 // Sync asks the manager to bring the watcher of user in line with the
@@ -114,13 +117,17 @@ func (m *Manager) Sync(user string) {
 }
 
 // Run starts a watcher for every stored user and keeps converging until ctx
-// is done; it returns after every watcher has stopped.
+// is done; it returns after every watcher and the backend prober have
+// stopped.
 func (m *Manager) Run(ctx context.Context) error {
 	watchers := make(map[string]*watcher)
+	var prober sync.WaitGroup
+	prober.Go(func() { m.gate.run(ctx) })
 	defer func() {
 		for _, w := range watchers {
 			w.stop()
 		}
+		prober.Wait()
 	}()
 
 	resync := time.NewTicker(resyncInterval)

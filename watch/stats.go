@@ -14,6 +14,9 @@ const (
 	StateWatching
 	// StateBackoff: waiting out a backoff after a failed session.
 	StateBackoff
+	// StateUnreachable: waiting for the backend to be reachable again,
+	// while a single prober redials it.
+	StateUnreachable
 	// NumStates is the number of states, for arrays indexed by State.
 	NumStates
 )
@@ -26,6 +29,8 @@ func (s State) String() string {
 		return "watching"
 	case StateBackoff:
 		return "backoff"
+	case StateUnreachable:
+		return "unreachable"
 	}
 	return "unknown"
 }
@@ -41,6 +46,10 @@ type Stats struct {
 	// Reconnects counts backend connections opened by a watcher to replace
 	// a failed or lost one (a watcher's first connection is not counted).
 	Reconnects uint64
+	// BackendUnreachable is true while watchers wait for the backend; Probes
+	// counts the prober's connections.
+	BackendUnreachable bool
+	Probes             uint64
 }
 
 // counters are the manager's shared statistics, updated by the watchers.
@@ -48,15 +57,20 @@ type counters struct {
 	states           [NumStates]atomic.Int64
 	greetingTimeouts atomic.Uint64
 	reconnects       atomic.Uint64
+	probes           atomic.Uint64
 }
 
 // Stats returns the current statistics. It is safe to call from any
-// goroutine, at any time.
+// goroutine, at any time. The counters are read before the states, so a
+// watcher counted as watching after a reconnect counted in Reconnects is
+// watching in the new session.
 func (m *Manager) Stats() Stats {
 	c := &m.stats
 	s := Stats{
-		GreetingTimeouts: c.greetingTimeouts.Load(),
-		Reconnects:       c.reconnects.Load(),
+		GreetingTimeouts:   c.greetingTimeouts.Load(),
+		Reconnects:         c.reconnects.Load(),
+		BackendUnreachable: !m.gate.up(),
+		Probes:             c.probes.Load(),
 	}
 	for st := range s.Watchers {
 		s.Watchers[st] = int(c.states[st].Load())

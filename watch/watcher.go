@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"slices"
 	"sync"
 	"time"
@@ -35,9 +34,10 @@ type watcher struct {
 	// Owned by run: the state last stored per mailbox, so a check reads the
 	// store only for a mailbox it has not seen yet; what the watcher is
 	// doing; how many connections it has opened.
-	known map[string]store.MailboxState
-	state State
-	dials int
+	known        map[string]store.MailboxState
+	state        State
+	dials        int
+	troubleSince time.Time // first failure since the watcher last watched
 }
 
 func (m *Manager) startWatcher(ctx context.Context, user string, mailboxes []string) *watcher {
@@ -87,56 +87,69 @@ func (w *watcher) snapshot() []string {
 	return w.mailboxes
 }
 
-// run keeps a backend session going, reconnecting with jittered exponential
-// backoff so that a backend coming back is not hit by every watcher at once.
+// run keeps a backend session going. When the backend cannot be reached,
+// connect waits at the manager's gate; other failures (a lost connection, a
+// mailbox error) wait a jittered exponential backoff, reset after a minute
+// of health, and a refused login the longest backoff.
 func (w *watcher) run(ctx context.Context) {
-	backoff := w.m.opts.MinBackoff
+	opts := &w.m.opts
+	backoff := opts.MinBackoff
 	for {
-		start := time.Now()
-		err := w.session(ctx)
+		loggedIn, err := w.session(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(start) > healthyAfter {
-			backoff = w.m.opts.MinBackoff
+		w.troubled()
+		if !loggedIn.IsZero() && time.Since(loggedIn) > healthyAfter {
+			backoff = opts.MinBackoff
 		}
-		// Equal jitter: a random wait in [backoff/2, backoff].
-		delay := backoff/2 + rand.N(backoff/2+1)
-		w.log.Warn("backend session ended, reconnecting", "err", err, "delay", delay.Round(time.Millisecond))
+		var delay time.Duration
+		if isRefused(err) {
+			delay = jitter(opts.MaxBackoff)
+			w.log.Warn("backend refused the login, retrying later", "err", err, "delay", delay.Round(time.Millisecond))
+		} else {
+			delay = jitter(backoff)
+			backoff = min(2*backoff, opts.MaxBackoff)
+			w.log.Warn("backend session ended, reconnecting", "err", err, "delay", delay.Round(time.Millisecond))
+		}
 		w.setState(StateBackoff)
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !sleep(ctx, delay) {
 			return
-		case <-t.C:
 		}
-		backoff = min(2*backoff, w.m.opts.MaxBackoff)
 		w.setState(StateConnecting)
 	}
 }
 
+// troubled notes the start of a spell of failures, for the line logged
+// when the watcher watches again.
+func (w *watcher) troubled() {
+	if w.troubleSince.IsZero() {
+		w.troubleSince = time.Now()
+	}
+}
+
 // session logs in, catches up, and waits in IDLE until the connection fails
-// or ctx is done.
-func (w *watcher) session(ctx context.Context) error {
+// or ctx is done. It returns when it logged in (zero if it did not).
+func (w *watcher) session(ctx context.Context) (loggedIn time.Time, err error) {
 	wake := make(chan struct{}, 1)
 	c, err := w.connect(ctx, wake)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
+	loggedIn = time.Now()
 	defer c.Close()
 	defer w.setState(StateConnecting)
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	for {
 		if err := w.check(ctx, c); err != nil {
-			return err
+			return loggedIn, err
 		}
 		idle, err := c.Idle()
 		if err != nil {
-			return fmt.Errorf("idle: %w", err)
+			return loggedIn, fmt.Errorf("idle: %w", err)
 		}
-		w.setState(StateWatching)
+		w.watching()
 		t := time.NewTimer(w.m.opts.PollInterval)
 		select {
 		case <-wake:
@@ -147,28 +160,71 @@ func (w *watcher) session(ctx context.Context) error {
 		}
 		t.Stop()
 		if err := idle.Close(); err != nil {
-			return fmt.Errorf("idle: %w", err)
+			return loggedIn, fmt.Errorf("idle: %w", err)
 		}
 		if err := timed(c, idle.Wait); err != nil {
-			return fmt.Errorf("idle: %w", err)
+			return loggedIn, fmt.Errorf("idle: %w", err)
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return loggedIn, ctx.Err()
 		}
 	}
 }
 
-// connect returns a backend connection logged in as the watcher's user. It
-// holds one of the manager's login slots from the TCP connect to the
-// answer to LOGIN, so that however many watchers need a connection at
-// once, the backend sees at most Watch.MaxConcurrentLogins of them arrive
-// together.
+// watching marks the watcher as watching, logging its recovery after
+// failures.
+func (w *watcher) watching() {
+	if w.state == StateWatching {
+		return
+	}
+	w.setState(StateWatching)
+	if !w.troubleSince.IsZero() {
+		w.log.Info("watching again", "after", time.Since(w.troubleSince).Round(time.Millisecond))
+		w.troubleSince = time.Time{}
+	}
+}
+
+// connect returns a backend connection logged in as the watcher's user.
+//
+// It first passes the manager's gate, waiting while the backend is known to
+// be unreachable, then takes one of the manager's login slots, held from
+// the TCP connect to the answer to LOGIN: however many watchers need a
+// connection at once, at most Watch.MaxConcurrentLogins of them reach the
+// backend together. A failure to reach the backend closes the gate, before
+// the slot is given back so that the watchers queued for it find the gate
+// closed rather than dial, and connect waits at the gate again. Any other
+// failure is returned.
 func (w *watcher) connect(ctx context.Context, wake chan<- struct{}) (*imapclient.Client, error) {
 	m := w.m
-	if err := m.logins.acquire(ctx); err != nil {
-		return nil, err
+	for {
+		epoch, err := m.gate.wait(ctx, func() { w.setState(StateUnreachable) })
+		if err != nil {
+			return nil, err
+		}
+		w.setState(StateConnecting)
+		if err := m.logins.acquire(ctx); err != nil {
+			return nil, err
+		}
+		if !m.gate.isOpen(epoch) { // it closed while we queued
+			m.logins.release()
+			continue
+		}
+		c, err := w.login(ctx, wake)
+		unreachable := err != nil && ctx.Err() == nil && isUnreachable(err)
+		if unreachable {
+			m.gate.fail(epoch, err)
+		}
+		m.logins.release()
+		if !unreachable {
+			return c, err
+		}
+		w.troubled()
 	}
-	defer m.logins.release()
+}
+
+// login dials the backend and logs in as the watcher's user.
+func (w *watcher) login(ctx context.Context, wake chan<- struct{}) (*imapclient.Client, error) {
+	m := w.m
 	if w.dials > 0 {
 		m.stats.reconnects.Add(1)
 	}
