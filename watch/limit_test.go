@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xapsproxy/xapsproxy/watch"
 )
@@ -81,4 +82,24 @@ func TestBackendAwayOneProber(t *testing.T) {
 	if n := strings.Count(all, "watching again"); n < accounts {
 		t.Errorf("%d watchers logged that they watch again, want %d", n, accounts)
 	}
+}
+
+// The first failure after a healthy spell reconnects at once (the gate and
+// the login limiter pace it); another one soon after waits the backoff
+// (here an hour), so that a session that keeps failing cannot make its
+// watcher spin.
+func TestSecondFailureBacksOff(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t, 1, false)
+	e := newFakeEnv(t, b, 1, func(o *watch.Options) { o.MinBackoff, o.MaxBackoff = time.Hour, time.Hour })
+	e.run()
+	waitStats(t, e.m, "the watcher watching", func(s watch.Stats) bool { return s.Watchers[watch.StateWatching] == 1 })
+	b.kill()
+	// Reconnects is read before the states: watching after the reconnect
+	// is the new session.
+	waitStats(t, e.m, "the watcher watching again at once", func(s watch.Stats) bool {
+		return s.Reconnects == 1 && s.Watchers[watch.StateWatching] == 1
+	})
+	b.kill()
+	waitStats(t, e.m, "the watcher backing off", func(s watch.Stats) bool { return s.Watchers[watch.StateBackoff] == 1 })
 }

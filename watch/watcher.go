@@ -88,12 +88,15 @@ func (w *watcher) snapshot() []string {
 }
 
 // run keeps a backend session going. When the backend cannot be reached,
-// connect waits at the manager's gate; other failures (a lost connection, a
-// mailbox error) wait a jittered exponential backoff, reset after a minute
-// of health, and a refused login the longest backoff.
+// connect waits at the manager's gate. After any other failure (a lost
+// connection, a mailbox error), the first since the watcher was last
+// healthy (logged in for a minute) goes straight back to connect, where the
+// gate and the login limiter pace it; the following ones wait a jittered
+// exponential backoff. A refused login waits the longest backoff.
 func (w *watcher) run(ctx context.Context) {
 	opts := &w.m.opts
 	backoff := opts.MinBackoff
+	failures := 0 // sessions failed since the watcher was last healthy
 	for {
 		loggedIn, err := w.session(ctx)
 		if ctx.Err() != nil {
@@ -101,22 +104,28 @@ func (w *watcher) run(ctx context.Context) {
 		}
 		w.troubled()
 		if !loggedIn.IsZero() && time.Since(loggedIn) > healthyAfter {
-			backoff = opts.MinBackoff
+			backoff, failures = opts.MinBackoff, 0
 		}
+		failures++
 		var delay time.Duration
-		if isRefused(err) {
+		switch {
+		case isRefused(err):
 			delay = jitter(opts.MaxBackoff)
 			w.log.Warn("backend refused the login, retrying later", "err", err, "delay", delay.Round(time.Millisecond))
-		} else {
+		case failures == 1:
+			w.log.Warn("backend session ended, reconnecting", "err", err)
+		default:
 			delay = jitter(backoff)
 			backoff = min(2*backoff, opts.MaxBackoff)
 			w.log.Warn("backend session ended, reconnecting", "err", err, "delay", delay.Round(time.Millisecond))
 		}
-		w.setState(StateBackoff)
-		if !sleep(ctx, delay) {
-			return
+		if delay > 0 {
+			w.setState(StateBackoff)
+			if !sleep(ctx, delay) {
+				return
+			}
+			w.setState(StateConnecting)
 		}
-		w.setState(StateConnecting)
 	}
 }
 
