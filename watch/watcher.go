@@ -219,12 +219,12 @@ func (w *watcher) connect(ctx context.Context, wake chan<- struct{}) (*imapclien
 			continue
 		}
 		c, err := w.login(ctx, wake)
-		unreachable := err != nil && ctx.Err() == nil && isUnreachable(err)
-		if unreachable {
+		down := err != nil && ctx.Err() == nil && isUnreachable(err)
+		if down {
 			m.gate.fail(epoch, err)
 		}
 		m.logins.release()
-		if !unreachable {
+		if !down {
 			return c, err
 		}
 		w.troubled()

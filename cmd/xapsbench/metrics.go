@@ -16,7 +16,7 @@ const (
 	metricWatching         = `xapsproxy_watchers{state="watching"}`
 	metricGreetingTimeouts = "xapsproxy_backend_greeting_timeouts_total"
 	metricReconnects       = "xapsproxy_backend_reconnects_total"
-	metricsPoll            = 20 * time.Millisecond
+	metricsPoll            = 50 * time.Millisecond
 )
 
 // metrics maps a sample (name and labels, as written in the Prometheus
