@@ -9,11 +9,12 @@ import (
 )
 
 // The prober's backoff: short, because while the gate is closed every
-// watcher waits for it, and one connection every few seconds costs the
-// backend nothing.
+// watcher waits for it, and one connection a second costs the backend
+// nothing. The longest wait bounds how late a backend that is back is
+// noticed.
 const (
 	probeMinBackoff = 200 * time.Millisecond
-	probeMaxBackoff = 2 * time.Second
+	probeMaxBackoff = time.Second
 )
 
 // unreachableError marks a failure to reach the backend at all: the TCP

@@ -21,6 +21,7 @@ type reconnectSettings struct {
 	timeout      time.Duration
 	loginLimit   int
 	maxLogins    int
+	down         time.Duration
 	xapsproxyEnv string
 }
 
@@ -33,6 +34,7 @@ func parseReconnectSettings(args []string, stderr io.Writer) (reconnectSettings,
 	fs.DurationVar(&s.timeout, "timeout", 2*time.Minute, "longest wait for every account to be watched")
 	fs.IntVar(&s.loginLimit, "dovecot-login-limit", 0, "Dovecot's imap-login process_limit, which is also its IMAP listen backlog (0 = Dovecot's default, 100)")
 	fs.IntVar(&s.maxLogins, "max-concurrent-logins", 0, "xapsproxy's watch.max_concurrent_logins (0 = its default)")
+	fs.DurationVar(&s.down, "dovecot-down", 0, "how long Dovecot stays dead between its SIGKILL and its restart")
 	fs.StringVar(&s.xapsproxyEnv, "xapsproxy-env", "", `extra environment for the xapsproxy processes only, e.g. "GOMAXPROCS=1"`)
 	if err := fs.Parse(args); err != nil {
 		return s, err
@@ -40,8 +42,8 @@ func parseReconnectSettings(args []string, stderr io.Writer) (reconnectSettings,
 	if fs.NArg() > 0 {
 		return s, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if s.accounts < 1 || s.runs < 1 || s.timeout <= 0 || s.loginLimit < 0 || s.maxLogins < 0 {
-		return s, fmt.Errorf("-accounts, -runs and -timeout must be positive, -dovecot-login-limit and -max-concurrent-logins not negative")
+	if s.accounts < 1 || s.runs < 1 || s.timeout <= 0 || s.loginLimit < 0 || s.maxLogins < 0 || s.down < 0 {
+		return s, fmt.Errorf("-accounts, -runs and -timeout must be positive, -dovecot-login-limit, -max-concurrent-logins and -dovecot-down not negative")
 	}
 	return s, nil
 }
@@ -216,6 +218,9 @@ func (r *reconnectBench) run(ctx context.Context, restart bool) (reconnectRun, e
 
 	killed := time.Now()
 	r.dc.Kill()
+	if err := sleep(ctx, r.s.down); err != nil {
+		return res, err
+	}
 	if err := r.dc.Restart(); err != nil {
 		return res, fmt.Errorf("dovecot: %w", err)
 	}

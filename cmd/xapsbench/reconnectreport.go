@@ -11,20 +11,24 @@ import (
 func printReconnect(r *report, env *environment, s reconnectSettings, dovecotLog string, warmup reconnectRun, runs []reconnectRun) {
 	r.f("xapsbench reconnect: how long until xapsproxy watches all %d registered accounts again", s.accounts)
 	env.print(r)
-	login := "Dovecot's default process_limit (100, also the IMAP listen backlog)"
+	login := "Dovecot's default (100, also the IMAP listen backlog)"
 	if s.loginLimit > 0 {
-		login = fmt.Sprintf("process_limit %d (-dovecot-login-limit)", s.loginLimit)
+		login = fmt.Sprintf("%d (-dovecot-login-limit)", s.loginLimit)
 	}
 	logins := "its default"
 	if s.maxLogins > 0 {
 		logins = fmt.Sprint(s.maxLogins)
 	}
-	r.f("setup:        %d Dovecot users, one registration each (INBOX); Dovecot's imap-login: %s", s.accounts, login)
+	r.f("setup:        %d Dovecot users, one registration each (INBOX); imap-login process_limit: %s", s.accounts, login)
 	r.f("xapsproxy:    built from this tree, its own process; watch.max_concurrent_logins: %s", logins)
 	r.f("watched:      xapsproxy_watchers{state=\"watching\"} = %d in xapsproxy's /metrics, polled every %v", s.accounts, metricsPoll)
 	r.f("")
 	r.f("start:   from exec of `xapsproxy serve` (all accounts stored, Dovecot up) to every account watched")
-	r.f("restart: Dovecot SIGKILLed (with all its processes) and started again; from its listeners answering to every account watched")
+	down := "started again at once"
+	if s.down > 0 {
+		down = fmt.Sprintf("started again %v later", s.down)
+	}
+	r.f("restart: Dovecot SIGKILLed (with all its processes) and %s; from its listeners answering to every account watched", down)
 	r.f("  %-7s %10s %9s %10s | %13s %10s %9s %10s %9s", "run", "start", "greeting", "sessions", "Dovecot down", "restart", "greeting", "reconnects", "sessions")
 	r.f("  %-7s %10s %9s %10s | %13s %10s %9s %10s %9s", "", "", "timeouts", "(Dovecot)", "(kill->ready)", "", "timeouts", "", "(Dovecot)")
 	r.f("  %-7s %10s %9.0f %10d |", "warm-up", seconds(warmup.start.took), warmup.start.greetingTimeouts, warmup.start.sessions)
@@ -41,7 +45,7 @@ func printReconnect(r *report, env *environment, s reconnectSettings, dovecotLog
 	r.f("  %-7s %10s %9s %10s | %13s %10s", "max", seconds(starts[len(starts)-1]), "", "", "", seconds(restarts[len(restarts)-1]))
 	r.f("")
 	if warnings := dovecotWarnings(dovecotLog); len(warnings) > 0 {
-		r.f("Dovecot's warnings and errors, all runs (the SIGKILLs explain some):")
+		r.f("Dovecot's warnings and errors, all runs:")
 		for _, w := range warnings[:min(len(warnings), 10)] {
 			r.f("  %s", w)
 		}
