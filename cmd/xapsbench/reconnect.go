@@ -74,6 +74,7 @@ type reconnectPhase struct {
 	greetingTimeouts float64       // during the phase
 	reconnects       float64       // during the phase
 	sessions         int           // Dovecot's IMAP sessions afterwards (doveadm who)
+	cpu              time.Duration // xapsproxy's CPU time during the phase
 }
 
 // reconnectRun is one fresh xapsproxy: its start with every account
@@ -207,7 +208,7 @@ func (r *reconnectBench) run(ctx context.Context, restart bool) (reconnectRun, e
 		return res, err
 	}
 	defer x.stop() // on errors; stopping again does nothing
-	m, err := r.waitWatched(ctx, x, start, metrics{})
+	m, err := r.waitWatched(ctx, x, start, watched{})
 	if err != nil {
 		return res, err
 	}
@@ -226,7 +227,7 @@ func (r *reconnectBench) run(ctx context.Context, restart bool) (reconnectRun, e
 	}
 	ready := time.Now()
 	res.dovecotRestart = ready.Sub(killed)
-	m, err = r.waitWatched(ctx, x, ready, m.values)
+	m, err = r.waitWatched(ctx, x, ready, m)
 	if err != nil {
 		return res, err
 	}
@@ -234,15 +235,17 @@ func (r *reconnectBench) run(ctx context.Context, restart bool) (reconnectRun, e
 	return res, r.stopAndSettle(ctx, x)
 }
 
-// watched is what waitWatched saw: the phase, and the metrics at its end.
+// watched is what waitWatched saw: the phase, and the metrics and
+// xapsproxy's CPU time at its end.
 type watched struct {
 	phase  reconnectPhase
 	values metrics
+	cpu    time.Duration
 }
 
 // waitWatched polls x's /metrics until every account is watched, and
 // returns the time since since and the counters' growth since before.
-func (r *reconnectBench) waitWatched(ctx context.Context, x *proxyProc, since time.Time, before metrics) (watched, error) {
+func (r *reconnectBench) waitWatched(ctx context.Context, x *proxyProc, since time.Time, before watched) (watched, error) {
 	url := "http://" + x.admin + "/metrics"
 	want := float64(r.s.accounts)
 	deadline := since.Add(r.s.timeout)
@@ -263,16 +266,21 @@ func (r *reconnectBench) waitWatched(ctx context.Context, x *proxyProc, since ti
 			return watched{}, err
 		}
 	}
-	ph := reconnectPhase{
-		took:             time.Since(since),
-		greetingTimeouts: m[metricGreetingTimeouts] - before[metricGreetingTimeouts],
-		reconnects:       m[metricReconnects] - before[metricReconnects],
+	took := time.Since(since)
+	cpu, err := cpuTime(x.pid())
+	if err != nil {
+		return watched{}, err
 	}
-	var err error
+	ph := reconnectPhase{
+		took:             took,
+		greetingTimeouts: m[metricGreetingTimeouts] - before.values[metricGreetingTimeouts],
+		reconnects:       m[metricReconnects] - before.values[metricReconnects],
+		cpu:              cpu - before.cpu,
+	}
 	if ph.sessions, err = sessions(r.dc); err != nil {
 		return watched{}, err
 	}
-	return watched{phase: ph, values: m}, nil
+	return watched{phase: ph, values: m, cpu: cpu}, nil
 }
 
 // stopAndSettle stops xapsproxy and waits until Dovecot has reaped every

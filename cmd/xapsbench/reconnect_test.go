@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/xapsproxy/xapsproxy/internal/dovecotrun"
 )
@@ -27,6 +28,16 @@ go_gc_duration_seconds{quantile="0.5"} 1.5e-05
 	}
 	if _, err := parseMetrics(strings.NewReader("xapsproxy_watchers{} many\n")); err == nil {
 		t.Error("a value that is not a number: no error")
+	}
+}
+
+func TestParseCPUTime(t *testing.T) {
+	stat := "4321 (xaps proxy) S 1 4321 4321 0 -1 4194560 2520 0 0 0 123 45 0 0 20 0 9 0 1000 1500000000 9000 18446744073709551615\n"
+	if d, err := parseCPUTime([]byte(stat)); err != nil || d != 1680*time.Millisecond {
+		t.Errorf("parseCPUTime = %v, %v; want 1.68s", d, err)
+	}
+	if _, err := parseCPUTime([]byte("garbage")); err == nil {
+		t.Error("malformed stat: no error")
 	}
 }
 
@@ -63,7 +74,9 @@ func TestReconnectSmall(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out.String())
 	}
 	report := out.String()
-	row := regexp.MustCompile(`(?m)^  1 +(\d+\.\d\d) s +0 +10 \| +\d+\.\d\d s +(\d+\.\d\d) s +0 +\d+ +10$`)
+	// run, start, CPU, greeting timeouts, sessions | Dovecot down, restart,
+	// CPU, greeting timeouts, reconnects, sessions
+	row := regexp.MustCompile(`(?m)^  1 +\d+\.\d\d s +\d+\.\d\d s +0 +10 \| +\d+\.\d\d s +\d+\.\d\d s +\d+\.\d\d s +0 +\d+ +10$`)
 	if !row.MatchString(report) {
 		t.Errorf("the report has no row for run 1 with 10 sessions and no greeting timeouts:\n%s", report)
 	}

@@ -29,20 +29,22 @@ func printReconnect(r *report, env *environment, s reconnectSettings, dovecotLog
 		down = fmt.Sprintf("started again %v later", s.down)
 	}
 	r.f("restart: Dovecot SIGKILLed (with all its processes) and %s; from its listeners answering to every account watched", down)
-	r.f("  %-7s %10s %9s %10s | %13s %10s %9s %10s %9s", "run", "start", "greeting", "sessions", "Dovecot down", "restart", "greeting", "reconnects", "sessions")
-	r.f("  %-7s %10s %9s %10s | %13s %10s %9s %10s %9s", "", "", "timeouts", "(Dovecot)", "(kill->ready)", "", "timeouts", "", "(Dovecot)")
-	r.f("  %-7s %10s %9.0f %10d |", "warm-up", seconds(warmup.start.took), warmup.start.greetingTimeouts, warmup.start.sessions)
+	r.f("xapsproxy CPU: the proxy process's user+system CPU time during the phase, from /proc")
+	r.f("  %-7s %8s %8s %9s %9s | %8s %8s %8s %8s %10s %9s", "run", "start", "CPU", "greeting", "sessions", "Dovecot", "restart", "CPU", "greeting", "reconnects", "sessions")
+	r.f("  %-7s %8s %8s %9s %9s | %8s %8s %8s %8s %10s %9s", "", "", "", "timeouts", "(Dovecot)", "down", "", "", "timeouts", "", "(Dovecot)")
+	w := warmup.start
+	r.f("  %-7s %8s %8s %9.0f %9d |", "warm-up", seconds(w.took), seconds(w.cpu), w.greetingTimeouts, w.sessions)
 	var starts, restarts []time.Duration
 	for i, run := range runs {
 		st, rs := run.start, run.restart
-		r.f("  %-7d %10s %9.0f %10d | %13s %10s %9.0f %10.0f %9d", i+1, seconds(st.took), st.greetingTimeouts, st.sessions,
-			seconds(run.dovecotRestart), seconds(rs.took), rs.greetingTimeouts, rs.reconnects, rs.sessions)
+		r.f("  %-7d %8s %8s %9.0f %9d | %8s %8s %8s %8.0f %10.0f %9d", i+1, seconds(st.took), seconds(st.cpu), st.greetingTimeouts, st.sessions,
+			seconds(run.dovecotRestart), seconds(rs.took), seconds(rs.cpu), rs.greetingTimeouts, rs.reconnects, rs.sessions)
 		starts, restarts = append(starts, st.took), append(restarts, rs.took)
 	}
 	slices.Sort(starts)
 	slices.Sort(restarts)
-	r.f("  %-7s %10s %9s %10s | %13s %10s", "median", seconds(starts[len(starts)/2]), "", "", "", seconds(restarts[len(restarts)/2]))
-	r.f("  %-7s %10s %9s %10s | %13s %10s", "max", seconds(starts[len(starts)-1]), "", "", "", seconds(restarts[len(restarts)-1]))
+	r.f("  %-7s %8s %8s %9s %9s | %8s %8s", "median", seconds(starts[len(starts)/2]), "", "", "", "", seconds(restarts[len(restarts)/2]))
+	r.f("  %-7s %8s %8s %9s %9s | %8s %8s", "max", seconds(starts[len(starts)-1]), "", "", "", "", seconds(restarts[len(restarts)-1]))
 	r.f("")
 	if warnings := dovecotWarnings(dovecotLog); len(warnings) > 0 {
 		r.f("Dovecot's warnings and errors, all runs:")
