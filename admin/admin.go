@@ -1,7 +1,7 @@
 // Package admin serves xapsproxy's operator endpoints over HTTP: /healthz
-// (200 when the store answers) and /metrics (Prometheus). The listener
-// defaults to loopback only; put it behind something that authenticates
-// before exposing it further.
+// (200 when the store answers) and /metrics (Prometheus: the Go runtime, the
+// process, the watchers). The listener defaults to loopback only; put it
+// behind something that authenticates before exposing it further.
 package admin
 
 import (
@@ -19,13 +19,17 @@ import (
 
 const healthTimeout = 5 * time.Second
 
-// Handler returns the admin HTTP handler.
-func Handler(st store.Store) http.Handler {
+// Handler returns the admin HTTP handler; w, when not nil, adds the
+// watchers' metrics.
+func Handler(st store.Store, w Watchers) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	if w != nil {
+		reg.MustRegister(watchCollector{w})
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/xapsproxy/xapsproxy/store"
+	"github.com/xapsproxy/xapsproxy/watch"
 )
 
 func TestEndpoints(t *testing.T) {
@@ -16,7 +17,7 @@ func TestEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Handler(st))
+	srv := httptest.NewServer(Handler(st, nil))
 	defer srv.Close()
 	get := func(path string) (int, string) {
 		res, err := http.Get(srv.URL + path)
@@ -30,11 +31,62 @@ func TestEndpoints(t *testing.T) {
 	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz = %d %q", code, body)
 	}
-	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "go_goroutines") {
-		t.Errorf("/metrics = %d, %d bytes", code, len(body))
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "go_goroutines") || strings.Contains(body, "xapsproxy_") {
+		t.Errorf("/metrics without watchers = %d, %d bytes: want the Go metrics and none of xapsproxy's", code, len(body))
 	}
 	st.Close()
 	if code, body := get("/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "store") {
 		t.Errorf("/healthz with the store closed = %d %q", code, body)
 	}
+}
+
+type fixedStats watch.Stats
+
+func (f fixedStats) Stats() watch.Stats { return watch.Stats(f) }
+
+// The watchers' metrics are the manager's Stats at the time of the scrape.
+func TestWatcherMetrics(t *testing.T) {
+	st, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "x.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var s watch.Stats
+	s.Watchers[watch.StateWatching] = 498
+	s.Watchers[watch.StateConnecting] = 2
+	s.GreetingTimeouts, s.Reconnects = 3, 517
+	srv := httptest.NewServer(Handler(st, fixedStats(s)))
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	body := string(b)
+	for _, want := range []string{
+		`xapsproxy_watchers{state="watching"} 498`,
+		`xapsproxy_watchers{state="connecting"} 2`,
+		`xapsproxy_watchers{state="backoff"} 0`,
+		`xapsproxy_watchers{state="unreachable"} 0`,
+		"xapsproxy_backend_greeting_timeouts_total 3",
+		"xapsproxy_backend_reconnects_total 517",
+		"# TYPE xapsproxy_backend_reconnects_total counter",
+		"# TYPE xapsproxy_watchers gauge",
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %q:\n%s", want, grepLines(body, "xapsproxy_"))
+		}
+	}
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for line := range strings.Lines(s) {
+		if strings.Contains(line, sub) {
+			out = append(out, line)
+		}
+	}
+	return strings.Join(out, "")
 }

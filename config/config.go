@@ -83,6 +83,9 @@ type Watch struct {
 	MasterSeparator    string `toml:"master_separator"`     // between user and master name; default "*"
 	SecretKeyFile      string `toml:"secret_key_file"`      // key for captured passwords (auth = "captured")
 	Mode               string `toml:"mode"`                 // "auto" (default), "notify" or "idle"
+	// MaxConcurrentLogins bounds the backend connections being opened and
+	// logged in at once, over all watchers.
+	MaxConcurrentLogins int `toml:"max_concurrent_logins"`
 }
 
 // APNs endpoints.
@@ -135,6 +138,10 @@ const (
 	DefaultAdminListen     = "127.0.0.1:9143"
 )
 
+// DefaultMaxConcurrentLogins is well under the listen backlog of Dovecot's
+// login service (100 with its default process_limit).
+const DefaultMaxConcurrentLogins = 16
+
 // Load reads and validates the file at path. Relative file names inside it are
 // resolved against the directory holding the file.
 func Load(path string) (*Config, error) {
@@ -161,7 +168,7 @@ func Parse(doc, dir string) (*Config, error) {
 			WriteTimeout:        DefaultWriteTimeout,
 		},
 		Backend: Backend{TLS: DefaultBackendTLS},
-		Watch:   Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Mode: DefaultMode},
+		Watch:   Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Mode: DefaultMode, MaxConcurrentLogins: DefaultMaxConcurrentLogins},
 		APNS:    APNS{Endpoint: DefaultEndpoint},
 		Store:   Store{Path: DefaultStorePath},
 		Admin:   Admin{Listen: DefaultAdminListen},
@@ -328,6 +335,9 @@ func (w *Watch) validate() error {
 		return keyError("watch.mode", `"notify" is not available in this version; use "auto" or "idle"`)
 	default:
 		return keyError("watch.mode", "%q is not one of auto, notify, idle", w.Mode)
+	}
+	if w.MaxConcurrentLogins < 1 {
+		return keyError("watch.max_concurrent_logins", "must be at least 1")
 	}
 	return nil
 }

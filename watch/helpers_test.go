@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -374,12 +375,18 @@ func (e *env) waitSessions(user string, want int) {
 
 // silentBackend accepts TCP connections and never sends a greeting, like an
 // IMAP server whose login processes are all busy (the kernel still accepts
-// into the listen backlog).
+// into the listen backlog). It notes when each connection was accepted and
+// when the client closed it.
 type silentBackend struct {
 	l net.Listener
 
 	mu    sync.Mutex
-	conns []net.Conn
+	conns []*silentConn
+}
+
+type silentConn struct {
+	c                net.Conn
+	accepted, closed time.Time // closed: zero while the client keeps it open
 }
 
 func startSilentBackend(t *testing.T) *silentBackend {
@@ -395,19 +402,39 @@ func startSilentBackend(t *testing.T) *silentBackend {
 			if err != nil {
 				return
 			}
+			sc := &silentConn{c: c, accepted: time.Now()}
 			b.mu.Lock()
-			b.conns = append(b.conns, c)
+			b.conns = append(b.conns, sc)
 			b.mu.Unlock()
+			go func() {
+				io.Copy(io.Discard, c) // until the client closes
+				b.mu.Lock()
+				sc.closed = time.Now()
+				b.mu.Unlock()
+			}()
 		}
 	}()
 	t.Cleanup(b.close)
 	return b
 }
 
+func (b *silentBackend) addr() string { return b.l.Addr().String() }
+
 func (b *silentBackend) accepted() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return len(b.conns)
+}
+
+// held returns how long the client kept connection i open, and whether it
+// has closed it.
+func (b *silentBackend) held(i int) (time.Duration, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if i >= len(b.conns) || b.conns[i].closed.IsZero() {
+		return 0, false
+	}
+	return b.conns[i].closed.Sub(b.conns[i].accepted), true
 }
 
 // close closes the listener and every accepted connection.
@@ -416,7 +443,7 @@ func (b *silentBackend) close() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, c := range b.conns {
-		c.Close()
+		c.c.Close()
 	}
 }
 
@@ -470,4 +497,21 @@ func (h *logCapture) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (h *logCapture) WithGroup(name string) slog.Handler {
 	return &logCapture{Handler: h.Handler.WithGroup(name), next: h.next.WithGroup(name), buf: h.buf}
+}
+
+// waitStats polls m.Stats until cond holds, failing the test after
+// waitTimeout with the last statistics seen; it returns the ones that held.
+func waitStats(t *testing.T, m *watch.Manager, what string, cond func(watch.Stats) bool) watch.Stats {
+	t.Helper()
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		s := m.Stats()
+		if cond(s) {
+			return s
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s; last stats %+v", waitTimeout, what, s)
+		}
+		time.Sleep(pollEvery)
+	}
 }

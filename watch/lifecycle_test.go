@@ -4,6 +4,7 @@ package watch_test
 
 import (
 	"context"
+	"regexp"
 	"runtime"
 	"strings"
 	"testing"
@@ -35,11 +36,12 @@ func TestReconnectsAfterBackendOutage(t *testing.T) {
 }
 
 // Mail delivered as soon as Dovecot is back, usually before the watcher has
-// reconnected (its backoff is 0.5-1 s here), is reported exactly once: by
-// the catch-up or by IDLE, never by both.
+// reconnected (the prober's first attempt comes 100-200 ms after the watcher
+// found Dovecot gone), is reported exactly once: by the catch-up or by IDLE,
+// never by both.
 func TestMailRightAfterRestartReportedOnce(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, func(o *watch.Options) { o.MinBackoff, o.MaxBackoff = time.Second, time.Second })
+	e := newEnv(t, nil)
 	e.register("alice", 1, "INBOX")
 	e.run()
 	base := e.waitBaseline("alice", "INBOX")
@@ -59,19 +61,18 @@ func TestMailRightAfterRestartReportedOnce(t *testing.T) {
 	wantEvents(t, e.rec.snapshot(), newEvent("alice", "INBOX"), newEvent("alice", "INBOX"))
 }
 
-// A backend that is down when the manager starts is retried until it is
-// up; nothing is lost meanwhile.
+// A backend that is down when the manager starts is probed until it is
+// up, the watcher waiting meanwhile; nothing is lost.
 func TestBackendDownAtStart(t *testing.T) {
 	t.Parallel()
-	var logs *lockedBuilder
-	e := newEnv(t, func(o *watch.Options) { o.Logger, logs = newLogCapture(o.Logger) })
+	e := newEnv(t, nil)
 	cur := e.status("alice", "INBOX")
 	e.setState("alice", "INBOX", cur)
 	e.register("alice", 1, "INBOX")
 	e.d.Stop(t)
 	e.run()
-	eventually(t, "three failed connection attempts", func() bool {
-		return strings.Count(logs.String(), "connection refused") >= 3
+	waitStats(t, e.m, "three probes of the stopped backend", func(s watch.Stats) bool {
+		return s.BackendUnreachable && s.Probes >= 3 && s.Watchers[watch.StateUnreachable] == 1
 	})
 	e.d.Restart(t)
 	e.deliver("alice")
@@ -118,25 +119,56 @@ func TestRunStopsPromptlyWithoutLeaks(t *testing.T) {
 	e.waitSessions("bob", 0)
 }
 
-// Cancelling Run while a watcher waits out a long reconnect backoff does not
-// wait for the backoff.
-func TestRunStopsDuringBackoff(t *testing.T) {
+// A login the backend refuses is not a reachability problem: the gate stays
+// open, and the watcher waits its longest backoff (here an hour, with the
+// shortest 10 ms) instead of retrying soon. Cancelling Run meanwhile does
+// not wait for the backoff.
+func TestRefusedLoginWaitsLongestBackoff(t *testing.T) {
 	t.Parallel()
-	logger, logs := newLogCapture(testlog.New(t, "masterpw"))
+	b := startFakeBackend(t, 0, false) // no users: every login is refused
+	var logs *lockedBuilder
+	e := newFakeEnv(t, b, 0, func(o *watch.Options) {
+		o.MinBackoff, o.MaxBackoff = 10*time.Millisecond, time.Hour
+		o.Logger, logs = newLogCapture(o.Logger)
+	})
+	e.register("alice", 1, "INBOX")
+	e.run()
+	s := waitStats(t, e.m, "the watcher to back off", func(s watch.Stats) bool { return s.Watchers[watch.StateBackoff] == 1 })
+	if s.BackendUnreachable || s.Probes != 0 {
+		t.Errorf("a refused login closed the gate: %+v", s)
+	}
+	m := regexp.MustCompile(`msg="backend refused the login, retrying later".* delay=(\S+)`).FindStringSubmatch(logs.String())
+	if m == nil {
+		t.Fatalf("no refused login logged:\n%s", logs)
+	}
+	if d, err := time.ParseDuration(m[1]); err != nil || d < 30*time.Minute {
+		t.Errorf("after a refused login the watcher waits %s, want at least half of MaxBackoff (1h)", m[1])
+	}
+	start := time.Now()
+	e.stop()
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("Run took %v to return after cancel, want well under a second", took)
+	}
+}
+
+// Cancelling Run while the backend is unreachable (the watcher waits at the
+// gate, the prober between two attempts) returns promptly.
+func TestRunStopsWhileBackendUnreachable(t *testing.T) {
+	t.Parallel()
 	st := openStore(t)
 	m := watch.New(watch.Options{
-		Store:      st,
-		Notifier:   &recorder{},
-		Backend:    config.Backend{Address: closedAddr(t)},
-		Watch:      masterLogin("master", "masterpw"),
-		MinBackoff: time.Hour,
-		MaxBackoff: time.Hour,
-		Logger:     logger,
+		Store:    st,
+		Notifier: &recorder{},
+		Backend:  config.Backend{Address: closedAddr(t)},
+		Watch:    masterLogin("master", "masterpw"),
+		Logger:   testlog.New(t, "masterpw"),
 	})
 	e := &env{t: t, st: st, m: m}
 	e.register("alice", 1, "INBOX")
 	e.run()
-	eventually(t, "the watcher to back off", func() bool { return strings.Contains(logs.String(), "reconnecting") })
+	waitStats(t, m, "the watcher to wait for the backend", func(s watch.Stats) bool {
+		return s.Watchers[watch.StateUnreachable] == 1 && s.Probes >= 1
+	})
 	start := time.Now()
 	e.stop()
 	if took := time.Since(start); took > time.Second {
@@ -154,7 +186,7 @@ func TestRunStopsWhileBackendDoesNotGreet(t *testing.T) {
 	m := watch.New(watch.Options{
 		Store:      st,
 		Notifier:   &recorder{},
-		Backend:    config.Backend{Address: b.l.Addr().String()},
+		Backend:    config.Backend{Address: b.addr()},
 		Watch:      masterLogin("master", "masterpw"),
 		MinBackoff: 50 * time.Millisecond,
 		MaxBackoff: 500 * time.Millisecond,
@@ -183,7 +215,7 @@ func TestProbeHonoursContextWhileBackendDoesNotGreet(t *testing.T) {
 	t.Parallel()
 	b := startSilentBackend(t)
 	m := watch.New(watch.Options{
-		Backend: config.Backend{Address: b.l.Addr().String()},
+		Backend: config.Backend{Address: b.addr()},
 		Watch:   masterLogin("master", "masterpw"),
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -250,5 +282,65 @@ func registration(user string, tok int, mailboxes ...string) store.Registration 
 		User: user, DeviceToken: token(tok), AccountID: "ACCOUNT-" + user,
 		Subtopic: "com.apple.mobilemail", Mailboxes: mailboxes, Version: 2,
 		Topic: "com.apple.mail.XServer.test", Registered: now, Renewed: now,
+	}
+}
+
+// Stats counts watchers by state and the connections that replace lost
+// ones: both watchers are watching once in IDLE, both wait for the backend
+// while Dovecot is down, and both watch again after it is back, each after
+// one reconnection at least.
+func TestStatsFollowWatchers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, nil)
+	e.register("alice", 1, "INBOX")
+	e.register("bob", 2, "INBOX")
+	e.run()
+	waitStats(t, e.m, "both watchers watching", func(s watch.Stats) bool {
+		return s.Watchers == [watch.NumStates]int{watch.StateWatching: 2} && s.Reconnects == 0
+	})
+
+	e.d.Stop(t)
+	waitStats(t, e.m, "both watchers waiting for the backend", func(s watch.Stats) bool {
+		return s.Watchers == [watch.NumStates]int{watch.StateUnreachable: 2} && s.BackendUnreachable
+	})
+	e.d.Restart(t)
+	waitStats(t, e.m, "both watchers watching again", func(s watch.Stats) bool {
+		return s.Watchers[watch.StateWatching] == 2 && s.Reconnects >= 2
+	})
+	if s := e.m.Stats(); s.GreetingTimeouts != 0 {
+		t.Errorf("greeting timeouts = %d, want 0", s.GreetingTimeouts)
+	}
+}
+
+// A backend that accepts the connection but never greets is given up after
+// the greeting timeout (here 100 ms), not after the 15 s the TCP connect may
+// take, and the timeout is counted.
+func TestGreetingTimeout(t *testing.T) {
+	t.Parallel()
+	const timeout = 100 * time.Millisecond
+	b := startSilentBackend(t)
+	st := openStore(t)
+	m := watch.New(watch.Options{
+		Store:           st,
+		Notifier:        &recorder{},
+		Backend:         config.Backend{Address: b.addr()},
+		Watch:           masterLogin("master", "masterpw"),
+		GreetingTimeout: timeout,
+		Logger:          testlog.New(t, "masterpw"),
+	})
+	e := &env{t: t, st: st, m: m}
+	e.register("alice", 1, "INBOX")
+	e.run()
+	waitStats(t, m, "a greeting timeout", func(s watch.Stats) bool { return s.GreetingTimeouts >= 1 })
+	var held time.Duration
+	eventually(t, "the watcher to close its first connection", func() bool {
+		var closed bool
+		held, closed = b.held(0)
+		return closed
+	})
+	// The backend notes the connection a little after the watcher's timer
+	// starts, hence the 10% below.
+	if held < timeout*9/10 || held > 3*time.Second {
+		t.Errorf("the watcher gave up on the silent backend after %v, want about %v", held, timeout)
 	}
 }

@@ -25,11 +25,14 @@ const (
 	DefaultPollInterval = time.Minute
 	DefaultMinBackoff   = time.Second
 	DefaultMaxBackoff   = 5 * time.Minute
-	dialTimeout         = 15 * time.Second
-	commandTimeout      = time.Minute
-	storeTimeout        = 10 * time.Second
-	healthyAfter        = time.Minute     // a session this old resets the backoff
-	resyncInterval      = 5 * time.Minute // how often every user is converged again
+	// DefaultGreetingTimeout bounds the wait for the backend's greeting
+	// (and TLS) once the TCP connection is up.
+	DefaultGreetingTimeout = 5 * time.Second
+	connectTimeout         = 15 * time.Second // the TCP connect
+	commandTimeout         = time.Minute
+	storeTimeout           = 10 * time.Second
+	healthyAfter           = time.Minute     // a session this old resets the backoff
+	resyncInterval         = 5 * time.Minute // how often every user is converged again
 )
 
 // Options configures a Manager.
@@ -40,7 +43,8 @@ type Options struct {
 	// BackendTLS verifies the backend when Backend.TLS is not "none"; nil
 	// means Backend.BaseTLSConfig() (system roots, no ca_file).
 	BackendTLS *tls.Config
-	// Watch holds the master user credentials (auth = "master").
+	// Watch holds the master user credentials (auth = "master") and
+	// MaxConcurrentLogins (zero means config.DefaultMaxConcurrentLogins).
 	Watch config.Watch
 	// PollInterval is how often mailboxes other than the one in IDLE are
 	// checked with STATUS; zero means DefaultPollInterval.
@@ -48,6 +52,9 @@ type Options struct {
 	// MinBackoff and MaxBackoff bound the jittered exponential wait between
 	// reconnects; zero means the defaults.
 	MinBackoff, MaxBackoff time.Duration
+	// GreetingTimeout bounds TLS and the greeting after the TCP connect;
+	// zero means DefaultGreetingTimeout.
+	GreetingTimeout time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -60,6 +67,10 @@ type Manager struct {
 	mu    sync.Mutex
 	dirty map[string]struct{} // users to converge
 	wake  chan struct{}
+
+	logins limiter // shared by the watchers
+	gate   *gate   // shared by the watchers; its prober runs in Run
+	stats  counters
 }
 
 // New returns a manager; it does no I/O.
@@ -76,12 +87,21 @@ func New(opts Options) *Manager {
 	if opts.MaxBackoff == 0 {
 		opts.MaxBackoff = DefaultMaxBackoff
 	}
-	return &Manager{
-		opts:  opts,
-		log:   opts.Logger,
-		dirty: make(map[string]struct{}),
-		wake:  make(chan struct{}, 1),
+	if opts.GreetingTimeout == 0 {
+		opts.GreetingTimeout = DefaultGreetingTimeout
 	}
+	if opts.Watch.MaxConcurrentLogins <= 0 {
+		opts.Watch.MaxConcurrentLogins = config.DefaultMaxConcurrentLogins
+	}
+	m := &Manager{
+		opts:   opts,
+		log:    opts.Logger,
+		dirty:  make(map[string]struct{}),
+		wake:   make(chan struct{}, 1),
+		logins: newLimiter(opts.Watch.MaxConcurrentLogins),
+	}
+	m.gate = newGate(m)
+	return m
 }
 
 // Sync asks the manager to bring the watcher of user in line with the
@@ -97,13 +117,17 @@ func (m *Manager) Sync(user string) {
 }
 
 // Run starts a watcher for every stored user and keeps converging until ctx
-// is done; it returns after every watcher has stopped.
+// is done; it returns after every watcher and the backend prober have
+// stopped.
 func (m *Manager) Run(ctx context.Context) error {
 	watchers := make(map[string]*watcher)
+	var prober sync.WaitGroup
+	prober.Go(func() { m.gate.run(ctx) })
 	defer func() {
 		for _, w := range watchers {
 			w.stop()
 		}
+		prober.Wait()
 	}()
 
 	resync := time.NewTicker(resyncInterval)

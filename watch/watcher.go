@@ -2,12 +2,9 @@ package watch
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"slices"
 	"sync"
 	"time"
@@ -15,7 +12,6 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
-	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 	"github.com/xapsproxy/xapsproxy/store"
 )
@@ -36,8 +32,12 @@ type watcher struct {
 	done   chan struct{}
 
 	// Owned by run: the state last stored per mailbox, so a check reads the
-	// store only for a mailbox it has not seen yet.
-	known map[string]store.MailboxState
+	// store only for a mailbox it has not seen yet; what the watcher is
+	// doing; how many connections it has opened.
+	known        map[string]store.MailboxState
+	state        State
+	dials        int
+	troubleSince time.Time // first failure since the watcher last watched
 }
 
 func (m *Manager) startWatcher(ctx context.Context, user string, mailboxes []string) *watcher {
@@ -51,9 +51,12 @@ func (m *Manager) startWatcher(ctx context.Context, user string, mailboxes []str
 		cancel:    cancel,
 		done:      make(chan struct{}),
 		known:     make(map[string]store.MailboxState),
+		state:     StateConnecting,
 	}
+	m.stats.states[StateConnecting].Add(1)
 	go func() {
 		defer close(w.done)
+		defer func() { m.stats.states[w.state].Add(-1) }()
 		w.run(wctx)
 	}()
 	return w
@@ -84,56 +87,78 @@ func (w *watcher) snapshot() []string {
 	return w.mailboxes
 }
 
-// run keeps a backend session going, reconnecting with jittered exponential
-// backoff so that a backend coming back is not hit by every watcher at once.
+// run keeps a backend session going. When the backend cannot be reached,
+// connect waits at the manager's gate. After any other failure (a lost
+// connection, a mailbox error), the first since the watcher was last
+// healthy (logged in for a minute) goes straight back to connect, where the
+// gate and the login limiter pace it; the following ones wait a jittered
+// exponential backoff. A refused login waits the longest backoff.
 func (w *watcher) run(ctx context.Context) {
-	backoff := w.m.opts.MinBackoff
+	opts := &w.m.opts
+	backoff := opts.MinBackoff
+	failures := 0 // sessions failed since the watcher was last healthy
 	for {
-		start := time.Now()
-		err := w.session(ctx)
+		loggedIn, err := w.session(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		if time.Since(start) > healthyAfter {
-			backoff = w.m.opts.MinBackoff
+		w.troubled()
+		if !loggedIn.IsZero() && time.Since(loggedIn) > healthyAfter {
+			backoff, failures = opts.MinBackoff, 0
 		}
-		// Equal jitter: a random wait in [backoff/2, backoff].
-		delay := backoff/2 + rand.N(backoff/2+1)
-		w.log.Warn("backend session ended, reconnecting", "err", err, "delay", delay.Round(time.Millisecond))
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return
-		case <-t.C:
+		failures++
+		var delay time.Duration
+		switch {
+		case isRefused(err):
+			delay = jitter(opts.MaxBackoff)
+			w.log.Warn("backend refused the login, retrying later", "err", err, "delay", delay.Round(time.Millisecond))
+		case failures == 1:
+			w.log.Warn("backend session ended, reconnecting", "err", err)
+		default:
+			delay = jitter(backoff)
+			backoff = min(2*backoff, opts.MaxBackoff)
+			w.log.Warn("backend session ended, reconnecting", "err", err, "delay", delay.Round(time.Millisecond))
 		}
-		backoff = min(2*backoff, w.m.opts.MaxBackoff)
+		if delay > 0 {
+			w.setState(StateBackoff)
+			if !sleep(ctx, delay) {
+				return
+			}
+			w.setState(StateConnecting)
+		}
+	}
+}
+
+// troubled notes the start of a spell of failures, for the line logged
+// when the watcher watches again.
+func (w *watcher) troubled() {
+	if w.troubleSince.IsZero() {
+		w.troubleSince = time.Now()
 	}
 }
 
 // session logs in, catches up, and waits in IDLE until the connection fails
-// or ctx is done.
-func (w *watcher) session(ctx context.Context) error {
+// or ctx is done. It returns when it logged in (zero if it did not).
+func (w *watcher) session(ctx context.Context) (loggedIn time.Time, err error) {
 	wake := make(chan struct{}, 1)
-	c, err := w.m.dial(ctx, wake)
+	c, err := w.connect(ctx, wake)
 	if err != nil {
-		return err
+		return time.Time{}, err
 	}
+	loggedIn = time.Now()
 	defer c.Close()
+	defer w.setState(StateConnecting)
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
-
-	if err := w.m.login(c, w.user); err != nil {
-		return err
-	}
 	for {
 		if err := w.check(ctx, c); err != nil {
-			return err
+			return loggedIn, err
 		}
 		idle, err := c.Idle()
 		if err != nil {
-			return fmt.Errorf("idle: %w", err)
+			return loggedIn, fmt.Errorf("idle: %w", err)
 		}
+		w.watching()
 		t := time.NewTimer(w.m.opts.PollInterval)
 		select {
 		case <-wake:
@@ -144,121 +169,87 @@ func (w *watcher) session(ctx context.Context) error {
 		}
 		t.Stop()
 		if err := idle.Close(); err != nil {
-			return fmt.Errorf("idle: %w", err)
+			return loggedIn, fmt.Errorf("idle: %w", err)
 		}
 		if err := timed(c, idle.Wait); err != nil {
-			return fmt.Errorf("idle: %w", err)
+			return loggedIn, fmt.Errorf("idle: %w", err)
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return loggedIn, ctx.Err()
 		}
 	}
 }
 
-// timed runs commands on c, closing c if they take longer than
-// commandTimeout (imapclient commands take no context).
-func timed(c *imapclient.Client, f func() error) error {
-	t := time.AfterFunc(commandTimeout, func() { c.Close() })
-	defer t.Stop()
-	return f()
+// watching marks the watcher as watching, logging its recovery after
+// failures.
+func (w *watcher) watching() {
+	if w.state == StateWatching {
+		return
+	}
+	w.setState(StateWatching)
+	if !w.troubleSince.IsZero() {
+		w.log.Info("watching again", "after", time.Since(w.troubleSince).Round(time.Millisecond))
+		w.troubleSince = time.Time{}
+	}
 }
 
-// login logs in as user through the master user (Dovecot's "user*master").
-func (m *Manager) login(c *imapclient.Client, user string) error {
-	opts := m.opts.Watch
-	login := user + opts.MasterSeparator + opts.MasterUser
-	if err := timed(c, func() error { return c.Login(login, opts.MasterPassword).Wait() }); err != nil {
-		return fmt.Errorf("log in as %s: %w", login, err)
-	}
-	return nil
-}
-
-// dial connects to the backend with the configured TLS and reads the
-// greeting. An EXISTS outside a command is signalled on wake (nil: ignored).
-func (m *Manager) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.Client, error) {
-	b := m.opts.Backend
-	tc := m.opts.BackendTLS
-	if tc == nil {
-		tc = b.BaseTLSConfig()
-	}
-	opts := &imapclient.Options{
-		TLSConfig: tc,
-		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
-			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
-				if d.NumMessages != nil && wake != nil {
-					select {
-					case wake <- struct{}{}:
-					default:
-					}
-				}
-			},
-		},
-	}
-	// dctx bounds the whole setup: dial, TLS, greeting. Closing the
-	// connection is what interrupts imapclient, which takes no context.
-	dctx, cancel := context.WithTimeout(ctx, dialTimeout)
-	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(dctx, "tcp", b.Address)
-	if err != nil {
-		return nil, fmt.Errorf("dial backend: %w", err)
-	}
-	stop := context.AfterFunc(dctx, func() { conn.Close() })
-	defer stop()
-	var c *imapclient.Client
-	switch b.TLS {
-	case config.BackendTLSImplicit:
-		tlsConn := tls.Client(conn, tc)
-		if err := tlsConn.HandshakeContext(dctx); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("backend TLS: %w", err)
+// connect returns a backend connection logged in as the watcher's user.
+//
+// It first passes the manager's gate, waiting while the backend is known to
+// be unreachable, then takes one of the manager's login slots, held from
+// the TCP connect to the answer to LOGIN: however many watchers need a
+// connection at once, at most Watch.MaxConcurrentLogins of them reach the
+// backend together. A failure to reach the backend closes the gate, before
+// the slot is given back so that the watchers queued for it find the gate
+// closed rather than dial, and connect waits at the gate again. Any other
+// failure is returned.
+func (w *watcher) connect(ctx context.Context, wake chan<- struct{}) (*imapclient.Client, error) {
+	m := w.m
+	for {
+		epoch, err := m.gate.wait(ctx, func() { w.setState(StateUnreachable) })
+		if err != nil {
+			return nil, err
 		}
-		c = imapclient.New(tlsConn, opts)
-	case config.BackendTLSStartTLS:
-		if c, err = imapclient.NewStartTLS(conn, opts); err != nil {
-			return nil, fmt.Errorf("backend STARTTLS: %w", err)
+		w.setState(StateConnecting)
+		if err := m.logins.acquire(ctx); err != nil {
+			return nil, err
 		}
-	default:
-		c = imapclient.New(conn, opts)
+		if !m.gate.isOpen(epoch) { // it closed while we queued
+			m.logins.release()
+			continue
+		}
+		c, err := w.login(ctx, wake)
+		down := err != nil && ctx.Err() == nil && isUnreachable(err)
+		if down {
+			m.gate.fail(epoch, err)
+		}
+		m.logins.release()
+		if !down {
+			return c, err
+		}
+		w.troubled()
 	}
-	if err := c.WaitGreeting(); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("backend greeting: %w", err)
-	}
-	if !stop() {
-		c.Close()
-		return nil, fmt.Errorf("backend greeting: %w", context.Cause(dctx))
-	}
-	return c, nil
 }
 
-// Probe connects to the backend as a watcher would and returns its
-// capabilities; with a user, it also logs in as that user through the master
-// user. It is for `xapsproxy check`.
-func (m *Manager) Probe(ctx context.Context, user string) ([]string, error) {
-	c, err := m.dial(ctx, nil)
+// login dials the backend and logs in as the watcher's user.
+func (w *watcher) login(ctx context.Context, wake chan<- struct{}) (*imapclient.Client, error) {
+	m := w.m
+	if w.dials > 0 {
+		m.stats.reconnects.Add(1)
+	}
+	w.dials++
+	c, err := m.dial(ctx, wake)
 	if err != nil {
 		return nil, err
 	}
-	defer c.Close()
 	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
-	if user != "" {
-		if err := m.login(c, user); err != nil {
-			return nil, err
-		}
+	err = m.login(c, w.user)
+	stop()
+	if err != nil {
+		c.Close()
+		return nil, err
 	}
-	var caps imap.CapSet
-	if err := timed(c, func() (err error) { caps, err = c.Capability().Wait(); return err }); err != nil {
-		return nil, fmt.Errorf("capability: %w", err)
-	}
-	names := make([]string, 0, len(caps))
-	for name := range caps {
-		names = append(names, string(name))
-	}
-	slices.Sort(names)
-	c.Logout().Wait()
-	return names, nil
+	return c, nil
 }
 
 // check compares every watched mailbox with its stored state, reports news,

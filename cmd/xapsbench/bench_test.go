@@ -61,7 +61,7 @@ func TestXapsproxyConfigLoads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	doc := xapsproxyConfig(p, "127.0.0.1:143", "/tmp/x.db", apnsEndpoint{})
+	doc := xapsproxyConfig(p, "/tmp/x.db", instance{backend: "127.0.0.1:143"})
 	cfg, err := config.Parse(doc, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -78,5 +78,15 @@ func TestXapsproxyConfigLoads(t *testing.T) {
 	}
 	if m := listeningRE().FindStringSubmatch(`time=x level=INFO msg=listening tls=127.0.0.1:4321`); m == nil || m[1] != "127.0.0.1:4321" {
 		t.Errorf("listening line not recognised: %q", m)
+	}
+	doc = xapsproxyConfig(p, "/tmp/x.db", instance{backend: "127.0.0.1:143", admin: true, watch: []string{"max_concurrent_logins = 3"}})
+	if cfg, err = config.Parse(doc, t.TempDir()); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Admin.Listen != "127.0.0.1:0" || cfg.Watch.MaxConcurrentLogins != 3 {
+		t.Errorf("admin listener %q, max_concurrent_logins %d; want 127.0.0.1:0 and 3", cfg.Admin.Listen, cfg.Watch.MaxConcurrentLogins)
+	}
+	if m := adminRE().FindStringSubmatch(`time=x level=INFO msg="admin listening" addr=127.0.0.1:4322`); m == nil || m[1] != "127.0.0.1:4322" {
+		t.Errorf("admin listening line not recognised: %q", m)
 	}
 }

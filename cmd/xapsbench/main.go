@@ -26,6 +26,12 @@
 //	go run ./cmd/xapsbench -quick     # smoke test, well under a minute
 //	go run ./cmd/xapsbench -h         # the knobs
 //	go run ./cmd/xapsbench connmem    # where xapsproxy's per-connection memory goes
+//	go run ./cmd/xapsbench reconnect  # how long until 500 accounts are watched again
+//
+// `reconnect` measures something else: with 500 accounts registered (-accounts),
+// the time from xapsproxy's start, and from a Dovecot SIGKILL and restart, to
+// every account being watched again (in IDLE, per xapsproxy's /metrics), and
+// the greeting timeouts on the way; 5 runs (-runs), each reported.
 //
 // It needs Dovecot (apt-get install dovecot-imapd dovecot-lmtpd) and Go;
 // nginx is optional (apt-get install nginx libnginx-mod-mail): without it,
@@ -137,6 +143,8 @@ func main() {
 	switch args := os.Args[1:]; {
 	case len(args) > 0 && args[0] == "connmem":
 		err = connmemCmd(ctx, args[1:], os.Stdout, os.Stderr)
+	case len(args) > 0 && args[0] == "reconnect":
+		err = reconnectCmd(ctx, args[1:], os.Stdout, os.Stderr)
 	case len(args) > 0 && args[0] == "connmem-server": // connmem's child
 		err = connmemServerCmd(args[1:], os.Stdin, os.Stdout)
 	default:

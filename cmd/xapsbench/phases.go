@@ -41,7 +41,7 @@ func (b *bench) dovecotPhases(ctx context.Context, dc *dovecotrun.Instance) erro
 		defer apns.Close() // after xapsproxy has stopped
 		endpoint = apns.endpoint(b.xb.pki)
 	}
-	x, err := b.xb.start(ctx, "xapsproxy-dovecot", dc.IMAPAddr, endpoint)
+	x, err := b.xb.start(ctx, "xapsproxy-dovecot", instance{backend: dc.IMAPAddr, apns: endpoint})
 	if err != nil {
 		return err
 	}
@@ -118,7 +118,7 @@ func (b *bench) memory(ctx context.Context) error {
 	for run := 1; run <= s.memRuns; run++ {
 		fmt.Fprintf(b.progress, "memory, run %d/%d: xapsproxy with %d idle TLS connections\n", run, s.memRuns, s.conns)
 		m, err := b.memoryRun(ctx, opts, func(backend string) (target, func() []int, func(), error) {
-			p, err := b.xb.start(ctx, fmt.Sprintf("xapsproxy-mem%d", run), backend, apnsEndpoint{})
+			p, err := b.xb.start(ctx, fmt.Sprintf("xapsproxy-mem%d", run), instance{backend: backend})
 			if err != nil {
 				return target{}, nil, nil, err
 			}

@@ -177,3 +177,32 @@ func raiseFileLimit(want uint64) (uint64, error) {
 	}
 	return lim.Cur, nil
 }
+
+// cpuTime returns the user and system CPU time pid has used, from
+// /proc/PID/stat (in clock ticks of 1/100 s, Linux's USER_HZ).
+func cpuTime(pid int) (time.Duration, error) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("CPU time: %w", err)
+	}
+	return parseCPUTime(stat)
+}
+
+func parseCPUTime(stat []byte) (time.Duration, error) {
+	// pid (comm) state ppid ... utime stime: fields 14 and 15, counted
+	// from after the comm, which may hold spaces and parentheses.
+	i := bytes.LastIndexByte(stat, ')')
+	f := strings.Fields(string(stat[i+1:]))
+	if i < 0 || len(f) < 13 {
+		return 0, fmt.Errorf("CPU time: malformed stat %q", stat)
+	}
+	var ticks int64
+	for _, v := range f[11:13] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("CPU time: %w", err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond, nil
+}

@@ -27,7 +27,7 @@ func TestFakeAPNs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	cfg, err := config.Parse(xapsproxyConfig(p, "127.0.0.1:143", filepath.Join(dir, "x.db"), f.endpoint(p)), dir)
+	cfg, err := config.Parse(xapsproxyConfig(p, filepath.Join(dir, "x.db"), instance{backend: "127.0.0.1:143", apns: f.endpoint(p)}), dir)
 	if err != nil {
 		t.Fatal(err)
 	}

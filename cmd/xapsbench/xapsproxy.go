@@ -38,12 +38,32 @@ type apnsEndpoint struct {
 	caFile string
 }
 
+// instance is what differs between the bench's xapsproxy processes.
+type instance struct {
+	backend string       // the IMAP server's address
+	apns    apnsEndpoint // where pushes go
+	admin   bool         // serve /healthz and /metrics on a free loopback port
+	// watch are extra lines for the [watch] section, e.g.
+	// "max_concurrent_logins = 16".
+	watch []string
+}
+
 // xapsproxyConfig is a complete configuration for a benchmark instance:
-// TLS on a free loopback port, no connection limits, no admin listener,
-// an APNs certificate shaped like Apple's and the endpoint apns.
-func xapsproxyConfig(p *pki, backend, storePath string, apns apnsEndpoint) string {
+// TLS on a free loopback port, no connection limits, no admin listener
+// unless inst.admin, an APNs certificate shaped like Apple's and the
+// endpoint inst.apns.
+func xapsproxyConfig(p *pki, storePath string, inst instance) string {
+	apns := inst.apns
 	if apns.url == "" {
 		apns.url = "https://127.0.0.1:9/unused"
+	}
+	admin := ""
+	if inst.admin {
+		admin = "127.0.0.1:0"
+	}
+	watch := ""
+	for _, l := range inst.watch {
+		watch += l + "\n"
 	}
 	return fmt.Sprintf(`# written by xapsbench
 [proxy]
@@ -60,7 +80,7 @@ address = %q
 [watch]
 master_user = "master"
 master_password = "masterpw"
-
+%s
 [apns]
 certificate_file = %q
 endpoint = %q
@@ -70,19 +90,24 @@ ca_file = %q
 path = %q
 
 [admin]
-listen = ""
-`, p.serverCert, p.serverKey, backend, p.apnsPEM, apns.url, apns.caFile, storePath)
+listen = %q
+`, p.serverCert, p.serverKey, inst.backend, watch, p.apnsPEM, apns.url, apns.caFile, storePath, admin)
 }
 
 // proxyProc is a running `xapsproxy serve`.
 type proxyProc struct {
 	*child
-	addr string // its TLS listener
+	addr  string // its TLS listener
+	admin string // its admin listener, "" when it has none
 }
 
 // listeningRE finds the TLS listener in xapsproxy's log line
 // `... msg=listening tls=127.0.0.1:PORT`.
 func listeningRE() *regexp.Regexp { return regexp.MustCompile(`msg=listening tls=(\S+)`) }
+
+// adminRE finds the admin listener in xapsproxy's log line
+// `... msg="admin listening" addr=127.0.0.1:PORT`.
+func adminRE() *regexp.Regexp { return regexp.MustCompile(`msg="admin listening" addr=(\S+)`) }
 
 // xapsproxyBuild is how to run the built xapsproxy: the binary, where its
 // files go, its certificates, and extra environment (e.g. GOGC=50) for it
@@ -94,12 +119,15 @@ type xapsproxyBuild struct {
 	env []string
 }
 
-// start writes dir/name.toml (pushing to apns) and runs `xapsproxy serve` on it, returning
-// once its TLS listener is bound (the address is read from its log, so no
-// port is guessed).
-func (b *xapsproxyBuild) start(ctx context.Context, name, backend string, apns apnsEndpoint) (*proxyProc, error) {
+// storePath is the database of the instance called name.
+func (b *xapsproxyBuild) storePath(name string) string { return filepath.Join(b.dir, name+".db") }
+
+// start writes dir/name.toml for inst and runs `xapsproxy serve` on it,
+// returning once its TLS listener (and its admin listener, if any) is bound:
+// the addresses are read from its log, so no port is guessed.
+func (b *xapsproxyBuild) start(ctx context.Context, name string, inst instance) (*proxyProc, error) {
 	cfgPath := filepath.Join(b.dir, name+".toml")
-	cfg := xapsproxyConfig(b.pki, backend, filepath.Join(b.dir, name+".db"), apns)
+	cfg := xapsproxyConfig(b.pki, b.storePath(name), inst)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("%s config: %w", name, err)
 	}
@@ -111,34 +139,41 @@ func (b *xapsproxyBuild) start(ctx context.Context, name, backend string, apns a
 	if err != nil {
 		return nil, err
 	}
-	addrc := make(chan string, 1)
+	addrc, adminc := make(chan string, 1), make(chan string, 1)
 	go func() {
-		// Read the log for the listener line, keeping everything for
+		// Read the log for the listener lines, keeping everything for
 		// diagnostics, until xapsproxy exits.
-		re := listeningRE()
+		res := map[chan string]*regexp.Regexp{addrc: listeningRE(), adminc: adminRE()}
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
 			c.out.Write(append(sc.Bytes(), '\n'))
-			if m := re.FindSubmatch(sc.Bytes()); m != nil {
-				select {
-				case addrc <- string(m[1]):
-				default:
+			for ch, re := range res {
+				if m := re.FindSubmatch(sc.Bytes()); m != nil {
+					select {
+					case ch <- string(m[1]):
+					default:
+					}
 				}
 			}
 		}
 		io.Copy(c.out, pr)
 	}()
 	go func() { <-c.done; pw.Close() }()
-	select {
-	case addr := <-addrc:
-		return &proxyProc{child: c, addr: addr}, nil
-	case <-c.done:
-		return nil, fmt.Errorf("%s exited at startup (%v):\n%s", name, c.cmd.ProcessState, c.out.String())
-	case <-time.After(20 * time.Second):
-		c.stop()
-		return nil, fmt.Errorf("%s: no TLS listener after 20s:\n%s", name, c.out.String())
-	case <-ctx.Done():
-		c.stop()
-		return nil, ctx.Err()
+	p := &proxyProc{child: c}
+	timeout := time.After(20 * time.Second)
+	for p.addr == "" || (inst.admin && p.admin == "") {
+		select {
+		case p.addr = <-addrc:
+		case p.admin = <-adminc:
+		case <-c.done:
+			return nil, fmt.Errorf("%s exited at startup (%v):\n%s", name, c.cmd.ProcessState, c.out.String())
+		case <-timeout:
+			c.stop()
+			return nil, fmt.Errorf("%s: listeners not bound after 20s:\n%s", name, c.out.String())
+		case <-ctx.Done():
+			c.stop()
+			return nil, ctx.Err()
+		}
 	}
+	return p, nil
 }

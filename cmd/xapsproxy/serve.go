@@ -167,7 +167,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		return err
 	}
 	if a.adminLn != nil {
-		a.admin = &http.Server{Handler: admin.Handler(a.store), ReadHeaderTimeout: 10 * time.Second}
+		a.admin = &http.Server{Handler: admin.Handler(a.store, a.watch), ReadHeaderTimeout: 10 * time.Second}
 	}
 	if credentials != "" {
 		log.Info("APNs credentials loaded", "summary", credentials)

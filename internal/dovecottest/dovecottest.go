@@ -93,6 +93,13 @@ func (d *Dovecot) Stop(t testing.TB) {
 	}
 }
 
+// Kill SIGKILLs Dovecot and every process it started, at once, as a crash
+// would: sessions end without a goodbye. Data stays in place for Restart.
+func (d *Dovecot) Kill(t testing.TB) {
+	t.Helper()
+	d.inst.Kill()
+}
+
 // Restart stops Dovecot if it is running and starts it again on the same
 // directory and ports, keeping all mail.
 func (d *Dovecot) Restart(t testing.TB) {

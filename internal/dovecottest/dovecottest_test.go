@@ -189,6 +189,22 @@ func TestRestartKeepsMail(t *testing.T) {
 	d.Deliver(t, "alice@example.com", []byte(testMsg))
 }
 
+// Kill ends Dovecot and its sessions at once; Restart brings it back.
+func TestKillAndRestart(t *testing.T) {
+	t.Parallel()
+	d := dovecottest.Start(t, dovecottest.Options{})
+	c := login(t, d.IMAPAddr, "alice", "alicepw", nil)
+	d.Kill(t)
+	if err := c.Noop().Wait(); err == nil {
+		t.Error("a session survived Kill")
+	}
+	if _, err := imapclient.DialInsecure(d.IMAPAddr, nil); err == nil {
+		t.Error("IMAP port still accepts connections after Kill")
+	}
+	d.Restart(t)
+	login(t, d.IMAPAddr, "alice", "alicepw", nil)
+}
+
 func TestTwoInstances(t *testing.T) {
 	t.Parallel()
 	a := dovecottest.Start(t, dovecottest.Options{})

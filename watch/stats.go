@@ -1,0 +1,91 @@
+package watch
+
+import "sync/atomic"
+
+// State is what a watcher is doing.
+type State int
+
+const (
+	// StateConnecting: connecting, logging in, or checking the mailboxes
+	// for the first time in this session.
+	StateConnecting State = iota
+	// StateWatching: logged in, mailboxes checked, IDLE started; the
+	// watcher stays in this state until the session ends.
+	StateWatching
+	// StateBackoff: waiting out a backoff after a failed session.
+	StateBackoff
+	// StateUnreachable: waiting for the backend to be reachable again,
+	// while a single prober redials it.
+	StateUnreachable
+	// NumStates is the number of states, for arrays indexed by State.
+	NumStates
+)
+
+func (s State) String() string {
+	switch s {
+	case StateConnecting:
+		return "connecting"
+	case StateWatching:
+		return "watching"
+	case StateBackoff:
+		return "backoff"
+	case StateUnreachable:
+		return "unreachable"
+	}
+	return "unknown"
+}
+
+// Stats is a snapshot of the manager's watchers and their backend
+// connections, for monitoring. Counters count since New.
+type Stats struct {
+	// Watchers counts the running watchers by state.
+	Watchers [NumStates]int
+	// GreetingTimeouts counts backend connections given up because the
+	// backend sent no greeting in time.
+	GreetingTimeouts uint64
+	// Reconnects counts backend connections opened by a watcher to replace
+	// a failed or lost one (a watcher's first connection is not counted).
+	Reconnects uint64
+	// BackendUnreachable is true while watchers wait for the backend; Probes
+	// counts the prober's connections.
+	BackendUnreachable bool
+	Probes             uint64
+}
+
+// counters are the manager's shared statistics, updated by the watchers.
+type counters struct {
+	states           [NumStates]atomic.Int64
+	greetingTimeouts atomic.Uint64
+	reconnects       atomic.Uint64
+	probes           atomic.Uint64
+}
+
+// Stats returns the current statistics. It is safe to call from any
+// goroutine, at any time. The counters are read before the states, so a
+// watcher counted as watching after a reconnect counted in Reconnects is
+// watching in the new session.
+func (m *Manager) Stats() Stats {
+	c := &m.stats
+	s := Stats{
+		GreetingTimeouts:   c.greetingTimeouts.Load(),
+		Reconnects:         c.reconnects.Load(),
+		BackendUnreachable: !m.gate.up(),
+		Probes:             c.probes.Load(),
+	}
+	for st := range s.Watchers {
+		s.Watchers[st] = int(c.states[st].Load())
+	}
+	return s
+}
+
+// setState moves the watcher to state s; only the watcher's goroutine calls
+// it. Counting the change as two steps may make a snapshot miss a watcher
+// for an instant, which monitoring does not mind.
+func (w *watcher) setState(s State) {
+	if s == w.state {
+		return
+	}
+	w.m.stats.states[w.state].Add(-1)
+	w.m.stats.states[s].Add(1)
+	w.state = s
+}
