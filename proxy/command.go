@@ -18,6 +18,7 @@ type command struct {
 	tag  string
 	kind cmdKind
 	user string // kindLogin, kindAuth: the user the session belongs to on OK
+	own  bool   // the proxy's own: its response goes no further
 
 	// Guarded by session.mu.
 	done bool // its tagged response has come (it is being written)

@@ -71,3 +71,24 @@ func (s *session) dataSent() {
 	s.sendingData = nil
 	s.mu.Unlock()
 }
+
+// syncTag tags the proxy's own NOOP of resync. No client command can be in
+// flight with it: resync runs when nothing else is.
+const syncTag = "xaps.sync"
+
+// resync makes sure the backend is done with command c, which it answered
+// instead of asking for the data of a literal header the proxy had sent
+// (when c is then the only command in flight). Dovecot may do so and still
+// go on reading the command: SETMETADATA answers a bad entry name with BAD
+// at once, then asks for a later literal ("+") all the same. The proxy
+// sends a NOOP of its own and forwards nothing until it is answered; a "+"
+// that comes first has nothing waiting for it and ends the session.
+func (s *session) resync() error {
+	if err := s.push(&command{tag: syncTag, own: true}); err != nil {
+		return err
+	}
+	if _, err := s.bw.WriteString(syncTag + " NOOP\r\n"); err != nil {
+		return err
+	}
+	return s.waitDrained()
+}

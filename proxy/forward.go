@@ -43,6 +43,9 @@ func (s *session) forward(line []byte, c *command) error {
 			return err
 		}
 		if !goAhead {
+			if err := s.resync(); err != nil {
+				return err
+			}
 			if lit.NonSync {
 				return s.skipCommand(lit)
 			}

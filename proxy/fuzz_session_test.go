@@ -81,6 +81,7 @@ func FuzzSession(f *testing.F) {
 		"a NOOP {0}x\r\nc AUTHENTICATE PLAIN AGFsaWNlAHdyb25n\r\nx NOOP {15+}\r\nx LOGIN alice x\r\n",
 		"x APPEND INBOX {0}y {18+}\r\nq COMPRESS DEFLATE\r\n",
 		"a] NOOP\r\nb NOOP\r\n",
+		"x SETMETADATA \"\" (/bad \"v\" {14}\r\ny APPEND INBOX {18}\r\ny COMPRESS DEFLATE\r\n",
 	} {
 		seeds = append(seeds, []byte(s))
 	}

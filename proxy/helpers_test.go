@@ -243,6 +243,15 @@ func login(t *testing.T, client, backend *lineConn, user string) {
 	client.expect("l1 OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT LITERAL+ NOTIFY XAPPLEPUSHSERVICE] Logged in")
 }
 
+// answerSync plays the backend's part in the proxy's resync (after a command
+// answered instead of asking for a literal's data): the proxy's own NOOP,
+// answered.
+func (c *lineConn) answerSync() {
+	c.t.Helper()
+	c.expect(syncTag + " NOOP")
+	c.send(syncTag + " OK NOOP completed.")
+}
+
 // testLogger fails the test if a password or SASL payload used by the
 // tests ever shows up in the log: "secret" and "\x00alice\x00secret".
 func testLogger(t testing.TB) *slog.Logger {

@@ -62,7 +62,7 @@ func TestHostileInput(t *testing.T) {
 		{"STARTTLS on TLS", preLogin, "a STARTTLS\r\n", nil, []string{"a BAD TLS is already active"}, false},
 		{"line too long", preLogin, "a NOOP " + strings.Repeat("x", maxLineLength) + "\r\n", nil, []string{"* BYE Command line too long"}, true},
 		{"LOGIN after login", loggedIn, "a LOGIN bob bobpw\r\n", nil, []string{"a BAD Already logged in"}, false},
-		{"AUTHENTICATE after login", loggedIn, "a AUTHENTICATE PLAIN AAAA\r\nx APPEND INBOX {14}\r\n", []string{"> x APPEND INBOX {14}", "< x NO [TRYCREATE] no"},
+		{"AUTHENTICATE after login", loggedIn, "a AUTHENTICATE PLAIN AAAA\r\nx APPEND INBOX {14}\r\n", []string{"> x APPEND INBOX {14}", "< x NO [TRYCREATE] no", "> " + syncTag + " NOOP", "< " + syncTag + " OK NOOP completed."},
 			[]string{"a BAD Already logged in", "x NO [TRYCREATE] no"}, false},
 		{"IDLE with arguments", loggedIn, "a IDLE now\r\n", nil, []string{"a BAD IDLE takes no arguments"}, false},
 		{"IDLE ended by another command", loggedIn, "a IDLE\r\n", []string{"> a IDLE", "< + idling", "~x LOGIN bob bobpw", "> DONE", "< a OK Idle completed."},

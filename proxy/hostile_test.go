@@ -108,6 +108,7 @@ func TestStatusTextEndingLikeALiteral(t *testing.T) {
 	backend.expect("s1 SELECT x{22}")
 	backend.send("* OK [ALERT] look: {3}", "s1 NO Mailbox doesn't exist: x{22}")
 	client.expect("* OK [ALERT] look: {3}", "s1 NO Mailbox doesn't exist: x{22}")
+	backend.answerSync()
 	client.send(v1Line)
 	client.expect(`* XAPPLEPUSHSERVICE aps-version "1" aps-topic "`+testTopic+`"`, "tag1 OK XAPPLEPUSHSERVICE completed.")
 }

@@ -41,6 +41,7 @@ func TestNonSyncLiteralOfRefusedCommandDropped(t *testing.T) {
 	backend.expect("a APPEND Nowhere {16}")
 	backend.send("a NO [TRYCREATE] Mailbox doesn't exist: Nowhere")
 	client.expect("a NO [TRYCREATE] Mailbox doesn't exist: Nowhere")
+	backend.answerSync()
 	client.send("n NOOP")
 	backend.expect("n NOOP")
 	backend.send("n OK NOOP completed.")
@@ -57,6 +58,7 @@ func TestSyncLiteralRefused(t *testing.T) {
 	backend.expect("a APPEND Nowhere {5}")
 	backend.send("a NO [TRYCREATE] Mailbox doesn't exist: Nowhere")
 	client.expect("a NO [TRYCREATE] Mailbox doesn't exist: Nowhere")
+	backend.answerSync()
 	// What the client sends next is a command, whatever it looks like.
 	client.send("hello NOOP")
 	backend.expect("hello NOOP")

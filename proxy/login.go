@@ -118,8 +118,11 @@ func (s *session) sendCommand(c *command, name string, args ...string) error {
 		clear(buf)
 		buf = buf[:0]
 		goAhead, err := s.awaitContinuation(c, false)
-		if err != nil || !goAhead {
+		if err != nil {
 			return err
+		}
+		if !goAhead {
+			return s.resync()
 		}
 		_, err = s.bw.WriteString(a)
 		s.dataSent()

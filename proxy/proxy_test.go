@@ -304,6 +304,7 @@ func TestLiteralForwarding(t *testing.T) {
 	backend.expect("a1 APPEND INBOX {99999999}")
 	backend.send("a1 NO [LIMIT] Message too large")
 	client.expect("a1 NO [LIMIT] Message too large")
+	backend.answerSync()
 
 	// Message bytes that look like protocol are passed through untouched, in
 	// both directions.

@@ -92,26 +92,35 @@ func refLine(r *bufio.Reader) (string, error) {
 // 4 KiB a NO instead, and the command ends there), and only then must the
 // line end ("Missing LF after literal size" otherwise); "{}" is a literal of
 // size 0, and sizes may have any number of digits. Non-synchronizing
-// literals are read as they come (LITERAL+).
+// literals are read as they come (LITERAL+). Like Dovecot's SETMETADATA, a
+// SETMETADATA whose first line has "/bad" in it is answered BAD at once, and
+// the rest of it read all the same (verdict "answered").
 func refCommand(r *bufio.Reader, w io.Writer) (text, verdict string, err error) {
 	var sb strings.Builder
-	for {
+	for first := true; ; first = false {
 		line, err := refLine(r)
 		if err != nil {
 			return "", "", err
 		}
 		sb.WriteString(line)
+		if tag, rest, _ := strings.Cut(line, " "); first && strings.HasPrefix(strings.ToUpper(rest), "SETMETADATA ") && strings.Contains(rest, "/bad") {
+			fmt.Fprintf(w, "%s BAD Error in IMAP command SETMETADATA: Entry name must begin with /private or /shared\r\n", tag)
+			verdict = "answered"
+		}
 		size, nonSync, end, found := refFindLiteral(line)
 		if !found {
-			return sb.String(), "", nil
+			return sb.String(), verdict, nil
 		}
 		if !nonSync {
-			if size > 4096 {
+			if size > 4096 && verdict == "" {
 				return sb.String(), "NO [TOOBIG] Literal too large", nil
 			}
 			io.WriteString(w, "+ OK\r\n")
 		}
 		if rest := line[end:]; rest != "\r\n" && rest != "\n" {
+			if verdict != "" {
+				return sb.String(), verdict, nil
+			}
 			return sb.String(), "BAD Missing LF after literal size", nil
 		}
 		data := make([]byte, size)
@@ -177,6 +186,7 @@ func (rc *refConn) serve(c net.Conn) {
 		}
 		rc.mu.Unlock()
 		switch {
+		case verdict == "answered":
 		case verdict != "":
 			reply("%s %s", tag, verdict)
 		case name == "LOGOUT":

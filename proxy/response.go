@@ -62,7 +62,7 @@ func (s *session) forwardResponse(first []byte, whole bool) (*command, error) {
 		if done = s.complete(tag, status); done == nil {
 			return nil, errDesync
 		}
-		if done.reply != "" {
+		if done.reply != "" || done.own {
 			return done, s.replaceResponse(done, first)
 		}
 	}
@@ -95,15 +95,18 @@ func (s *session) forwardResponse(first []byte, whole bool) (*command, error) {
 }
 
 // replaceResponse sends the proxy's own verdict on c in place of the
-// backend's tagged response, whose line is dropped.
+// backend's tagged response, whose line is dropped (and nothing, for the
+// proxy's own commands).
 func (s *session) replaceResponse(c *command, first []byte) error {
 	if _, _, err := imapwire.CopyLine(io.Discard, s.br, first); err != nil {
 		return err
 	}
 	s.wmu.Lock()
 	defer s.wmu.Unlock()
-	if _, err := s.cw.WriteString(c.reply + "\r\n"); err != nil {
-		return err
+	if c.reply != "" {
+		if _, err := s.cw.WriteString(c.reply + "\r\n"); err != nil {
+			return err
+		}
 	}
 	s.finish(c)
 	return s.flushUnlessMore()

@@ -43,11 +43,11 @@ func TestStalledReaderIsCutOff(t *testing.T) {
 // response takes far longer than the write timeout.
 func TestSlowReaderIsServed(t *testing.T) {
 	t.Parallel()
-	_, client, backend := proxySession(t, func(o *Options) { o.WriteTimeout = time.Second })
+	_, client, backend := proxySession(t, func(o *Options) { o.WriteTimeout = 3 * time.Second })
 	login(t, client, backend, "alice")
 	client.send("f FETCH 1 BODY[]")
 	backend.expect("f FETCH 1 BODY[]")
-	const size = 4 << 20
+	const size = 12 << 20
 	go func() {
 		fmt.Fprintf(backend.conn, "* 1 FETCH (BODY[] {%d}\r\n", size)
 		io.CopyN(backend.conn, zeros{}, size)
@@ -68,7 +68,7 @@ func TestSlowReaderIsServed(t *testing.T) {
 		got += n
 	}
 	client.expect(")", "f OK Fetch completed.")
-	if d := time.Since(start); d < time.Second {
+	if d := time.Since(start); d < 3*time.Second {
 		t.Logf("the slow read took only %v; the write timeout was not exercised", d)
 	}
 }
