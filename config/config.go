@@ -63,6 +63,9 @@ type Backend struct {
 	CAFile          string `toml:"ca_file"`           // extra roots to verify the backend; "" = system roots
 	ServerName      string `toml:"server_name"`       // name to verify; "" = host part of Address
 	ForwardClientIP bool   `toml:"forward_client_ip"` // send the client's address in an ID command before login
+	// UsernameFormat is how the backend names the user a client logs in
+	// as: Dovecot's auth_username_format (%u, %Lu, %n or %Ln).
+	UsernameFormat string `toml:"username_format"`
 }
 
 // Watch auth and mode values.
@@ -167,7 +170,7 @@ func Parse(doc, dir string) (*Config, error) {
 			IdleTimeout:         DefaultIdleTimeout,
 			WriteTimeout:        DefaultWriteTimeout,
 		},
-		Backend: Backend{TLS: DefaultBackendTLS},
+		Backend: Backend{TLS: DefaultBackendTLS, UsernameFormat: DefaultUsernameFormat},
 		Watch:   Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Mode: DefaultMode, MaxConcurrentLogins: DefaultMaxConcurrentLogins},
 		APNS:    APNS{Endpoint: DefaultEndpoint},
 		Store:   Store{Path: DefaultStorePath},
@@ -295,6 +298,9 @@ func (b *Backend) validate() error {
 	}
 	if b.TLS == BackendTLSNone && (b.CAFile != "" || b.ServerName != "") {
 		return keyError("backend.tls", `ca_file and server_name need tls = "starttls" or "implicit"`)
+	}
+	if !validUsernameFormat(b.UsernameFormat) {
+		return keyError("backend.username_format", `%q is not one of "%%u", "%%Lu", "%%n", "%%Ln" — use the value of Dovecot's auth_username_format (default "%%Lu")`, b.UsernameFormat)
 	}
 	return nil
 }

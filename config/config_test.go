@@ -38,7 +38,7 @@ func TestMinimalAndDefaults(t *testing.T) {
 	want := Config{
 		Proxy: Proxy{ListenTLS: "127.0.0.1:993", CertFile: "/etc/xapsproxy/cert.pem", KeyFile: "/etc/xapsproxy/key.pem",
 			MaxConnections: 10000, MaxConnectionsPerIP: 100, LoginTimeout: time.Minute, IdleTimeout: 35 * time.Minute, WriteTimeout: 5 * time.Minute},
-		Backend: Backend{Address: "127.0.0.1:143", TLS: "none"},
+		Backend: Backend{Address: "127.0.0.1:143", TLS: "none", UsernameFormat: "%Lu"},
 		Watch:   Watch{Auth: "master", MasterUser: "xaps", MasterPassword: "pw", MasterSeparator: "*", Mode: "auto", MaxConcurrentLogins: 16},
 		APNS:    APNS{CertificateFile: "/etc/xapsproxy/apns.pem", Endpoint: "production"},
 		Store:   Store{Path: "/etc/xapsproxy/xapsproxy.db"},
@@ -196,5 +196,25 @@ func TestFileError(t *testing.T) {
 	}
 	if e := (&Error{Key: "k", Err: errors.New("bad")}); e.Error() != "k: bad" {
 		t.Errorf("no value, no fix: %q", e.Error())
+	}
+}
+
+func TestCanonicalUser(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ format, name, want string }{
+		{"%u", "Alice@Example.com", "Alice@Example.com"},
+		{"%Lu", "Alice@Example.com", "alice@example.com"},
+		{"", "ALICE", "alice"},
+		{"%n", "Alice@Example.com", "Alice"},
+		{"%Ln", "Alice@Example.com", "alice"},
+		{"%Ln", "alice", "alice"},
+	} {
+		if got := (Backend{UsernameFormat: tt.format}).CanonicalUser(tt.name); got != tt.want {
+			t.Errorf("%s of %q = %q, want %q", tt.format, tt.name, got, tt.want)
+		}
+	}
+	doc := strings.Replace(minimal, "[backend]\n", "[backend]\nusername_format = \"%d\"\n", 1)
+	if _, err := Parse(doc, "/etc/xapsproxy"); err == nil || !strings.Contains(err.Error(), "backend.username_format") {
+		t.Errorf("username_format %%d: %v", err)
 	}
 }

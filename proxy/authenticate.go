@@ -59,15 +59,12 @@ func (s *session) handleAuthenticate(tag string, rest []byte) error {
 	if err := s.push(c); err != nil {
 		return err
 	}
-	if _, err := s.bw.WriteString(line + "\r\n"); err != nil {
-		return err
-	}
-	for {
-		more, err := s.awaitContinuation(c, true)
-		if err != nil || !more {
-			return err
+	more, err := s.sendAwaiting(c, true, []byte(line+"\r\n"))
+	for more && err == nil {
+		var resp []byte
+		if resp, err = s.readLine(); err != nil {
+			break
 		}
-		resp, err := s.readLine()
 		if err != nil {
 			return err
 		}
@@ -85,11 +82,9 @@ func (s *session) handleAuthenticate(tag string, rest []byte) error {
 			s.mu.Unlock()
 			identified = true
 		}
-		if _, err := s.bw.WriteString(body + "\r\n"); err != nil {
-			return err
-		}
-		s.dataSent()
+		more, err = s.sendAwaiting(c, true, []byte(body+"\r\n"))
 	}
+	return err
 }
 
 // saslUser decodes the client response that names the identities and checks

@@ -71,6 +71,10 @@ func dialBackend(ctx context.Context, cfg config.Backend, tc *tls.Config, client
 	}
 	switch {
 	case bytes.HasPrefix(b.greeting, []byte("* OK")):
+	case bytes.HasPrefix(b.greeting, []byte("* PREAUTH")) && cfg.TLS == config.BackendTLSStartTLS:
+		// Read before TLS, so anyone on the way could have written it; and
+		// STARTTLS is not allowed once authenticated.
+		return nil, fmt.Errorf("%w: PREAUTH greeting on a connection that must start TLS", errBackendRefused)
 	case bytes.HasPrefix(b.greeting, []byte("* PREAUTH")):
 		b.preauth = true
 	default:

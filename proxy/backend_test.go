@@ -91,3 +91,16 @@ func TestForwardClientIP(t *testing.T) {
 	client.send("n1 NOOP")
 	backend.expect("n1 NOOP")
 }
+
+// A PREAUTH greeting on a backend connection that must start TLS was read
+// in plain text, from anyone on the way: the proxy does not trust it.
+func TestBackendPREAUTHBeforeSTARTTLS(t *testing.T) {
+	t.Parallel()
+	ca := testpki.NewCA(t)
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), backendTLS(t, config.BackendTLSStartTLS, b.addr(), ca.WriteCA(t, t.TempDir())))
+	client := env.dialTLS(t)
+	b.accept(t, "* PREAUTH [CAPABILITY IMAP4rev1] logged in as alice")
+	client.expect("* BYE [UNAVAILABLE] Backend server unavailable, try again later")
+	client.expectClosed()
+}

@@ -52,9 +52,16 @@ func (p capPolicy) apply(caps []string) []string {
 	return out
 }
 
-// editCapabilities applies the session's policy to a response line.
+// editCapabilities applies the session's policy to a response line, and
+// notes what the backend offers that the proxy cares about.
 func (s *session) editCapabilities(line []byte, stale bool) []byte {
+	metadata := false
+	for _, f := range strings.Fields(strings.ToUpper(string(line))) {
+		f = strings.Trim(f, "[]")
+		metadata = metadata || f == "METADATA" || f == "METADATA-SERVER"
+	}
 	s.mu.Lock()
+	s.backendMetadata = metadata
 	p := capPolicy{
 		startTLS:      !s.clientTLS && !s.authenticated,
 		loginDisabled: !s.clientTLS && !s.authenticated && !s.srv.opts.AllowPlaintextAuth,

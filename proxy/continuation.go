@@ -1,5 +1,7 @@
 package proxy
 
+import "time"
+
 // The proxy and the backend must agree on where every command ends, or a
 // client could hide commands from the proxy inside what the proxy takes for
 // literal data or IDLE/AUTHENTICATE continuation lines (and the reverse).
@@ -17,6 +19,14 @@ package proxy
 //   - Once the backend has asked for data, it must read all of it before it
 //     may complete the command: a completion in between (sendingData) ends
 //     the session too, as the rest of the data would be read as commands.
+//   - A completion does not always mean the backend is done reading the
+//     command: Dovecot's SETMETADATA answers BAD early and goes on reading,
+//     asking for a later literal. So when the backend answers a command
+//     instead of asking for its literal, the proxy sends a NOOP of its own
+//     (resync) and forwards nothing until it is answered.
+//   - A backend may also neither ask nor answer (Dovecot reads a literal in
+//     APPEND's flag list without asking): while the proxy waits it reads
+//     nothing from the client, so the wait is bounded (continuationTimeout).
 
 // contWait is the one command waiting for a continuation request.
 type contWait struct {
@@ -28,9 +38,12 @@ type contWait struct {
 	result  chan bool // true: "+" came; false: the command completed instead
 }
 
-// awaitContinuation flushes what was written to the backend and waits until
-// the backend asks for c's data (true) or completes c (false).
-func (s *session) awaitContinuation(c *command, forward bool) (bool, error) {
+// sendAwaiting writes out, which ends what may draw a "+" for c (a line
+// ending in a literal header, IDLE, an AUTHENTICATE command or response),
+// flushes, and waits until the backend asks for c's data (true) or completes
+// c (false). c waits from before out is written: a long line goes out as it
+// is written, and the backend may answer before the write returns.
+func (s *session) sendAwaiting(c *command, forward bool, out []byte) (bool, error) {
 	s.mu.Lock()
 	if c.done {
 		s.mu.Unlock()
@@ -39,13 +52,26 @@ func (s *session) awaitContinuation(c *command, forward bool) (bool, error) {
 	w := &contWait{cmd: c, forward: forward, result: make(chan bool, 1)}
 	s.waiting = w
 	s.mu.Unlock()
+	if err := s.writeData(out); err != nil {
+		return false, err
+	}
 	if err := s.bw.Flush(); err != nil {
 		return false, err
 	}
+	// Meanwhile nothing is read from the client, so a client that hangs up
+	// goes unnoticed: a backend that neither asks nor answers (Dovecot
+	// reads a literal in APPEND's flag list without asking for it) must not
+	// keep the session.
+	t := time.NewTimer(s.srv.continuationTimeout)
+	defer t.Stop()
 	select {
 	case ok := <-w.result:
 		return ok, nil
 	case <-s.done:
+		return false, errClosed
+	case <-t.C:
+		s.log.Warn("the backend neither asked for a command's data nor answered it", "timeout", s.srv.continuationTimeout)
+		s.bye("[UNAVAILABLE] The mail server did not answer")
 		return false, errClosed
 	}
 }
@@ -64,12 +90,26 @@ func (s *session) takeContinuation() *contWait {
 	return w
 }
 
-// dataSent is the client reader's side: the data the backend asked for has
-// been written (it may complete the command once it has read it).
+// dataSent is the client reader's side: all but the last byte of the data
+// the backend asked for has been written; once it has the last one it may
+// complete the command.
 func (s *session) dataSent() {
 	s.mu.Lock()
 	s.sendingData = nil
 	s.mu.Unlock()
+}
+
+// writeData writes p to the backend, the whole of what it asked for (a
+// line), marking it sent before its last byte goes.
+func (s *session) writeData(p []byte) error {
+	if len(p) > 1 {
+		if _, err := s.bw.Write(p[:len(p)-1]); err != nil {
+			return err
+		}
+	}
+	s.dataSent()
+	_, err := s.bw.Write(p[max(len(p)-1, 0):])
+	return err
 }
 
 // syncTag tags the proxy's own NOOP of resync. No client command can be in
@@ -90,5 +130,12 @@ func (s *session) resync() error {
 	if _, err := s.bw.WriteString(syncTag + " NOOP\r\n"); err != nil {
 		return err
 	}
+	// Dovecot may also take the NOOP for the rest of the command and never
+	// answer it (some refusals leave it skipping a line).
+	t := time.AfterFunc(s.srv.continuationTimeout, func() {
+		s.log.Warn("the backend did not answer the proxy's NOOP after a command it answered early", "timeout", s.srv.continuationTimeout)
+		s.bye("[UNAVAILABLE] The mail server did not answer")
+	})
+	defer t.Stop()
 	return s.waitDrained()
 }

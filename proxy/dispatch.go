@@ -92,8 +92,11 @@ func (s *session) dispatch(ctx context.Context, line []byte) error {
 		// before login unless the proxy has read it.
 		return s.forward([]byte(tag+" "+name+"\r\n"), &command{tag: tag})
 	}
-	if name == "IDLE" {
+	switch name {
+	case "IDLE":
 		return s.handleIdle(line, tag, rest)
+	case "SETMETADATA":
+		return s.handleSetMetadata(line, tag, rest)
 	}
 	return s.forward(line, &command{tag: tag})
 }

@@ -35,10 +35,7 @@ func (s *session) forward(line []byte, c *command) error {
 		return err
 	}
 	for hasLit {
-		if _, err := s.bw.Write(synchronizing(line, lit)); err != nil {
-			return err
-		}
-		goAhead, err := s.awaitContinuation(c, !lit.NonSync)
+		goAhead, err := s.sendAwaiting(c, !lit.NonSync, synchronizing(line, lit))
 		if err != nil {
 			return err
 		}
@@ -77,8 +74,12 @@ func synchronizing(line []byte, lit imapwire.Literal) []byte {
 // sendLiteral copies the data of a literal the backend asked for from the
 // client to the backend, and returns the line that follows it.
 func (s *session) sendLiteral(lit imapwire.Literal) ([]byte, error) {
-	err := s.copyLiteral(&s.bw, lit.Size)
-	s.dataSent()
+	last := min(lit.Size, 1)
+	err := s.copyLiteral(&s.bw, lit.Size-last)
+	s.dataSent() // before the last byte, after which the backend may answer
+	if err == nil {
+		err = s.copyLiteral(&s.bw, last)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -82,6 +82,8 @@ func FuzzSession(f *testing.F) {
 		"x APPEND INBOX {0}y {18+}\r\nq COMPRESS DEFLATE\r\n",
 		"a] NOOP\r\nb NOOP\r\n",
 		"x SETMETADATA \"\" (/bad \"v\" {14}\r\ny APPEND INBOX {18}\r\ny COMPRESS DEFLATE\r\n",
+		"x APPEND INBOX ({5}\r\n",
+		"l LOGIN ALICE alicepw\r\n",
 	} {
 		seeds = append(seeds, []byte(s))
 	}
@@ -120,7 +122,10 @@ func newSessionHarness(f *testing.F) *sessionHarness {
 			TLS:                &tls.Config{Certificates: []tls.Certificate{cert}},
 			Topic:              testTopic,
 			AllowPlaintextAuth: allowPlaintext,
-			MasterSeparator:    "*",
+			// The reference server, as Dovecot, leaves some literals
+			// unanswered.
+			ContinuationTimeout: 200 * time.Millisecond,
+			MasterSeparator:     "*",
 			Register: func(ctx context.Context, r store.Registration) error {
 				h.mu.Lock()
 				defer h.mu.Unlock()

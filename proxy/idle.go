@@ -22,10 +22,7 @@ func (s *session) handleIdle(line []byte, tag string, rest []byte) error {
 	if err := s.push(c); err != nil {
 		return err
 	}
-	if _, err := s.bw.WriteString(tag + " IDLE\r\n"); err != nil {
-		return err
-	}
-	started, err := s.awaitContinuation(c, true)
+	started, err := s.sendAwaiting(c, true, []byte(tag+" IDLE\r\n"))
 	if err != nil || !started {
 		return err
 	}
@@ -39,9 +36,5 @@ func (s *session) handleIdle(line []byte, tag string, rest []byte) error {
 		c.reply = tag + " BAD Expected DONE to end IDLE"
 		s.mu.Unlock()
 	}
-	if _, err := s.bw.WriteString("DONE\r\n"); err != nil {
-		return err
-	}
-	s.dataSent()
-	return nil
+	return s.writeData([]byte("DONE\r\n"))
 }

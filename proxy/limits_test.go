@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"crypto/tls"
+	"net"
 	"os"
 	"runtime"
 	"testing"
@@ -271,3 +272,29 @@ func TestClientIDStrippedWithoutForwarding(t *testing.T) {
 	client.send(`i2 ID ("x-originating-ip" "6.6.6.6")`)
 	backend.expect(`i2 ID NIL`)
 }
+
+func TestRemoteIPKey(t *testing.T) {
+	t.Parallel()
+	for addr, want := range map[string]string{
+		"192.0.2.7:993":               "192.0.2.7",
+		"[2001:db8:1:2:3:4:5:6]:993":  "2001:db8:1:2::/64",
+		"[2001:db8:1:2:ffff::1]:1234": "2001:db8:1:2::/64",
+		"[::ffff:192.0.2.7]:993":      "192.0.2.7",
+		"[fe80::1%eth0]:993":          "fe80::/64",
+	} {
+		tcp, err := net.ResolveTCPAddr("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := remoteIP(fakeAddrConn{addr: tcp}); got != want {
+			t.Errorf("%s: key %q, want %q", addr, got, want)
+		}
+	}
+}
+
+type fakeAddrConn struct {
+	net.Conn
+	addr net.Addr
+}
+
+func (c fakeAddrConn) RemoteAddr() net.Addr { return c.addr }

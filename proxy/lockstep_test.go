@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -181,4 +182,69 @@ func TestPipelinedBehindLogin(t *testing.T) {
 	if regs := env.registrations(); len(regs) != 1 || regs[0].User != "alice" {
 		t.Fatalf("stored %+v", regs)
 	}
+}
+
+// A backend may answer a command and still go on reading it, asking for a
+// literal after its tagged response (Dovecot's SETMETADATA does): before
+// anything else goes to the backend, the proxy makes sure it is done with
+// the command, and a late "+" ends the session.
+func TestLateContinuationEndsSession(t *testing.T) {
+	t.Parallel()
+	_, client, backend := proxySession(t, nil)
+	login(t, client, backend, "alice")
+	client.sendRaw("x NOOP {3}\r\ny APPEND INBOX {5+}\r\nhello\r\n")
+	backend.expect("x NOOP {3}")
+	backend.send("x BAD Error in IMAP command NOOP: early")
+	client.expect("x BAD Error in IMAP command NOOP: early")
+	backend.expect(syncTag + " NOOP")
+	backend.send("+ OK")
+	client.expect("* BYE [SERVERBUG] Unexpected response from the mail server")
+	client.expectClosed()
+	backend.conn.SetReadDeadline(time.Now().Add(time.Second))
+	if line, err := backend.r.ReadString('\n'); err == nil {
+		t.Fatalf("the backend received %q after its late continuation request", line)
+	}
+}
+
+// A line longer than the proxy's write buffer that ends in a literal goes out
+// while it is written; the backend's "+" for it is expected all the same.
+func TestLongLineWithLiteral(t *testing.T) {
+	t.Parallel()
+	_, client, backend := proxySession(t, nil)
+	login(t, client, backend, "alice")
+	line := "s SEARCH " + strings.Repeat("OR SEEN SEEN ", 3000) + "TEXT {5}"
+	client.sendRaw(line + "\r\n")
+	backend.expect(line)
+	backend.send("+ OK")
+	client.expect("+ OK")
+	client.sendRaw("hello\r\n")
+	if got := backend.readN(7); got != "hello\r\n" {
+		t.Fatalf("backend got %q", got)
+	}
+	backend.send("s OK Search completed.")
+	client.expect("s OK Search completed.")
+}
+
+// A backend may answer a command as soon as it has the last byte of its
+// literal (before the line's end): that is no disagreement, even when the
+// data fills the proxy's buffer exactly and goes out while it is copied.
+func TestAnswerRightAfterLiteralData(t *testing.T) {
+	t.Parallel()
+	_, client, backend := proxySession(t, nil)
+	login(t, client, backend, "alice")
+	data := strings.Repeat("x", writeBufferSize)
+	client.sendRaw(fmt.Sprintf("c CREATE {%d}\r\n", len(data)))
+	backend.expect(fmt.Sprintf("c CREATE {%d}", len(data)))
+	backend.send("+ OK")
+	client.expect("+ OK")
+	client.sendRaw(data)
+	if got := backend.readN(len(data)); got != data {
+		t.Fatal("backend got other data")
+	}
+	backend.send("c OK Create completed.")
+	client.expect("c OK Create completed.")
+	client.sendRaw("\r\n")
+	backend.expect("")
+	client.send("n NOOP")
+	backend.expect("n NOOP")
 }

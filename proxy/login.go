@@ -55,7 +55,8 @@ func (s *session) handleLogin(tag string, rest []byte) error {
 
 // loginUser checks the identities a login names: the one whose credentials
 // are given (authcid) and the one to act as (authzid, "" if none). It
-// returns the user the session will belong to, or a refusal.
+// returns the user the session will belong to, as the backend names it
+// (backend.username_format), or a refusal.
 //
 // A name with the master-user separator ("bob*master") or an authzid other
 // than the authcid is a master-user login (Dovecot's auth_master_user_
@@ -80,7 +81,7 @@ func (s *session) loginUser(authcid, authzid string) (user, refusal string) {
 	if sep != "" {
 		user, _, _ = strings.Cut(user, sep) // the user a master login acts as
 	}
-	return user, ""
+	return s.srv.opts.Backend.CanonicalUser(user), ""
 }
 
 // sendCommand sends a command the proxy composed: tag, name and astring
@@ -112,21 +113,16 @@ func (s *session) sendCommand(c *command, name string, args ...string) error {
 			continue
 		}
 		buf = fmt.Appendf(buf, "{%d}\r\n", len(a))
-		if _, err := s.bw.Write(buf); err != nil {
-			return err
-		}
+		goAhead, err := s.sendAwaiting(c, false, buf)
 		clear(buf)
 		buf = buf[:0]
-		goAhead, err := s.awaitContinuation(c, false)
 		if err != nil {
 			return err
 		}
 		if !goAhead {
 			return s.resync()
 		}
-		_, err = s.bw.WriteString(a)
-		s.dataSent()
-		if err != nil {
+		if err := s.writeData([]byte(a)); err != nil {
 			return err
 		}
 	}

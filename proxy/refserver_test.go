@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // refServer is a small IMAP server for the session fuzz target. It reads the
@@ -68,6 +69,11 @@ func (rc *refConn) state() (user string, commands, forbidden []string) {
 
 var refLiteralStart = regexp.MustCompile(`^~?\{([0-9]{1,9})\+?\}\r?\n`)
 
+var (
+	refSetmetadataName   = regexp.MustCompile(`(?i)^(\S+) SETMETADATA \S+ \(([^ ()]+)`)
+	refAppendFlagLiteral = regexp.MustCompile(`(?i)^\S+ APPEND \S+ \([^)"]*\{[0-9]*\+?\}\r?\n$`)
+)
+
 // refLine reads one line, at most 64 KiB.
 func refLine(r *bufio.Reader) (string, error) {
 	var sb strings.Builder
@@ -92,43 +98,102 @@ func refLine(r *bufio.Reader) (string, error) {
 // 4 KiB a NO instead, and the command ends there), and only then must the
 // line end ("Missing LF after literal size" otherwise); "{}" is a literal of
 // size 0, and sizes may have any number of digits. Non-synchronizing
-// literals are read as they come (LITERAL+). Like Dovecot's SETMETADATA, a
-// SETMETADATA whose first line has "/bad" in it is answered BAD at once, and
-// the rest of it read all the same (verdict "answered").
-func refCommand(r *bufio.Reader, w io.Writer) (text, verdict string, err error) {
+// literals are read as they come (LITERAL+).
+//
+// Two of Dovecot's commands do not follow that pattern, and are modelled:
+//
+//   - SETMETADATA answers an entry name outside /private and /shared with a
+//     tagged BAD at once, and then goes on reading the command's entries:
+//     a literal in a name's place gets "+ OK" (on a long line Dovecot parses
+//     in several reads, so it comes well after the BAD: modelled as a short
+//     pause) and its data is read; one in a value's place ends the command
+//     there, unasked. The command also ends at a line without a literal,
+//     and gets no other reply (answered reports that).
+//   - APPEND reads a literal inside its flag list as a size only: it asks
+//     for nothing and takes what follows as more arguments, so it waits for
+//     ever (the client never gets a "+").
+func refCommand(r *bufio.Reader, w io.Writer) (text, verdict string, answered bool, err error) {
 	var sb strings.Builder
+	entries := 0 // after an early BAD: the entry names and values read so far
 	for first := true; ; first = false {
 		line, err := refLine(r)
 		if err != nil {
-			return "", "", err
+			return "", "", false, err
 		}
 		sb.WriteString(line)
-		if tag, rest, _ := strings.Cut(line, " "); first && strings.HasPrefix(strings.ToUpper(rest), "SETMETADATA ") && strings.Contains(rest, "/bad") {
-			fmt.Fprintf(w, "%s BAD Error in IMAP command SETMETADATA: Entry name must begin with /private or /shared\r\n", tag)
-			verdict = "answered"
+		if first {
+			if m := refSetmetadataName.FindStringSubmatch(line); m != nil &&
+				!strings.HasPrefix(strings.ToLower(m[2]), "/private") && !strings.HasPrefix(strings.ToLower(m[2]), "/shared") {
+				fmt.Fprintf(w, "%s BAD Error in IMAP command SETMETADATA: Entry name must begin with /private or /shared\r\n", m[1])
+				answered = true
+			}
+			if refAppendFlagLiteral.MatchString(line) {
+				for {
+					if _, err := refLine(r); err != nil {
+						return "", "", false, err
+					}
+				}
+			}
 		}
 		size, nonSync, end, found := refFindLiteral(line)
 		if !found {
-			return sb.String(), verdict, nil
+			return sb.String(), "", answered, nil
+		}
+		if answered {
+			head := line[:strings.LastIndexByte(line[:end], '{')]
+			if first {
+				_, head, _ = strings.Cut(head, "(")
+			}
+			if entries += refTokens(head); entries%2 == 1 {
+				return sb.String(), "", true, nil // a value: the command ends here
+			}
+			entries++ // the literal, a name
 		}
 		if !nonSync {
-			if size > 4096 && verdict == "" {
-				return sb.String(), "NO [TOOBIG] Literal too large", nil
+			if size > 4096 && !answered {
+				return sb.String(), "NO [TOOBIG] Literal too large", false, nil
+			}
+			if answered {
+				time.Sleep(3 * time.Millisecond)
 			}
 			io.WriteString(w, "+ OK\r\n")
 		}
 		if rest := line[end:]; rest != "\r\n" && rest != "\n" {
-			if verdict != "" {
-				return sb.String(), verdict, nil
+			if answered {
+				return sb.String(), "", true, nil
 			}
-			return sb.String(), "BAD Missing LF after literal size", nil
+			return sb.String(), "BAD Missing LF after literal size", false, nil
 		}
 		data := make([]byte, size)
 		if _, err := io.ReadFull(r, data); err != nil {
-			return "", "", err
+			return "", "", false, err
 		}
 		sb.Write(data)
 	}
+}
+
+// refTokens counts the atoms and quoted strings in s.
+func refTokens(s string) int {
+	n, in, quoted := 0, false, false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quoted && c == '\\':
+			i++
+		case quoted && c == '"':
+			quoted = false
+		case quoted:
+		case c == ' ' || c == '\r' || c == '\n':
+			in = false
+		case !in:
+			n++
+			in = true
+			quoted = c == '"'
+		case c == '"':
+			quoted = true
+		}
+	}
+	return n
 }
 
 // refFindLiteral finds the first literal header outside a quoted string:
@@ -166,7 +231,7 @@ func (rc *refConn) serve(c net.Conn) {
 	io.WriteString(w, "* OK [CAPABILITY IMAP4rev1 SASL-IR ID IDLE LITERAL+ AUTH=PLAIN AUTH=LOGIN] ref ready\r\n")
 	reply := func(format string, args ...any) { fmt.Fprintf(w, format+"\r\n", args...) }
 	for {
-		cmd, verdict, err := refCommand(r, w)
+		cmd, verdict, answered, err := refCommand(r, w)
 		if err != nil {
 			return
 		}
@@ -186,7 +251,7 @@ func (rc *refConn) serve(c net.Conn) {
 		}
 		rc.mu.Unlock()
 		switch {
-		case verdict == "answered":
+		case answered:
 		case verdict != "":
 			reply("%s %s", tag, verdict)
 		case name == "LOGOUT":
@@ -218,21 +283,23 @@ func (rc *refConn) serve(c net.Conn) {
 	}
 }
 
-// login checks a user name and password; authzid is SASL's authorization
-// identity, "" if none. A master-user login (a name with the separator, or
-// an authzid for another user) is recorded as forbidden: the proxy must
-// refuse those itself.
+// login checks a user name and password, the name as Dovecot normalises it;
+// authzid is SASL's authorization identity, "" if none. A master-user login
+// (a name with the separator, or an authzid for another user) is recorded
+// as forbidden: the proxy must refuse those itself.
 func (rc *refConn) login(tag string, creds []string, authzid string, reply func(string, ...any)) {
 	if len(creds) > 0 && strings.Contains(creds[0]+authzid, "*") || authzid != "" && len(creds) > 0 && authzid != creds[0] {
 		rc.mu.Lock()
 		rc.forbidden = append(rc.forbidden, fmt.Sprintf("master-user login %q as %q", creds[0], authzid))
 		rc.mu.Unlock()
 	}
-	if len(creds) == 2 && refUsers[creds[0]] == creds[1] && creds[1] != "" {
+	// Dovecot's default auth_username_format, %Lu: the user is the name in
+	// lower case.
+	if len(creds) == 2 && refUsers[strings.ToLower(creds[0])] == creds[1] && creds[1] != "" {
 		rc.mu.Lock()
-		rc.user = creds[0]
+		rc.user = strings.ToLower(creds[0])
 		rc.mu.Unlock()
-		reply("%s OK [CAPABILITY IMAP4rev1 IDLE LITERAL+] Logged in", tag)
+		reply("%s OK [CAPABILITY IMAP4rev1 IDLE LITERAL+ METADATA] Logged in", tag)
 		return
 	}
 	reply("%s NO [AUTHENTICATIONFAILED] Authentication failed.", tag)

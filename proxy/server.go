@@ -18,6 +18,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,9 @@ const (
 	// backendWriteTimeout cuts a backend that stops reading what the proxy
 	// forwards.
 	backendWriteTimeout = time.Minute
+	// defaultContinuationTimeout is how long a command may wait for the
+	// backend to ask for its data or answer it (it does either at once).
+	defaultContinuationTimeout = time.Minute
 )
 
 // Options configures a Server. The zero value of each field is noted.
@@ -72,6 +76,10 @@ type Options struct {
 	// worth of data this long (a client that stopped reading); 0 means
 	// config.DefaultWriteTimeout.
 	WriteTimeout time.Duration
+	// ContinuationTimeout ends a session whose backend has neither asked for
+	// the data of a command (a literal, IDLE, AUTHENTICATE) nor answered it
+	// this long; 0 means one minute.
+	ContinuationTimeout time.Duration
 	// AllowPlaintextAuth allows LOGIN and AUTHENTICATE before STARTTLS.
 	AllowPlaintextAuth bool
 	// MasterSeparator is the backend's master-user separator (Dovecot's
@@ -95,6 +103,8 @@ type Server struct {
 	loginTimeout time.Duration
 	idleTimeout  time.Duration
 	writeTimeout time.Duration
+	// continuationTimeout: Options.ContinuationTimeout or its default.
+	continuationTimeout time.Duration
 
 	ctx    context.Context // cancelled by Shutdown after the grace period
 	cancel context.CancelFunc
@@ -140,6 +150,10 @@ func New(opts Options) *Server {
 	}
 	if s.writeTimeout == 0 {
 		s.writeTimeout = config.DefaultWriteTimeout
+	}
+	s.continuationTimeout = opts.ContinuationTimeout
+	if s.continuationTimeout == 0 {
+		s.continuationTimeout = defaultContinuationTimeout
 	}
 	return s
 }
@@ -209,12 +223,19 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 
 const errClosing = "closing"
 
+// remoteIP is the key of the per-address limit: the client's IPv4 address,
+// or its IPv6 /64, which one site usually has all of.
 func remoteIP(conn net.Conn) string {
 	host, _, err := net.SplitHostPort(conn.RemoteAddr().String())
 	if err != nil {
 		return conn.RemoteAddr().String()
 	}
-	return host
+	ip, err := netip.ParseAddr(host)
+	if err != nil || ip.Unmap().Is4() {
+		return host
+	}
+	prefix, _ := ip.Prefix(64)
+	return prefix.String()
 }
 
 // reject tells a client over the limits why it cannot be served, within

@@ -44,21 +44,22 @@ type session struct {
 	brd lazyReader    // from the backend
 	br  *bufio.Reader // brd's buffer while a response is read
 
-	mu             sync.Mutex
-	cond           *sync.Cond // on mu: pending shrank, or the session closed
-	backend        net.Conn
-	clientTLS      bool
-	authenticated  bool
-	user           string              // login name once the backend said OK
-	pending        []*command          // forwarded, not yet answered; oldest first
-	inflight       map[string]*command // the same, by tag: tags in flight are unique
-	waiting        *contWait           // the command waiting for the backend's "+"
-	sendingData    *command            // the command whose literal data goes to the backend now
-	draining       bool                // Shutdown asked: end after the running command
-	readingLiteral bool                // the client reader waits for the rest of a command from the client
-	closed         bool
-	byeReason      string      // told to the client when the session ends
-	timer          *time.Timer // login deadline, then the idle timeout
+	mu              sync.Mutex
+	cond            *sync.Cond // on mu: pending shrank, or the session closed
+	backend         net.Conn
+	clientTLS       bool
+	authenticated   bool
+	backendMetadata bool                // the backend's latest capability list has METADATA (RFC 5464)
+	user            string              // login name once the backend said OK
+	pending         []*command          // forwarded, not yet answered; oldest first
+	inflight        map[string]*command // the same, by tag: tags in flight are unique
+	waiting         *contWait           // the command waiting for the backend's "+"
+	sendingData     *command            // the command whose literal data goes to the backend now
+	draining        bool                // Shutdown asked: end after the running command
+	readingLiteral  bool                // the client reader waits for the rest of a command from the client
+	closed          bool
+	byeReason       string      // told to the client when the session ends
+	timer           *time.Timer // login deadline, then the idle timeout
 
 	frozen      atomic.Bool        // close set the client's deadline: writers leave it alone
 	backendSeen atomic.Int64       // when the backend last sent something, Unix nanoseconds
@@ -327,6 +328,9 @@ func (s *session) touch() {
 func (s *session) readCommandLine() ([]byte, error) {
 	line, err := imapwire.ReadLine(s.cr, s.lineBuf, maxLineLength)
 	s.lineBuf = line[:0]
+	if cap(line) > readBufferSize {
+		s.lineBuf = nil // a long line's buffer is not kept for an idle session
+	}
 	if errors.Is(err, imapwire.ErrLineTooLong) {
 		s.bye("Command line too long")
 	}

@@ -40,7 +40,7 @@ func pushCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	defer st.Close()
 	p := push.New(push.Options{Store: st, Sender: sender, Topic: creds.Topic, Logger: newLogger(io.Discard, false)})
-	results, err := p.PushUser(ctx, *user)
+	results, err := p.PushUser(ctx, cfg.Backend.CanonicalUser(*user))
 	if err != nil {
 		return err
 	}

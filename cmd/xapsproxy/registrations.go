@@ -37,14 +37,15 @@ func registrationsCmd(ctx context.Context, args []string, stdout io.Writer) erro
 		}
 		return printRegistrations(stdout, regs)
 	case rest[0] == "delete" && len(rest) == 3:
-		found, err := st.Delete(ctx, rest[1], rest[2])
+		user := cfg.Backend.CanonicalUser(rest[1])
+		found, err := st.Delete(ctx, user, rest[2])
 		if err != nil {
 			return err
 		}
 		if !found {
-			return fmt.Errorf("no registration of user %q with token %s", rest[1], rest[2])
+			return fmt.Errorf("no registration of user %q with token %s", user, rest[2])
 		}
-		fmt.Fprintf(stdout, "deleted the registration of %s with token %s\n", rest[1], rest[2])
+		fmt.Fprintf(stdout, "deleted the registration of %s with token %s\n", user, rest[2])
 		return nil
 	case rest[0] == "delete-token" && len(rest) == 2:
 		users, err := st.DeleteToken(ctx, rest[1])

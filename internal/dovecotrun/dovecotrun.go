@@ -49,7 +49,8 @@ type Options struct {
 	Hibernate bool
 	// Users maps user names to passwords; nil means alice:alicepw, bob:bobpw.
 	Users map[string]string
-	// ExtraConfig is appended to the config, e.g.
+	// ExtraConfig is appended to the config (with the template's
+	// placeholders, such as @DIR@, filled in), e.g.
 	// "login_trusted_networks = 127.0.0.0/8".
 	ExtraConfig string
 	// Template is the config template file; "" means TemplatePath().
@@ -179,10 +180,10 @@ func (d *Instance) setup(tmpl, userName, groupName string, opts Options) error {
 		}
 		d.IMAPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(imapPort))
 		d.LMTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(lmtpPort))
-		conf := strings.NewReplacer("@DIR@", d.Dir, "@IMAP_PORT@", strconv.Itoa(imapPort),
+		r := strings.NewReplacer("@DIR@", d.Dir, "@IMAP_PORT@", strconv.Itoa(imapPort),
 			"@LMTP_PORT@", strconv.Itoa(lmtpPort), "@USER@", userName, "@GROUP@", groupName,
-			"@HIBERNATE@", hibernate).Replace(tmpl)
-		if err := d.writeFile("dovecot.conf", conf+"\n"+opts.ExtraConfig+"\n"); err != nil {
+			"@HIBERNATE@", hibernate)
+		if err := d.writeFile("dovecot.conf", r.Replace(tmpl)+"\n"+r.Replace(opts.ExtraConfig)+"\n"); err != nil {
 			return err
 		}
 		// Create the log ourselves, world-readable, so that the caller can

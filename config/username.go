@@ -1,0 +1,34 @@
+package config
+
+import "strings"
+
+// Username formats: the subset of Dovecot's auth_username_format variables
+// that name a user (%u the whole name, %n its part before "@"), optionally
+// lowercased (%Lu, %Ln). Dovecot's default is %Lu.
+const DefaultUsernameFormat = "%Lu"
+
+func validUsernameFormat(f string) bool {
+	switch f {
+	case "%u", "%Lu", "%n", "%Ln":
+		return true
+	}
+	return false
+}
+
+// CanonicalUser is the name the backend gives the user who logs in as name,
+// by UsernameFormat: the name registrations are stored under and watched
+// as, so that "Alice", "ALICE" and (with %n) "alice@example.com" are one
+// account, as they are to Dovecot.
+func (b Backend) CanonicalUser(name string) string {
+	format := b.UsernameFormat
+	if format == "" {
+		format = DefaultUsernameFormat
+	}
+	if strings.HasSuffix(format, "n") {
+		name, _, _ = strings.Cut(name, "@")
+	}
+	if strings.HasPrefix(format, "%L") {
+		name = strings.ToLower(name)
+	}
+	return name
+}
