@@ -208,6 +208,8 @@ func TestCanonicalUser(t *testing.T) {
 		{"%n", "Alice@Example.com", "Alice"},
 		{"%Ln", "Alice@Example.com", "alice"},
 		{"%Ln", "alice", "alice"},
+		{"%Lu", "ÅSA", "Åsa"},
+		{"%Lu", "Al\xffICE", "al\xffice"},
 	} {
 		if got := (Backend{UsernameFormat: tt.format}).CanonicalUser(tt.name); got != tt.want {
 			t.Errorf("%s of %q = %q, want %q", tt.format, tt.name, got, tt.want)

@@ -28,7 +28,19 @@ func (b Backend) CanonicalUser(name string) string {
 		name, _, _ = strings.Cut(name, "@")
 	}
 	if strings.HasPrefix(format, "%L") {
-		name = strings.ToLower(name)
+		name = lowerASCII(name)
 	}
 	return name
+}
+
+// lowerASCII lowercases A-Z only, byte by byte, as Dovecot's %L does: "Åsa"
+// and "åsa" stay two names, as they are two accounts to Dovecot.
+func lowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'A' <= c && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
 }

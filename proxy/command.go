@@ -19,6 +19,8 @@ type command struct {
 	kind cmdKind
 	user string // kindLogin, kindAuth: the user the session belongs to on OK
 	own  bool   // the proxy's own: its response goes no further
+	// answered, if set, is closed once the response has been written.
+	answered chan struct{}
 
 	// Guarded by session.mu.
 	done bool // its tagged response has come (it is being written)
@@ -138,6 +140,9 @@ func (s *session) finish(c *command) {
 	}
 	if len(s.pending) == 0 {
 		s.pending = s.pending[:0:0] // let the backing array go
+	}
+	if c.answered != nil {
+		close(c.answered)
 	}
 	s.cond.Broadcast()
 }

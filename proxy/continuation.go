@@ -62,17 +62,34 @@ func (s *session) sendAwaiting(c *command, forward bool, out []byte) (bool, erro
 	// goes unnoticed: a backend that neither asks nor answers (Dovecot
 	// reads a literal in APPEND's flag list without asking for it) must not
 	// keep the session.
+	return waitBackend(s, w.result, "the backend neither asked for a command's data nor answered it")
+}
+
+// waitBackend waits for ch for as long as the backend keeps talking: once it
+// has sent nothing for the continuation timeout, counted from the start of
+// the wait or its last response, the session ends (what says why, in the
+// log).
+func waitBackend[T any](s *session, ch <-chan T, what string) (T, error) {
+	var zero T
+	start := time.Now()
 	t := time.NewTimer(s.srv.continuationTimeout)
 	defer t.Stop()
-	select {
-	case ok := <-w.result:
-		return ok, nil
-	case <-s.done:
-		return false, errClosed
-	case <-t.C:
-		s.log.Warn("the backend neither asked for a command's data nor answered it", "timeout", s.srv.continuationTimeout)
+	for {
+		select {
+		case v := <-ch:
+			return v, nil
+		case <-s.done:
+			return zero, errClosed
+		case <-t.C:
+		}
+		last := max(start.UnixNano(), s.backendSeen.Load())
+		if rest := s.srv.continuationTimeout - time.Since(time.Unix(0, last)); rest > 0 {
+			t.Reset(rest)
+			continue
+		}
+		s.log.Warn(what, "timeout", s.srv.continuationTimeout)
 		s.bye("[UNAVAILABLE] The mail server did not answer")
-		return false, errClosed
+		return zero, errClosed
 	}
 }
 
@@ -124,18 +141,18 @@ const syncTag = "xaps.sync"
 // sends a NOOP of its own and forwards nothing until it is answered; a "+"
 // that comes first has nothing waiting for it and ends the session.
 func (s *session) resync() error {
-	if err := s.push(&command{tag: syncTag, own: true}); err != nil {
+	c := &command{tag: syncTag, own: true, answered: make(chan struct{})}
+	if err := s.push(c); err != nil {
 		return err
 	}
 	if _, err := s.bw.WriteString(syncTag + " NOOP\r\n"); err != nil {
 		return err
 	}
+	if err := s.bw.Flush(); err != nil {
+		return err
+	}
 	// Dovecot may also take the NOOP for the rest of the command and never
 	// answer it (some refusals leave it skipping a line).
-	t := time.AfterFunc(s.srv.continuationTimeout, func() {
-		s.log.Warn("the backend did not answer the proxy's NOOP after a command it answered early", "timeout", s.srv.continuationTimeout)
-		s.bye("[UNAVAILABLE] The mail server did not answer")
-	})
-	defer t.Stop()
-	return s.waitDrained()
+	_, err := waitBackend(s, c.answered, "the backend did not answer the proxy's NOOP after a command it answered early")
+	return err
 }

@@ -92,13 +92,36 @@ func (s *session) dispatch(ctx context.Context, line []byte) error {
 		// before login unless the proxy has read it.
 		return s.forward([]byte(tag+" "+name+"\r\n"), &command{tag: tag})
 	}
-	switch name {
-	case "IDLE":
+	switch {
+	case name == "IDLE":
 		return s.handleIdle(line, tag, rest)
-	case "SETMETADATA":
+	case name == "SETMETADATA":
 		return s.handleSetMetadata(line, tag, rest)
+	case !forwardedAfterLogin(name):
+		return s.refuse(tag, line, "BAD "+name+" is not available through this proxy")
 	}
 	return s.forward(line, &command{tag: tag})
+}
+
+// forwardedAfterLogin reports whether a command is forwarded after login:
+// the commands of IMAP4rev1 and IMAP4rev2 (RFC 3501, 9051) and of the
+// extensions mail clients use, each answered by exactly one tagged
+// response. Others are refused: Dovecot's X-CANCEL, for one, cancels a
+// command in flight so that it is never answered, and the proxy would wait
+// for that answer for the rest of the session.
+func forwardedAfterLogin(name string) bool {
+	switch name {
+	case "CAPABILITY", "NOOP", "LOGOUT", "ENABLE", "NAMESPACE",
+		"SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE",
+		"LIST", "LSUB", "XLIST", "STATUS", "APPEND", "CHECK", "CLOSE", "UNSELECT",
+		"EXPUNGE", "SEARCH", "ESEARCH", "FETCH", "STORE", "COPY", "MOVE", "REPLACE", "UID",
+		"SORT", "THREAD", "NOTIFY", "GETMETADATA",
+		"GETQUOTA", "GETQUOTAROOT", "SETQUOTA",
+		"GETACL", "SETACL", "DELETEACL", "LISTRIGHTS", "MYRIGHTS",
+		"URLFETCH", "GENURLAUTH", "RESETKEY":
+		return true
+	}
+	return false
 }
 
 // maxTagLength bounds a tag: real clients use a few characters, and a long
