@@ -245,7 +245,7 @@ func (rc *refConn) serve(c net.Conn) {
 		case "XAPPLEPUSHSERVICE", "STARTTLS", "COMPRESS", "XCLIENT", "UNAUTHENTICATE":
 			rc.forbidden = append(rc.forbidden, cmd)
 		case "ID":
-			if strings.Contains(strings.ToLower(args), `"x-`) && tag != "xaps1" {
+			if refIDHasXField(args) && tag != "xaps1" {
 				rc.forbidden = append(rc.forbidden, cmd)
 			}
 		}
@@ -403,4 +403,35 @@ func (rc *refConn) authenticate(tag, args string, r *bufio.Reader, w io.Writer, 
 	}
 	rc.login(tag, []string{user, pass}, authzid, reply)
 	return true
+}
+
+// refIDHasXField reports whether an ID command's arguments (a list of
+// quoted strings and NILs, as the proxy sends them, or anything a client
+// might get through) have a key starting "x-".
+func refIDHasXField(args string) bool {
+	var items []string
+	for i := 0; i < len(args); i++ {
+		switch {
+		case args[i] == '"':
+			var sb strings.Builder
+			for i++; i < len(args) && args[i] != '"'; i++ {
+				if args[i] == '\\' && i+1 < len(args) {
+					i++
+				}
+				sb.WriteByte(args[i])
+			}
+			items = append(items, sb.String())
+		case strings.HasPrefix(strings.ToUpper(args[i:]), "NIL"):
+			items = append(items, "")
+			i += 2
+		case args[i] == '{' || args[i] > ' ' && args[i] != '(' && args[i] != ')':
+			return true // anything but quoted strings: not what the proxy sends
+		}
+	}
+	for k := 0; k < len(items); k += 2 {
+		if strings.HasPrefix(strings.ToLower(items[k]), "x-") {
+			return true
+		}
+	}
+	return false
 }
