@@ -181,17 +181,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if need := uint64(2*(s.conns+s.warmup) + 256); env.fileLimit < need {
 		return fmt.Errorf("RLIMIT_NOFILE is %d, %d connections need about %d: raise it (ulimit -n) or lower -conns", env.fileLimit, s.conns, need)
 	}
-	root, err := dovecotrun.ModuleRoot()
+	dir, err := prepare(env)
 	if err != nil {
 		return err
-	}
-	env.dir = root
-	if env.dovecot, err = dovecotrun.Version(); err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "xapsbench")
-	if err != nil {
-		return fmt.Errorf("temporary directory: %w", err)
 	}
 	defer os.RemoveAll(dir)
 	if err := os.Chmod(dir, 0o755); err != nil { // nginx workers run as nobody
@@ -213,7 +205,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("dovecot: %w", err)
 	}
 	defer dc.Close()
-	bin, goVersion, err := buildXapsproxy(ctx, root, dir)
+	bin, goVersion, err := buildXapsproxy(ctx, env.dir, dir)
 	if err != nil {
 		return err
 	}
@@ -264,4 +256,22 @@ func (p prefixWriter) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return len(b), nil
+}
+
+// prepare finds the module root and Dovecot's version for env, and makes the
+// run's temporary directory, which the caller removes.
+func prepare(env *environment) (string, error) {
+	root, err := dovecotrun.ModuleRoot()
+	if err != nil {
+		return "", err
+	}
+	env.dir = root
+	if env.dovecot, err = dovecotrun.Version(); err != nil {
+		return "", err
+	}
+	dir, err := os.MkdirTemp("", "xapsbench")
+	if err != nil {
+		return "", fmt.Errorf("temporary directory: %w", err)
+	}
+	return dir, nil
 }

@@ -99,17 +99,9 @@ func reconnectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 	if env.fileLimit, err = raiseFileLimit(uint64(8*s.accounts + 4096)); err != nil {
 		return err
 	}
-	root, err := dovecotrun.ModuleRoot()
+	dir, err := prepare(env)
 	if err != nil {
 		return err
-	}
-	env.dir = root
-	if env.dovecot, err = dovecotrun.Version(); err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("", "xapsbench")
-	if err != nil {
-		return fmt.Errorf("temporary directory: %w", err)
 	}
 	defer os.RemoveAll(dir)
 
@@ -127,7 +119,7 @@ func reconnectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("dovecot: %w", err)
 	}
 	defer dc.Close()
-	bin, goVersion, err := buildXapsproxy(ctx, root, dir)
+	bin, goVersion, err := buildXapsproxy(ctx, env.dir, dir)
 	if err != nil {
 		return err
 	}
