@@ -26,7 +26,8 @@ import "time"
 //     (resync) and forwards nothing until it is answered.
 //   - A backend may also neither ask nor answer (Dovecot reads a literal in
 //     APPEND's flag list without asking): while the proxy waits it reads
-//     nothing from the client, so the wait is bounded (continuationTimeout).
+//     nothing from the client, so once the backend has been silent for the
+//     continuation timeout, the session ends.
 
 // contWait is the one command waiting for a continuation request.
 type contWait struct {

@@ -1,12 +1,14 @@
 // Package proxy is the client-facing side of xapsproxy: it accepts IMAP
 // connections (implicit TLS or STARTTLS), opens one backend connection per
-// client, and forwards bytes both ways as a stream. It intercepts only what it
-// must: STARTTLS (the proxy terminates TLS), XAPPLEPUSHSERVICE (answered here
-// and stored through Options.Register), COMPRESS and UNAUTHENTICATE (refused:
-// one would hide the stream, the other undo the login), ID (forwarded without
-// its x- fields), LOGIN and AUTHENTICATE (forwarded, with the user name noted
-// once the backend accepts), and capability lists (XAPPLEPUSHSERVICE added
-// after login).
+// client, and forwards commands and responses as a stream, in lock-step with
+// the backend wherever the two could read the stream differently
+// (continuation.go). It intercepts only what it must: STARTTLS (the proxy
+// terminates TLS), XAPPLEPUSHSERVICE (answered here and stored through
+// Options.Register), COMPRESS, UNAUTHENTICATE and XCLIENT (refused), ID
+// (forwarded without its x- fields), LOGIN and AUTHENTICATE (read whole,
+// checked and sent anew; the user noted once the backend accepts),
+// SETMETADATA (checked), commands it does not know (refused), and capability
+// lists (XAPPLEPUSHSERVICE added after login).
 //
 // Use: srv := proxy.New(opts); go srv.ServeTLS(ln); ...; srv.Shutdown(ctx).
 package proxy
