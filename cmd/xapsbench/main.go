@@ -205,12 +205,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("dovecot: %w", err)
 	}
 	defer dc.Close()
-	bin, goVersion, err := buildXapsproxy(ctx, env.dir, dir)
+	xb, err := newXapsproxyBuild(ctx, env, dir, p, s.xapsproxyEnv)
 	if err != nil {
 		return err
 	}
-	env.goVersion = goVersion
-	xb := &xapsproxyBuild{bin: bin, dir: dir, pki: p, env: strings.Fields(s.xapsproxyEnv)}
 	env.proxyEnv = s.xapsproxyEnv
 
 	res := &results{env: env, settings: s}
@@ -274,4 +272,15 @@ func prepare(env *environment) (string, error) {
 		return "", fmt.Errorf("temporary directory: %w", err)
 	}
 	return dir, nil
+}
+
+// newXapsproxyBuild builds ./cmd/xapsproxy into dir for the run, noting the Go
+// version in env; extraEnv is the environment its processes get on top.
+func newXapsproxyBuild(ctx context.Context, env *environment, dir string, p *pki, extraEnv string) (*xapsproxyBuild, error) {
+	bin, goVersion, err := buildXapsproxy(ctx, env.dir, dir)
+	if err != nil {
+		return nil, err
+	}
+	env.goVersion = goVersion
+	return &xapsproxyBuild{bin: bin, dir: dir, pki: p, env: strings.Fields(extraEnv)}, nil
 }

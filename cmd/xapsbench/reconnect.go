@@ -119,12 +119,10 @@ func reconnectCmd(ctx context.Context, args []string, stdout, stderr io.Writer) 
 		return fmt.Errorf("dovecot: %w", err)
 	}
 	defer dc.Close()
-	bin, goVersion, err := buildXapsproxy(ctx, env.dir, dir)
+	xb, err := newXapsproxyBuild(ctx, env, dir, p, s.xapsproxyEnv)
 	if err != nil {
 		return err
 	}
-	env.goVersion = goVersion
-	xb := &xapsproxyBuild{bin: bin, dir: dir, pki: p, env: strings.Fields(s.xapsproxyEnv)}
 	r := &reconnectBench{s: s, dc: dc, xb: xb, progress: progress}
 	if err := r.register(ctx); err != nil {
 		return err
