@@ -1,5 +1,5 @@
 // Package push wakes iPhone Mail through the Apple Push Notification service
-// (APNs). Watchers report mailbox events to a Pusher (a watch.Notifier); the
+// (APNs). Watchers report mailbox events to a Pusher (a event.Notifier); the
 // Pusher finds the registrations that asked for that mailbox and sends each
 // one background push whose body names the device's account id, so that Mail
 // connects and fetches. It coalesces bursts, retries what APNs could not take
@@ -22,8 +22,8 @@ import (
 
 	"github.com/sideshow/apns2"
 
+	"github.com/xapsproxy/xapsproxy/event"
 	"github.com/xapsproxy/xapsproxy/store"
-	"github.com/xapsproxy/xapsproxy/watch"
 )
 
 // Defaults for zero Options fields.
@@ -73,7 +73,7 @@ type Options struct {
 }
 
 // Pusher turns mailbox events into APNs pushes. Create it with New, start
-// Run, and hand it to watchers as their watch.Notifier.
+// Run, and hand it to watchers as their event.Notifier.
 type Pusher struct {
 	store         store.Store
 	sender        Sender
@@ -117,7 +117,7 @@ func (s *eventState) merge(o eventState) {
 	}
 }
 
-var _ watch.Notifier = (*Pusher)(nil)
+var _ event.Notifier = (*Pusher)(nil)
 
 // New makes a Pusher. It does no I/O; nothing is sent until Run.
 func New(opts Options) *Pusher {
@@ -164,8 +164,8 @@ func orDefault(d, def time.Duration) time.Duration {
 // looks them up, so memory is bounded by the number of watched mailboxes.
 // Events reported while Run is not running wait for the next Run. An event
 // of unknown kind is treated as KindNew.
-func (p *Pusher) Notify(ev watch.Event) {
-	st := eventState{isNew: ev.Kind != watch.KindChanged}
+func (p *Pusher) Notify(ev event.Event) {
+	st := eventState{isNew: ev.Kind != event.KindChanged}
 	if !st.isNew {
 		st.changedAt = p.now()
 	}

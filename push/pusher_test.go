@@ -9,9 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/xapsproxy/xapsproxy/event"
 	"github.com/xapsproxy/xapsproxy/push"
 	"github.com/xapsproxy/xapsproxy/store"
-	"github.com/xapsproxy/xapsproxy/watch"
 )
 
 func reg(user string, tok int, account string, mailboxes ...string) store.Registration {
@@ -51,7 +51,7 @@ func TestNewMailPushesOnlyRegistrationsOfTheMailbox(t *testing.T) {
 	p := newPusher(t, e, st, &pr, time.Minute)
 	startRun(t, p)
 
-	p.Notify(watch.Event{User: "alice", Mailbox: "inbox", Kind: watch.KindNew}) // INBOX is case-insensitive
+	p.Notify(event.Event{User: "alice", Mailbox: "inbox", Kind: event.KindNew}) // INBOX is case-insensitive
 	waitIdle(t, p)
 
 	reqs := e.fake.Requests()
@@ -86,7 +86,7 @@ func TestDeadTokensArePruned(t *testing.T) {
 			p := newPusher(t, e, st, &pr, time.Minute)
 			startRun(t, p)
 
-			p.Notify(watch.Event{User: "alice", Mailbox: "INBOX", Kind: watch.KindNew})
+			p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindNew})
 			waitIdle(t, p)
 
 			if st.has("alice", token(1)) || st.has("bob", token(1)) {
@@ -117,7 +117,7 @@ func TestDeviceTokenNotForTopicIsKept(t *testing.T) {
 	p := newPusher(t, e, st, &pr, time.Minute)
 	startRun(t, p)
 
-	p.Notify(watch.Event{User: "alice", Mailbox: "INBOX", Kind: watch.KindNew})
+	p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindNew})
 	waitIdle(t, p)
 
 	if !st.has("alice", token(1)) {
@@ -152,7 +152,7 @@ func TestTransientFailuresAreRetried(t *testing.T) {
 			p := newPusher(t, e, st, &pr, time.Minute)
 			startRun(t, p)
 
-			p.Notify(watch.Event{User: "alice", Mailbox: "INBOX", Kind: watch.KindNew})
+			p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindNew})
 			waitIdle(t, p)
 
 			failure := push.Response{StatusCode: tc.status, Reason: tc.reason}.String()
@@ -180,7 +180,7 @@ func TestTransportErrorsAreRetriedUntilExpiry(t *testing.T) {
 		RetryBase: time.Millisecond, RetryMax: 4 * time.Millisecond, Expiration: 40 * time.Millisecond,
 	})
 	startRun(t, p)
-	p.Notify(watch.Event{User: "alice", Mailbox: "INBOX", Kind: watch.KindNew})
+	p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindNew})
 	waitIdle(t, p)
 
 	got := st.results(token(1))
@@ -210,7 +210,7 @@ func TestChangesAreCoalescedUntilQuiet(t *testing.T) {
 	var last time.Time // just before the last change
 	for range 5 {
 		last = time.Now()
-		p.Notify(watch.Event{User: "alice", Mailbox: "INBOX", Kind: watch.KindChanged})
+		p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindChanged})
 	}
 	waitIdle(t, p)
 
@@ -233,9 +233,9 @@ func TestNewMailDoesNotWaitForChanges(t *testing.T) {
 
 	// Reported before Run, so that Run sees them together (a change reported
 	// while the push is in flight would rightly get a push of its own).
-	p.Notify(watch.Event{User: "alice", Mailbox: "INBOX", Kind: watch.KindChanged})
-	p.Notify(watch.Event{User: "alice", Mailbox: "INBOX", Kind: watch.KindNew})
-	p.Notify(watch.Event{User: "alice", Mailbox: "INBOX", Kind: watch.KindChanged})
+	p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindChanged})
+	p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindNew})
+	p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindChanged})
 	startRun(t, p)
 	waitIdle(t, p)
 	if n := len(e.fake.Requests()); n != 1 {
@@ -276,11 +276,11 @@ func TestEventsDuringAPushGiveOneMorePush(t *testing.T) {
 	p := push.New(push.Options{Store: st, Sender: g, Logger: testLogger(t), ChangeDelay: time.Millisecond})
 	startRun(t, p)
 
-	p.Notify(watch.Event{User: "alice", Mailbox: "INBOX", Kind: watch.KindNew})
+	p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindNew})
 	waitFor(t, 5*time.Second, "the first push to start", func() bool { return g.count() == 1 })
 	for range 3 {
-		p.Notify(watch.Event{User: "alice", Mailbox: "INBOX", Kind: watch.KindNew})
-		p.Notify(watch.Event{User: "alice", Mailbox: "INBOX", Kind: watch.KindChanged})
+		p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindNew})
+		p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindChanged})
 	}
 	// Let the loop fold the events into the running job before releasing.
 	waitFor(t, 5*time.Second, "the events to be looked up", func() bool { return p.Pending() == 1 })
@@ -307,7 +307,7 @@ func TestRunStopsAllGoroutinesAndKeepsWork(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- p.Run(ctx) }()
-	p.Notify(watch.Event{User: "alice", Mailbox: "INBOX", Kind: watch.KindNew})
+	p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindNew})
 	waitFor(t, 5*time.Second, "two pushes in flight", func() bool { return g.count() == 2 })
 	if err := p.Run(ctx); err == nil {
 		t.Error("a second concurrent Run succeeded")
@@ -349,7 +349,7 @@ func TestRunStopsAllGoroutinesAndKeepsWork(t *testing.T) {
 func TestNotifyNeverBlocksWithoutRun(t *testing.T) {
 	p := push.New(push.Options{Store: newMemStore(), Sender: &funcSender{}})
 	for i := range 1000 {
-		p.Notify(watch.Event{User: "alice", Mailbox: []string{"INBOX", "Work"}[i%2], Kind: watch.KindNew})
+		p.Notify(event.Event{User: "alice", Mailbox: []string{"INBOX", "Work"}[i%2], Kind: event.KindNew})
 	}
 	if n := p.Pending(); n != 2 {
 		t.Errorf("Pending() = %d, want 2 (merged per user and mailbox)", n)
@@ -362,7 +362,7 @@ func TestStoreErrorsAreRetried(t *testing.T) {
 	s := &funcSender{}
 	p := push.New(push.Options{Store: st, Sender: s, Logger: testLogger(t), RetryBase: time.Millisecond})
 	startRun(t, p)
-	p.Notify(watch.Event{User: "alice", Mailbox: "INBOX", Kind: watch.KindNew})
+	p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindNew})
 	waitIdle(t, p)
 	if n := len(s.sent()); n != 1 {
 		t.Errorf("%d pushes after store errors, want 1", n)

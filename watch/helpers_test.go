@@ -24,6 +24,7 @@ import (
 	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/xapsproxy/xapsproxy/config"
+	"github.com/xapsproxy/xapsproxy/event"
 	"github.com/xapsproxy/xapsproxy/internal/dovecottest"
 	"github.com/xapsproxy/xapsproxy/internal/testlog"
 	"github.com/xapsproxy/xapsproxy/store"
@@ -42,16 +43,16 @@ const (
 // recorder is a Notifier that remembers every event.
 type recorder struct {
 	mu     sync.Mutex
-	events []watch.Event
+	events []event.Event
 }
 
-func (r *recorder) Notify(e watch.Event) {
+func (r *recorder) Notify(e event.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.events = append(r.events, e)
 }
 
-func (r *recorder) snapshot() []watch.Event {
+func (r *recorder) snapshot() []event.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return slices.Clone(r.events)
@@ -59,7 +60,7 @@ func (r *recorder) snapshot() []watch.Event {
 
 // wait waits until at least n events have been reported and returns all of
 // them.
-func (r *recorder) wait(t *testing.T, n int) []watch.Event {
+func (r *recorder) wait(t *testing.T, n int) []event.Event {
 	t.Helper()
 	eventually(t, fmt.Sprintf("%d event(s)", n), func() bool { return len(r.snapshot()) >= n })
 	return r.snapshot()
@@ -90,12 +91,12 @@ func eventually(t *testing.T, what string, cond func() bool) {
 	}
 }
 
-func newEvent(user, mailbox string) watch.Event {
-	return watch.Event{User: user, Mailbox: mailbox, Kind: watch.KindNew}
+func newEvent(user, mailbox string) event.Event {
+	return event.Event{User: user, Mailbox: mailbox, Kind: event.KindNew}
 }
 
 // wantEvents fails the test unless got equals want exactly.
-func wantEvents(t *testing.T, got []watch.Event, want ...watch.Event) {
+func wantEvents(t *testing.T, got []event.Event, want ...event.Event) {
 	t.Helper()
 	if !slices.Equal(got, want) {
 		t.Fatalf("events = %v, want %v", got, want)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/config"
+	"github.com/xapsproxy/xapsproxy/event"
 	"github.com/xapsproxy/xapsproxy/store"
 )
 
@@ -37,8 +38,8 @@ const (
 
 // Options configures a Manager.
 type Options struct {
-	Store    store.Store // required
-	Notifier Notifier    // required; receives events, must not block
+	Store    store.Store    // required
+	Notifier event.Notifier // required; receives events, must not block
 	Backend  config.Backend
 	// BackendTLS verifies the backend when Backend.TLS is not "none"; nil
 	// means Backend.BaseTLSConfig() (system roots, no ca_file).

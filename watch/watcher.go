@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/xapsproxy/xapsproxy/event"
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 	"github.com/xapsproxy/xapsproxy/store"
 )
@@ -333,7 +334,7 @@ func (w *watcher) compare(ctx context.Context, mailbox string, st store.MailboxS
 		return
 	case prev.UIDValidity != st.UIDValidity || st.UIDNext > prev.UIDNext:
 		w.log.Info("new mail", "mailbox", mailbox, "uidnext", st.UIDNext)
-		w.m.opts.Notifier.Notify(Event{User: w.user, Mailbox: mailbox, Kind: KindNew})
+		w.m.opts.Notifier.Notify(event.Event{User: w.user, Mailbox: mailbox, Kind: event.KindNew})
 	}
 	if err := s.SetMailboxState(sctx, w.user, mailbox, st); err != nil {
 		w.log.Error("cannot store mailbox state", "mailbox", mailbox, "err", err)
