@@ -46,17 +46,21 @@ func timed(c *imapclient.Client, f func() error) error {
 	return f()
 }
 
-// login logs in as user through the master user (Dovecot's "user*master").
-func (m *Manager) login(c *imapclient.Client, user string) error {
-	opts := m.opts.Watch
-	login := user + opts.MasterSeparator + opts.MasterUser
-	err := timed(c, func() error { return c.Login(login, opts.MasterPassword).Wait() })
+// login logs in as user with what the Credentials give for them. A NO
+// that is not temporary is a refusedError, and the Credentials are told.
+func (m *Manager) login(ctx context.Context, c *imapclient.Client, user string) error {
+	login, password, err := m.creds.For(ctx, user)
+	if err != nil {
+		return err
+	}
+	err = timed(c, func() error { return c.Login(login, password).Wait() })
 	if err == nil {
 		return nil
 	}
 	err = fmt.Errorf("log in as %s: %w", login, err)
 	var imapErr *imap.Error
 	if errors.As(err, &imapErr) && imapErr.Type == imap.StatusResponseTypeNo && !slices.Contains(temporaryLoginCodes, imapErr.Code) {
+		m.creds.Refused(ctx, user, login, password)
 		return &refusedError{err}
 	}
 	return err
@@ -161,7 +165,7 @@ func (m *Manager) Probe(ctx context.Context, user string) ([]string, error) {
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 	if user != "" {
-		if err := m.login(c, user); err != nil {
+		if err := m.login(ctx, c, user); err != nil {
 			return nil, err
 		}
 	}

@@ -47,6 +47,8 @@ type Options struct {
 	// Watch holds the master user credentials (auth = "master") and
 	// MaxConcurrentLogins (zero means config.DefaultMaxConcurrentLogins).
 	Watch config.Watch
+	// Credentials log watchers in; nil means MasterCredentials from Watch.
+	Credentials Credentials
 	// PollInterval is how often mailboxes other than the one in IDLE are
 	// checked with STATUS; zero means DefaultPollInterval.
 	PollInterval time.Duration
@@ -69,6 +71,7 @@ type Manager struct {
 	dirty map[string]struct{} // users to converge
 	wake  chan struct{}
 
+	creds  Credentials
 	logins limiter // shared by the watchers
 	gate   *gate   // shared by the watchers; its prober runs in Run
 	stats  counters
@@ -94,7 +97,11 @@ func New(opts Options) *Manager {
 	if opts.Watch.MaxConcurrentLogins <= 0 {
 		opts.Watch.MaxConcurrentLogins = config.DefaultMaxConcurrentLogins
 	}
+	if opts.Credentials == nil {
+		opts.Credentials = MasterCredentials{User: opts.Watch.MasterUser, Password: opts.Watch.MasterPassword, Separator: opts.Watch.MasterSeparator}
+	}
 	m := &Manager{
+		creds:  opts.Credentials,
 		opts:   opts,
 		log:    opts.Logger,
 		dirty:  make(map[string]struct{}),

@@ -244,7 +244,7 @@ func (w *watcher) login(ctx context.Context, wake chan<- struct{}) (*imapclient.
 		return nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { c.Close() })
-	err = m.login(c, w.user)
+	err = m.login(ctx, c, w.user)
 	stop()
 	if err != nil {
 		c.Close()
