@@ -72,9 +72,10 @@ type Backend struct {
 const (
 	AuthMaster   = "master"
 	AuthCaptured = "captured"
-	ModeAuto     = "auto"
-	ModeNotify   = "notify"
-	ModeIdle     = "idle"
+	SourceAuto    = "auto"
+	SourceDovecot = "dovecot"
+	SourceNotify  = "notify"
+	SourceIdle    = "idle"
 )
 
 // Watch says how the proxy logs in to the backend to watch registered mailboxes.
@@ -85,7 +86,13 @@ type Watch struct {
 	MasterPasswordFile string `toml:"master_password_file"` // file holding the password; trailing newline ignored
 	MasterSeparator    string `toml:"master_separator"`     // between user and master name; default "*"
 	SecretKeyFile      string `toml:"secret_key_file"`      // key for captured passwords (auth = "captured")
-	Mode               string `toml:"mode"`                 // "auto" (default), "notify" or "idle"
+	Source             string `toml:"source"`               // "auto" (default), "dovecot", "notify" or "idle"
+	// PollInterval is how often the IDLE source looks at registered
+	// mailboxes other than the one in IDLE.
+	PollInterval time.Duration `toml:"poll_interval"`
+	// CatchUpRate bounds the accounts a second looked at after a start
+	// with Dovecot's events.
+	CatchUpRate float64 `toml:"catchup_rate"`
 	// MaxConcurrentLogins bounds the backend connections being opened and
 	// logged in at once, over all watchers.
 	MaxConcurrentLogins int `toml:"max_concurrent_logins"`
@@ -135,7 +142,9 @@ const (
 	DefaultBackendTLS      = BackendTLSNone
 	DefaultAuth            = AuthMaster
 	DefaultMasterSeparator = "*"
-	DefaultMode            = ModeAuto
+	DefaultSource          = SourceAuto
+	DefaultPollInterval    = 2 * time.Minute
+	DefaultCatchUpRate     = 50
 	DefaultEndpoint        = EndpointProduction
 	DefaultStorePath       = "xapsproxy.db"
 	DefaultAdminListen     = "127.0.0.1:9143"
@@ -171,7 +180,7 @@ func Parse(doc, dir string) (*Config, error) {
 			WriteTimeout:        DefaultWriteTimeout,
 		},
 		Backend: Backend{TLS: DefaultBackendTLS, UsernameFormat: DefaultUsernameFormat},
-		Watch:   Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Mode: DefaultMode, MaxConcurrentLogins: DefaultMaxConcurrentLogins},
+		Watch:   Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Source: DefaultSource, PollInterval: DefaultPollInterval, CatchUpRate: DefaultCatchUpRate, MaxConcurrentLogins: DefaultMaxConcurrentLogins},
 		APNS:    APNS{Endpoint: DefaultEndpoint},
 		Store:   Store{Path: DefaultStorePath},
 		Admin:   Admin{Listen: DefaultAdminListen},
@@ -335,12 +344,18 @@ func (w *Watch) validate() error {
 	if w.MasterSeparator == "" {
 		return keyError("watch.master_separator", "must not be empty")
 	}
-	switch w.Mode {
-	case ModeAuto, ModeIdle:
-	case ModeNotify:
-		return keyError("watch.mode", `"notify" is not available in this version; use "auto" or "idle"`)
+	switch w.Source {
+	case SourceAuto, SourceIdle, SourceDovecot:
+	case SourceNotify:
+		return keyError("watch.source", `"notify" is not available in this version; use "auto", "dovecot" or "idle"`)
 	default:
-		return keyError("watch.mode", "%q is not one of auto, notify, idle", w.Mode)
+		return keyError("watch.source", "%q is not one of auto, dovecot, notify, idle", w.Source)
+	}
+	if w.PollInterval < time.Second {
+		return keyError("watch.poll_interval", "must be at least 1s")
+	}
+	if w.CatchUpRate <= 0 {
+		return keyError("watch.catchup_rate", "must be more than 0 (accounts per second)")
 	}
 	if w.MaxConcurrentLogins < 1 {
 		return keyError("watch.max_concurrent_logins", "must be at least 1")

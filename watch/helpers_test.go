@@ -173,7 +173,7 @@ func masterLogin(user, password string) config.Watch {
 		MasterUser:      user,
 		MasterPassword:  password,
 		MasterSeparator: config.DefaultMasterSeparator,
-		Mode:            config.ModeAuto,
+		Source:          config.SourceAuto,
 	}
 }
 

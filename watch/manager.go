@@ -1,11 +1,21 @@
-// Package watch keeps exactly one backend session per account that has live
-// registrations, and reports mailbox events to a Notifier.
+// Package watch keeps, for every account with live registrations, one owner
+// that decides what is new, and the event source that feeds it.
 //
-// The Manager owns the set of watchers: it starts one for every stored user
-// when it runs, and converges again for a user each time Sync is called (after
-// a registration is stored or deleted). Each watcher logs in to the backend as
-// the user through the Dovecot master user, catches up with the UIDNEXT last
-// stored for each mailbox, and then waits for news with IDLE.
+// The Manager converges on the store: it makes an owner for every stored
+// user when it runs, and again for a user each time Sync is called (after a
+// registration is stored or deleted). The source is the same for every
+// account:
+//   - SourceEvents: Dovecot's own events, posted to the proxy and handed to
+//     Hint; no backend connection per account. When the manager starts, a
+//     rate-limited catch-up looks at every registered mailbox once (STATUS
+//     through the configured Credentials), for the mail that came while the
+//     proxy was away.
+//   - SourceIdle: one backend connection per account, in IDLE on the first
+//     registered mailbox (INBOX when registered) for up to 29 minutes at a
+//     time; other registered mailboxes are looked at every PollInterval.
+//
+// Every source only reports hints; owner.apply compares them with the
+// stored state and notifies the Notifier of new mail and changes.
 package watch
 
 import (
@@ -21,11 +31,29 @@ import (
 	"github.com/xapsproxy/xapsproxy/store"
 )
 
+// Event sources (Options.Source).
+const (
+	// SourceEvents: Dovecot's own events reach the manager through Hint.
+	SourceEvents = "dovecot"
+	// SourceIdle: one backend connection per account, in IDLE.
+	SourceIdle = "idle"
+)
+
 // Defaults for Options fields left zero.
 const (
-	DefaultPollInterval = time.Minute
-	DefaultMinBackoff   = time.Second
-	DefaultMaxBackoff   = 5 * time.Minute
+	DefaultPollInterval = 2 * time.Minute
+	// DefaultCatchUpRate is how many accounts a second the catch-up of
+	// SourceEvents looks at, at most.
+	DefaultCatchUpRate = 50
+	// idleRestart is how long an IDLE lasts when nothing wakes it: the
+	// server may end an IDLE idle for 30 minutes (RFC 9051 section 6.3.13).
+	idleRestart = 29 * time.Minute
+	// hintQueue bounds the hints waiting for a worker; past it, the
+	// account is caught up by a look instead.
+	hintQueue         = 16384
+	hintWorkers       = 4
+	DefaultMinBackoff = time.Second
+	DefaultMaxBackoff = 5 * time.Minute
 	// DefaultGreetingTimeout bounds the wait for the backend's greeting
 	// (and TLS) once the TCP connection is up.
 	DefaultGreetingTimeout = 5 * time.Second
@@ -49,9 +77,16 @@ type Options struct {
 	Watch config.Watch
 	// Credentials log watchers in; nil means MasterCredentials from Watch.
 	Credentials Credentials
-	// PollInterval is how often mailboxes other than the one in IDLE are
-	// checked with STATUS; zero means DefaultPollInterval.
+	// Source is SourceEvents or SourceIdle; "" means SourceIdle.
+	Source string
+	// PollInterval is how often SourceIdle looks at the registered
+	// mailboxes other than the one in IDLE, with STATUS; zero means
+	// DefaultPollInterval. An account with one registered mailbox is never
+	// polled.
 	PollInterval time.Duration
+	// CatchUpRate bounds the accounts looked at per second by the catch-up
+	// of SourceEvents; zero means DefaultCatchUpRate.
+	CatchUpRate float64
 	// MinBackoff and MaxBackoff bound the jittered exponential wait between
 	// reconnects; zero means the defaults.
 	MinBackoff, MaxBackoff time.Duration
@@ -67,9 +102,13 @@ type Manager struct {
 	opts Options
 	log  *slog.Logger
 
-	mu    sync.Mutex
-	dirty map[string]struct{} // users to converge
-	wake  chan struct{}
+	mu     sync.Mutex
+	dirty  map[string]struct{} // users to converge
+	owners map[string]*owner   // written by Run only; read by Hint
+	wake   chan struct{}
+
+	hints   chan queuedHint // to the hint workers
+	catchUp *catchUp        // accounts to look at (SourceEvents)
 
 	creds  Credentials
 	logins limiter // shared by the watchers
@@ -81,6 +120,12 @@ type Manager struct {
 func New(opts Options) *Manager {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Source == "" {
+		opts.Source = SourceIdle
+	}
+	if opts.CatchUpRate <= 0 {
+		opts.CatchUpRate = DefaultCatchUpRate
 	}
 	if opts.PollInterval == 0 {
 		opts.PollInterval = DefaultPollInterval
@@ -105,10 +150,13 @@ func New(opts Options) *Manager {
 		opts:   opts,
 		log:    opts.Logger,
 		dirty:  make(map[string]struct{}),
+		owners: make(map[string]*owner),
 		wake:   make(chan struct{}, 1),
+		hints:  make(chan queuedHint, hintQueue),
 		logins: newLimiter(opts.Watch.MaxConcurrentLogins),
 	}
 	m.gate = newGate(m)
+	m.catchUp = newCatchUp(m)
 	return m
 }
 
@@ -124,29 +172,38 @@ func (m *Manager) Sync(user string) {
 	}
 }
 
-// Run starts a watcher for every stored user and keeps converging until ctx
-// is done; it returns after every watcher and the backend prober have
-// stopped.
+// Run makes an owner for every stored user and keeps converging until ctx
+// is done; it returns after every watcher, hint worker, the catch-up and
+// the backend prober have stopped.
 func (m *Manager) Run(ctx context.Context) error {
-	watchers := make(map[string]*watcher)
-	var prober sync.WaitGroup
-	prober.Go(func() { m.gate.run(ctx) })
+	var wg sync.WaitGroup
+	wg.Go(func() { m.gate.run(ctx) })
+	for range hintWorkers {
+		wg.Go(func() { m.applyHints(ctx) })
+	}
+	wg.Go(func() { m.catchUp.run(ctx) })
 	defer func() {
-		for _, w := range watchers {
-			w.stop()
+		m.mu.Lock()
+		owners := m.owners
+		m.owners = make(map[string]*owner)
+		m.mu.Unlock()
+		for _, o := range owners {
+			if o.conn != nil {
+				o.conn.stop()
+			}
 		}
-		prober.Wait()
+		wg.Wait()
 	}()
 
 	resync := time.NewTicker(resyncInterval)
 	defer resync.Stop()
-	m.syncAll(ctx, watchers)
+	m.syncAll(ctx, true)
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-resync.C:
-			m.syncAll(ctx, watchers)
+			m.syncAll(ctx, false)
 		case <-m.wake:
 		}
 		m.mu.Lock()
@@ -154,31 +211,38 @@ func (m *Manager) Run(ctx context.Context) error {
 		m.dirty = make(map[string]struct{})
 		m.mu.Unlock()
 		for user := range dirty {
-			m.converge(ctx, watchers, user)
+			m.converge(ctx, user)
 		}
 	}
 }
 
-// syncAll marks every stored user and every watched user for converging: at
+// syncAll marks every stored user and every owned user for converging: at
 // startup, and now and then to catch changes made outside this process (such
-// as `xapsproxy registrations delete`).
-func (m *Manager) syncAll(ctx context.Context, watchers map[string]*watcher) {
+// as `xapsproxy registrations delete`). At startup with SourceEvents, every
+// account is also caught up.
+func (m *Manager) syncAll(ctx context.Context, starting bool) {
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	users, err := m.opts.Store.Users(sctx)
 	cancel()
 	if err != nil {
 		m.log.Error("cannot list registered users", "err", err)
 	}
-	for u := range watchers {
+	m.mu.Lock()
+	for u := range m.owners {
 		users = append(users, u)
 	}
+	m.mu.Unlock()
 	for _, u := range users {
 		m.Sync(u)
 	}
+	if starting && m.opts.Source == SourceEvents {
+		m.catchUp.addAll(users)
+	}
 }
 
-// converge starts, updates or stops the watcher of one user.
-func (m *Manager) converge(ctx context.Context, watchers map[string]*watcher, user string) {
+// converge makes, updates or drops the owner of one user, and starts or
+// stops its connection.
+func (m *Manager) converge(ctx context.Context, user string) {
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	regs, err := m.opts.Store.Registrations(sctx, user)
 	cancel()
@@ -187,19 +251,54 @@ func (m *Manager) converge(ctx context.Context, watchers map[string]*watcher, us
 		return
 	}
 	mailboxes := mailboxUnion(regs)
-	w := watchers[user]
+	m.mu.Lock()
+	o := m.owners[user]
 	switch {
-	case len(mailboxes) == 0 && w != nil:
-		w.stop()
-		delete(watchers, user)
+	case len(mailboxes) == 0 && o != nil:
+		delete(m.owners, user)
+	case len(mailboxes) == 0:
+	case o == nil:
+		o = newOwner(m, user, mailboxes)
+		m.owners[user] = o
+	}
+	m.mu.Unlock()
+	switch {
+	case len(mailboxes) == 0 && o != nil:
+		if o.conn != nil {
+			o.conn.stop()
+		}
 		m.log.Info("stopped watching", "user", user)
 	case len(mailboxes) == 0:
-	case w == nil:
-		watchers[user] = m.startWatcher(ctx, user, mailboxes)
-		m.log.Info("watching", "user", user, "mailboxes", len(mailboxes))
-	default:
-		w.setMailboxes(mailboxes)
+	case o.conn == nil && m.opts.Source != SourceEvents:
+		w := m.startWatcher(ctx, o)
+		m.mu.Lock() // CredentialsChanged reads it
+		o.conn = w
+		m.mu.Unlock()
+		m.log.Info("watching", "user", user, "mailboxes", len(mailboxes), "source", m.opts.Source)
+	case o.setMailboxes(mailboxes) && o.conn != nil:
+		o.conn.mailboxesChanged()
 	}
+}
+
+// CredentialsChanged tells the account's connection, if it waits for a
+// credential (StateNoCredential), that there may be one now.
+func (m *Manager) CredentialsChanged(user string) {
+	m.mu.Lock()
+	var w *watcher
+	if o := m.owners[user]; o != nil {
+		w = o.conn
+	}
+	m.mu.Unlock()
+	if w != nil {
+		w.mailboxesChanged()
+	}
+}
+
+// Owners returns how many accounts have an owner.
+func (m *Manager) Owners() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.owners)
 }
 
 // maxMailboxes bounds the mailboxes watched for one user: each is a STATUS

@@ -17,6 +17,10 @@ const (
 	// StateUnreachable: waiting for the backend to be reachable again,
 	// while a single prober redials it.
 	StateUnreachable
+	// StateNoCredential: the Credentials have nothing to log in with
+	// (auth = "captured": the backend refused the password last captured,
+	// or none was captured yet); waiting for the user's next login.
+	StateNoCredential
 	// NumStates is the number of states, for arrays indexed by State.
 	NumStates
 )
@@ -31,6 +35,8 @@ func (s State) String() string {
 		return "backoff"
 	case StateUnreachable:
 		return "unreachable"
+	case StateNoCredential:
+		return "waiting for login"
 	}
 	return "unknown"
 }
@@ -50,6 +56,24 @@ type Stats struct {
 	// counts the prober's connections.
 	BackendUnreachable bool
 	Probes             uint64
+
+	// Owners counts the accounts with registrations; Source names the
+	// event source that feeds them (SourceEvents or SourceIdle).
+	Owners int
+	Source string
+	// Hints counts the hints applied to an owner; HintsUnregistered those
+	// about a mailbox no device registered; HintsUnwatched those for a user
+	// with no registrations (for Dovecot's events: every other user, or a
+	// user name that does not match, see backend.username_format);
+	// HintsOverflowed those that found the queue full, their accounts
+	// being caught up instead.
+	Hints, HintsUnregistered, HintsUnwatched, HintsOverflowed uint64
+	// Events counts what owners reported to the push stage.
+	Events uint64
+	// CatchUps counts accounts looked at by the catch-up, CatchUpFailures
+	// those whose look failed; CatchUpPending those waiting for one.
+	CatchUps, CatchUpFailures uint64
+	CatchUpPending            int
 }
 
 // counters are the manager's shared statistics, updated by the watchers.
@@ -58,6 +82,10 @@ type counters struct {
 	greetingTimeouts atomic.Uint64
 	reconnects       atomic.Uint64
 	probes           atomic.Uint64
+
+	hints, hintsUnregistered, hintsUnwatched, hintsOverflowed atomic.Uint64
+	events                                                    atomic.Uint64
+	catchUps, catchUpFailures                                 atomic.Uint64
 }
 
 // Stats returns the current statistics. It is safe to call from any
@@ -71,6 +99,16 @@ func (m *Manager) Stats() Stats {
 		Reconnects:         c.reconnects.Load(),
 		BackendUnreachable: !m.gate.up(),
 		Probes:             c.probes.Load(),
+		Owners:             m.Owners(),
+		Source:             m.opts.Source,
+		Hints:              c.hints.Load(),
+		HintsUnregistered:  c.hintsUnregistered.Load(),
+		HintsUnwatched:     c.hintsUnwatched.Load(),
+		HintsOverflowed:    c.hintsOverflowed.Load(),
+		Events:             c.events.Load(),
+		CatchUps:           c.catchUps.Load(),
+		CatchUpFailures:    c.catchUpFailures.Load(),
+		CatchUpPending:     m.catchUp.Pending(),
 	}
 	for st := range s.Watchers {
 		s.Watchers[st] = int(c.states[st].Load())

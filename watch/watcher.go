@@ -5,54 +5,50 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
-	"sync"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/event"
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 	"github.com/xapsproxy/xapsproxy/store"
 )
 
-// watcher watches the mailboxes of one user. Its goroutine (run) owns the
-// backend connection; the manager tells it about a new mailbox set with
-// setMailboxes and ends it with stop.
+// watcher is the backend connection of one account (SourceIdle). Its
+// goroutine (run) owns the connection and reports what it sees to the
+// account's owner; the manager tells it about a new mailbox set with
+// mailboxesChanged and ends it with stop.
 type watcher struct {
 	m    *Manager
+	o    *owner
 	user string
 	log  *slog.Logger
 
-	mu        sync.Mutex
-	mailboxes []string
-	changed   chan struct{} // 1-buffered: mailboxes changed
+	changed chan struct{} // 1-buffered: the owner's mailboxes changed
 
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	// Owned by run: the state last stored per mailbox, so a check reads the
-	// store only for a mailbox it has not seen yet; what the watcher is
-	// doing; how many connections it has opened.
-	known        map[string]store.MailboxState
+	// Owned by run: what the watcher is doing; how many connections it has
+	// opened.
 	state        State
 	dials        int
 	troubleSince time.Time // first failure since the watcher last watched
 }
 
-func (m *Manager) startWatcher(ctx context.Context, user string, mailboxes []string) *watcher {
+func (m *Manager) startWatcher(ctx context.Context, o *owner) *watcher {
 	wctx, cancel := context.WithCancel(ctx)
 	w := &watcher{
-		m:         m,
-		user:      user,
-		log:       m.log.With("user", user),
-		mailboxes: mailboxes,
-		changed:   make(chan struct{}, 1),
-		cancel:    cancel,
-		done:      make(chan struct{}),
-		known:     make(map[string]store.MailboxState),
-		state:     StateConnecting,
+		m:       m,
+		o:       o,
+		user:    o.user,
+		log:     m.log.With("user", o.user),
+		changed: make(chan struct{}, 1),
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		state:   StateConnecting,
 	}
 	m.stats.states[StateConnecting].Add(1)
 	go func() {
@@ -69,23 +65,11 @@ func (w *watcher) stop() {
 	<-w.done
 }
 
-func (w *watcher) setMailboxes(mailboxes []string) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if slices.Equal(w.mailboxes, mailboxes) {
-		return
-	}
-	w.mailboxes = mailboxes
+func (w *watcher) mailboxesChanged() {
 	select {
 	case w.changed <- struct{}{}:
 	default:
 	}
-}
-
-func (w *watcher) snapshot() []string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.mailboxes
 }
 
 // run keeps a backend session going. When the backend cannot be reached,
@@ -102,6 +86,19 @@ func (w *watcher) run(ctx context.Context) {
 		loggedIn, err := w.session(ctx)
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, ErrNoCredential) || isRefused(err) && w.m.opts.Watch.Auth == config.AuthCaptured {
+			// Nothing to log in with until the user logs in again.
+			w.setState(StateNoCredential)
+			w.log.Warn("no password to log in with: waiting for the user's next login", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.changed:
+			}
+			w.setState(StateConnecting)
+			backoff, failures = opts.MinBackoff, 0
+			continue
 		}
 		w.troubled()
 		if !loggedIn.IsZero() && time.Since(loggedIn) > healthyAfter {
@@ -140,6 +137,13 @@ func (w *watcher) troubled() {
 
 // session logs in, catches up, and waits in IDLE until the connection fails
 // or ctx is done. It returns when it logged in (zero if it did not).
+//
+// The first registered mailbox (INBOX when registered) is the one in IDLE,
+// for up to idleRestart at a time when nothing happens, so that the backend
+// can hibernate the connection (Dovecot's imap_hibernate_timeout). An
+// EXISTS there ends the IDLE and that mailbox alone is looked at again. The
+// other registered mailboxes are looked at with STATUS every PollInterval;
+// an account with one mailbox never leaves IDLE for them.
 func (w *watcher) session(ctx context.Context) (loggedIn time.Time, err error) {
 	wake := make(chan struct{}, 1)
 	c, err := w.connect(ctx, wake)
@@ -151,8 +155,14 @@ func (w *watcher) session(ctx context.Context) (loggedIn time.Time, err error) {
 	defer w.setState(StateConnecting)
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
+	all := true // look at every mailbox, not only the one in IDLE
+	lastPoll := time.Now()
 	for {
-		if err := w.check(ctx, c); err != nil {
+		mailboxes := w.o.snapshot()
+		if all {
+			lastPoll = time.Now()
+		}
+		if err := w.check(ctx, c, mailboxes, all); err != nil {
 			return loggedIn, err
 		}
 		idle, err := c.Idle()
@@ -160,11 +170,20 @@ func (w *watcher) session(ctx context.Context) (loggedIn time.Time, err error) {
 			return loggedIn, fmt.Errorf("idle: %w", err)
 		}
 		w.watching()
-		t := time.NewTimer(w.m.opts.PollInterval)
+		wait, poll := idleRestart, false
+		if len(mailboxes) > 1 {
+			if next := w.m.opts.PollInterval - time.Since(lastPoll); next < wait {
+				wait, poll = max(next, 0), true
+			}
+		}
+		t := time.NewTimer(wait)
+		all = false
 		select {
 		case <-wake:
 		case <-w.changed:
+			all = true
 		case <-t.C:
+			all = poll
 		case <-ctx.Done():
 		case <-c.Closed():
 		}
@@ -253,15 +272,16 @@ func (w *watcher) login(ctx context.Context, wake chan<- struct{}) (*imapclient.
 	return c, nil
 }
 
-// check compares every watched mailbox with its stored state, reports news,
-// and leaves the first mailbox (INBOX when registered) selected for IDLE; the
-// others are only seen by STATUS, every PollInterval. Mailboxes the backend
-// refuses (e.g. deleted ones) are skipped.
-func (w *watcher) check(ctx context.Context, c *imapclient.Client) error {
-	mailboxes := w.snapshot()
+// check looks at the registered mailboxes (all, or only the first) and
+// reports what it sees to the owner, leaving the first mailbox selected for
+// IDLE. Mailboxes the backend refuses (e.g. deleted ones) are skipped.
+func (w *watcher) check(ctx context.Context, c *imapclient.Client, mailboxes []string, all bool) error {
 	// Other mailboxes first, so STATUS never targets the selected one
 	// (RFC 9051 section 6.3.11).
 	for i := len(mailboxes) - 1; i >= 0; i-- {
+		if i > 0 && !all {
+			continue
+		}
 		mb := mailboxes[i]
 		name, err := imapwire.DecodeMailbox(mb)
 		if err != nil {
@@ -276,7 +296,7 @@ func (w *watcher) check(ctx context.Context, c *imapclient.Client) error {
 			w.log.Debug("mailbox refused by the backend", "mailbox", mb, "err", err)
 			continue
 		}
-		w.compare(ctx, mb, st)
+		w.o.apply(ctx, event.Hint{User: w.user, Mailbox: decodedName(mb), UIDValidity: st.UIDValidity, UIDNext: st.UIDNext})
 	}
 	return nil
 }
@@ -310,35 +330,4 @@ func skippable(err error) error {
 		return nil
 	}
 	return err
-}
-
-// compare reports new mail when UIDNEXT grew since the stored state, then
-// stores the new state. A mailbox seen for the first time only sets the
-// baseline; a new UIDVALIDITY means the mailbox was rebuilt, which is news too.
-func (w *watcher) compare(ctx context.Context, mailbox string, st store.MailboxState) {
-	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	defer cancel()
-	s := w.m.opts.Store
-	prev, ok := w.known[mailbox]
-	var err error
-	if !ok {
-		prev, err = s.MailboxState(sctx, w.user, mailbox)
-	}
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-	case err != nil:
-		w.log.Error("cannot read mailbox state", "mailbox", mailbox, "err", err)
-		return
-	case prev == st:
-		w.known[mailbox] = st
-		return
-	case prev.UIDValidity != st.UIDValidity || st.UIDNext > prev.UIDNext:
-		w.log.Info("new mail", "mailbox", mailbox, "uidnext", st.UIDNext)
-		w.m.opts.Notifier.Notify(event.Event{User: w.user, Mailbox: mailbox, Kind: event.KindNew})
-	}
-	if err := s.SetMailboxState(sctx, w.user, mailbox, st); err != nil {
-		w.log.Error("cannot store mailbox state", "mailbox", mailbox, "err", err)
-		return
-	}
-	w.known[mailbox] = st
 }

@@ -60,7 +60,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg := &config.Config{
 		Proxy:   config.Proxy{ListenTLS: "127.0.0.1:0", ListenSTARTTLS: "127.0.0.1:0", CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")},
 		Backend: config.Backend{Address: backend.Addr(), TLS: config.BackendTLSNone},
-		Watch:   config.Watch{Auth: config.AuthMaster, MasterUser: demoMaster, MasterPassword: demoMasterPW, MasterSeparator: "*", Mode: config.ModeIdle},
+		Watch:   config.Watch{Auth: config.AuthMaster, MasterUser: demoMaster, MasterPassword: demoMasterPW, MasterSeparator: "*", Source: config.SourceIdle, PollInterval: config.DefaultPollInterval, CatchUpRate: config.DefaultCatchUpRate},
 		APNS:    config.APNS{Topic: demoTopic, Endpoint: config.EndpointProduction},
 		Store:   config.Store{Path: filepath.Join(dir, "xapsproxy.db")},
 	}

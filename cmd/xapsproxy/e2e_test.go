@@ -391,3 +391,17 @@ func TestEndToEndCertificateReload(t *testing.T) {
 	})
 	before.loginAndRegister(v2Line, "2") // a session from before goes on
 }
+
+// Mail delivered the moment the registration is answered is pushed: the
+// registration's answer waits for the baseline of its mailboxes, so the
+// watcher's first look, whenever it comes, sees that mail as new.
+func TestEndToEndMailRightAfterRegistration(t *testing.T) {
+	t.Parallel()
+	s := newStack(t)
+	s.dovecot.Doveadm(t, "mailbox", "create", "-u", "alice", "Notes")
+	s.deliver("already there") // not news
+	s.start()
+	s.connect().loginAndRegister(v2Line, "2")
+	s.deliver("right after the OK")
+	s.expectPushes(1, v2Token, v2Account)
+}

@@ -133,13 +133,18 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		Topic:   a.topic,
 		OnPrune: func(user string) { a.watch.Sync(user) },
 	})
+	source, why := watchSource(cfg)
+	log.Info("event source", "source", source, "why", why)
 	a.watch = watch.New(watch.Options{
-		Store:      a.store,
-		Notifier:   a.pusher,
-		Backend:    cfg.Backend,
-		BackendTLS: backendTLS,
-		Watch:      cfg.Watch,
-		Logger:     log.With("part", "watch"),
+		Store:        a.store,
+		Notifier:     a.pusher,
+		Backend:      cfg.Backend,
+		BackendTLS:   backendTLS,
+		Watch:        cfg.Watch,
+		Source:       source,
+		PollInterval: cfg.Watch.PollInterval,
+		CatchUpRate:  cfg.Watch.CatchUpRate,
+		Logger:       log.With("part", "watch"),
 	})
 	a.proxy = proxy.New(proxy.Options{
 		Backend:             cfg.Backend,
@@ -181,8 +186,32 @@ func (a *app) register(ctx context.Context, r store.Registration) error {
 	if err := a.store.Register(ctx, r); err != nil {
 		return err
 	}
+	// The state of a newly registered mailbox at this moment is its
+	// baseline: mail that arrives from now on is pushed, even before the
+	// account's source is running. Without it, the source's first look
+	// would take that mail for the baseline.
+	bctx, cancel := context.WithTimeout(ctx, baselineTimeout)
+	defer cancel()
+	if err := a.watch.Baseline(bctx, r.User, r.Mailboxes); err != nil {
+		a.log.Warn("cannot record the baseline of newly registered mailboxes; their first look sets it", "user", r.User, "err", err)
+	}
 	a.watch.Sync(r.User)
 	return nil
+}
+
+// baselineTimeout bounds how long a device waits for its registration's
+// answer because of the baseline.
+const baselineTimeout = 5 * time.Second
+
+// watchSource resolves watch.source to the manager's source, and says why.
+func watchSource(cfg *config.Config) (source, why string) {
+	switch cfg.Watch.Source {
+	case config.SourceDovecot:
+		return watch.SourceEvents, "watch.source = dovecot"
+	case config.SourceIdle:
+		return watch.SourceIdle, "watch.source = idle"
+	}
+	return watch.SourceIdle, "watch.source = auto, and [events] is not configured"
 }
 
 func listen(addr, key string) (net.Listener, error) {
