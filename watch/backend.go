@@ -66,33 +66,51 @@ func (m *Manager) login(ctx context.Context, c *imapclient.Client, user string) 
 	return err
 }
 
+// signals are what a connection in IDLE hears from the backend outside a
+// command: exists on an EXISTS (new mail, or a count change), changed on
+// an EXPUNGE or a FETCH (flags changed). Both are 1-buffered and never
+// block the connection's reader.
+type signals struct {
+	exists, changed chan struct{}
+}
+
+func newSignals() *signals {
+	return &signals{exists: make(chan struct{}, 1), changed: make(chan struct{}, 1)}
+}
+
+func raise(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
 // dial connects to the backend with the configured TLS and reads the
-// greeting. An EXISTS outside a command is signalled on wake (nil: ignored).
-// Its errors are unreachableErrors, unless ctx ended.
+// greeting. Data the backend sends outside a command is raised on sig
+// (nil: ignored). Its errors are unreachableErrors, unless ctx ended.
 //
 // The TCP connect is bounded by connectTimeout; TLS and the greeting
 // together by the greeting timeout, which is much shorter: a backend that
 // accepted the connection and does not greet within it is overloaded, or
 // lost the connection in its listen queue, and waiting longer only delays
 // the retry.
-func (m *Manager) dial(ctx context.Context, wake chan<- struct{}) (*imapclient.Client, error) {
+func (m *Manager) dial(ctx context.Context, sig *signals) (*imapclient.Client, error) {
 	b := m.opts.Backend
 	tc := m.opts.BackendTLS
 	if tc == nil {
 		tc = b.BaseTLSConfig()
 	}
-	opts := &imapclient.Options{
-		TLSConfig: tc,
-		UnilateralDataHandler: &imapclient.UnilateralDataHandler{
+	opts := &imapclient.Options{TLSConfig: tc}
+	if sig != nil {
+		opts.UnilateralDataHandler = &imapclient.UnilateralDataHandler{
 			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
-				if d.NumMessages != nil && wake != nil {
-					select {
-					case wake <- struct{}{}:
-					default:
-					}
+				if d.NumMessages != nil {
+					raise(sig.exists)
 				}
 			},
-		},
+			Expunge: func(uint32) { raise(sig.changed) },
+			Fetch:   func(*imapclient.FetchMessageData) { raise(sig.changed) },
+		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	var d net.Dialer

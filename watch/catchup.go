@@ -44,12 +44,6 @@ func (c *catchUp) add(user string) {
 	}
 }
 
-func (c *catchUp) addAll(users []string) {
-	for _, u := range users {
-		c.add(u)
-	}
-}
-
 // Pending reports how many accounts wait for a catch-up look.
 func (c *catchUp) Pending() int {
 	c.mu.Lock()

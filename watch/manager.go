@@ -197,13 +197,14 @@ func (m *Manager) Run(ctx context.Context) error {
 
 	resync := time.NewTicker(resyncInterval)
 	defer resync.Stop()
-	m.syncAll(ctx, true)
+	m.syncAll(ctx)
+	starting := true
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-resync.C:
-			m.syncAll(ctx, false)
+			m.syncAll(ctx)
 		case <-m.wake:
 		}
 		m.mu.Lock()
@@ -213,14 +214,22 @@ func (m *Manager) Run(ctx context.Context) error {
 		for user := range dirty {
 			m.converge(ctx, user)
 		}
+		if starting && m.opts.Source == SourceEvents {
+			// Mail may have come while the proxy was away.
+			m.mu.Lock()
+			for user := range m.owners {
+				m.catchUp.add(user)
+			}
+			m.mu.Unlock()
+		}
+		starting = false
 	}
 }
 
 // syncAll marks every stored user and every owned user for converging: at
 // startup, and now and then to catch changes made outside this process (such
-// as `xapsproxy registrations delete`). At startup with SourceEvents, every
-// account is also caught up.
-func (m *Manager) syncAll(ctx context.Context, starting bool) {
+// as `xapsproxy registrations delete`).
+func (m *Manager) syncAll(ctx context.Context) {
 	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	users, err := m.opts.Store.Users(sctx)
 	cancel()
@@ -234,9 +243,6 @@ func (m *Manager) syncAll(ctx context.Context, starting bool) {
 	m.mu.Unlock()
 	for _, u := range users {
 		m.Sync(u)
-	}
-	if starting && m.opts.Source == SourceEvents {
-		m.catchUp.addAll(users)
 	}
 }
 

@@ -145,8 +145,8 @@ func (w *watcher) troubled() {
 // other registered mailboxes are looked at with STATUS every PollInterval;
 // an account with one mailbox never leaves IDLE for them.
 func (w *watcher) session(ctx context.Context) (loggedIn time.Time, err error) {
-	wake := make(chan struct{}, 1)
-	c, err := w.connect(ctx, wake)
+	sig := newSignals()
+	c, err := w.connect(ctx, sig)
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -178,14 +178,23 @@ func (w *watcher) session(ctx context.Context) (loggedIn time.Time, err error) {
 		}
 		t := time.NewTimer(wait)
 		all = false
-		select {
-		case <-wake:
-		case <-w.changed:
-			all = true
-		case <-t.C:
-			all = poll
-		case <-ctx.Done():
-		case <-c.Closed():
+	waiting:
+		for {
+			select {
+			case <-sig.exists:
+			case <-sig.changed:
+				// Flags changed or messages went away in the mailbox in
+				// IDLE: nothing to look up, IDLE goes on.
+				w.o.apply(ctx, event.Hint{User: w.user, Mailbox: decodedName(mailboxes[0]), What: event.Flags})
+				continue
+			case <-w.changed:
+				all = true
+			case <-t.C:
+				all = poll
+			case <-ctx.Done():
+			case <-c.Closed():
+			}
+			break waiting
 		}
 		t.Stop()
 		if err := idle.Close(); err != nil {
@@ -223,7 +232,7 @@ func (w *watcher) watching() {
 // the slot is given back so that the watchers queued for it find the gate
 // closed rather than dial, and connect waits at the gate again. Any other
 // failure is returned.
-func (w *watcher) connect(ctx context.Context, wake chan<- struct{}) (*imapclient.Client, error) {
+func (w *watcher) connect(ctx context.Context, sig *signals) (*imapclient.Client, error) {
 	m := w.m
 	for {
 		epoch, err := m.gate.wait(ctx, func() { w.setState(StateUnreachable) })
@@ -238,7 +247,7 @@ func (w *watcher) connect(ctx context.Context, wake chan<- struct{}) (*imapclien
 			m.logins.release()
 			continue
 		}
-		c, err := w.login(ctx, wake)
+		c, err := w.login(ctx, sig)
 		down := err != nil && ctx.Err() == nil && isUnreachable(err)
 		if down {
 			m.gate.fail(epoch, err)
@@ -252,13 +261,13 @@ func (w *watcher) connect(ctx context.Context, wake chan<- struct{}) (*imapclien
 }
 
 // login dials the backend and logs in as the watcher's user.
-func (w *watcher) login(ctx context.Context, wake chan<- struct{}) (*imapclient.Client, error) {
+func (w *watcher) login(ctx context.Context, sig *signals) (*imapclient.Client, error) {
 	m := w.m
 	if w.dials > 0 {
 		m.stats.reconnects.Add(1)
 	}
 	w.dials++
-	c, err := m.dial(ctx, wake)
+	c, err := m.dial(ctx, sig)
 	if err != nil {
 		return nil, err
 	}
