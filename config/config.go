@@ -70,8 +70,8 @@ type Backend struct {
 
 // Watch auth and mode values.
 const (
-	AuthMaster   = "master"
-	AuthCaptured = "captured"
+	AuthMaster    = "master"
+	AuthCaptured  = "captured"
 	SourceAuto    = "auto"
 	SourceDovecot = "dovecot"
 	SourceNotify  = "notify"

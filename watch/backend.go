@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"slices"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -68,10 +70,14 @@ func (m *Manager) login(ctx context.Context, c *imapclient.Client, user string) 
 
 // signals are what a connection in IDLE hears from the backend outside a
 // command: exists on an EXISTS (new mail, or a count change), changed on
-// an EXPUNGE or a FETCH (flags changed). Both are 1-buffered and never
-// block the connection's reader.
+// an EXPUNGE or on a FETCH of a message that was there at the last look
+// (flags changed; Dovecot also sends the flags of new messages). Both are
+// 1-buffered and never block the connection's reader.
 type signals struct {
 	exists, changed chan struct{}
+	// looked is the number of messages at the last look at the mailbox in
+	// IDLE, less those expunged since.
+	looked atomic.Uint32
 }
 
 func newSignals() *signals {
@@ -83,6 +89,14 @@ func raise(ch chan struct{}) {
 	case ch <- struct{}{}:
 	default:
 	}
+}
+
+// onlyRecent reports whether flags are \Recent alone: what Dovecot sends
+// for a message when an IDLE connection comes back from hibernation, with
+// no change behind it. (A change that leaves only \Recent, such as marking
+// the one new message unread again, is missed; the next event brings it.)
+func onlyRecent(flags []imap.Flag) bool {
+	return len(flags) == 1 && strings.EqualFold(string(flags[0]), `\Recent`)
 }
 
 // dial connects to the backend with the configured TLS and reads the
@@ -108,8 +122,23 @@ func (m *Manager) dial(ctx context.Context, sig *signals) (*imapclient.Client, e
 					raise(sig.exists)
 				}
 			},
-			Expunge: func(uint32) { raise(sig.changed) },
-			Fetch:   func(*imapclient.FetchMessageData) { raise(sig.changed) },
+			Expunge: func(uint32) {
+				if n := sig.looked.Load(); n > 0 {
+					sig.looked.Store(n - 1)
+				}
+				raise(sig.changed)
+			},
+			// imapclient runs this in a goroutine of its own, and its
+			// reader waits until the data is read.
+			Fetch: func(msg *imapclient.FetchMessageData) {
+				buf, err := msg.Collect()
+				if err == nil && onlyRecent(buf.Flags) {
+					return
+				}
+				if msg.SeqNum <= sig.looked.Load() {
+					raise(sig.changed)
+				}
+			},
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)

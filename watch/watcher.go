@@ -162,7 +162,7 @@ func (w *watcher) session(ctx context.Context) (loggedIn time.Time, err error) {
 		if all {
 			lastPoll = time.Now()
 		}
-		if err := w.check(ctx, c, mailboxes, all); err != nil {
+		if err := w.check(ctx, c, sig, mailboxes, all); err != nil {
 			return loggedIn, err
 		}
 		idle, err := c.Idle()
@@ -284,7 +284,7 @@ func (w *watcher) login(ctx context.Context, sig *signals) (*imapclient.Client, 
 // check looks at the registered mailboxes (all, or only the first) and
 // reports what it sees to the owner, leaving the first mailbox selected for
 // IDLE. Mailboxes the backend refuses (e.g. deleted ones) are skipped.
-func (w *watcher) check(ctx context.Context, c *imapclient.Client, mailboxes []string, all bool) error {
+func (w *watcher) check(ctx context.Context, c *imapclient.Client, sig *signals, mailboxes []string, all bool) error {
 	// Other mailboxes first, so STATUS never targets the selected one
 	// (RFC 9051 section 6.3.11).
 	for i := len(mailboxes) - 1; i >= 0; i-- {
@@ -297,9 +297,12 @@ func (w *watcher) check(ctx context.Context, c *imapclient.Client, mailboxes []s
 			w.log.Warn("mailbox name is not valid modified UTF-7, skipped", "mailbox", mb)
 			continue
 		}
-		st, err := mailboxState(c, name, i == 0)
+		st, messages, err := mailboxLook(c, name, i == 0)
 		if err := skippable(err); err != nil {
 			return fmt.Errorf("check %s: %w", mb, err)
+		}
+		if i == 0 && err == nil {
+			sig.looked.Store(messages)
 		}
 		if err != nil {
 			w.log.Debug("mailbox refused by the backend", "mailbox", mb, "err", err)
@@ -313,12 +316,19 @@ func (w *watcher) check(ctx context.Context, c *imapclient.Client, mailboxes []s
 // mailboxState asks the backend for one mailbox's UIDVALIDITY and UIDNEXT:
 // with EXAMINE for the mailbox to IDLE on, else with STATUS.
 func mailboxState(c *imapclient.Client, name string, examine bool) (store.MailboxState, error) {
-	var st store.MailboxState
-	err := timed(c, func() error {
+	st, _, err := mailboxLook(c, name, examine)
+	return st, err
+}
+
+// mailboxLook is mailboxState, also returning the number of messages when
+// it examined the mailbox.
+func mailboxLook(c *imapclient.Client, name string, examine bool) (st store.MailboxState, messages uint32, err error) {
+	err = timed(c, func() error {
 		if examine {
 			data, err := c.Select(name, &imap.SelectOptions{ReadOnly: true}).Wait()
 			if err == nil {
 				st = store.MailboxState{UIDValidity: data.UIDValidity, UIDNext: uint32(data.UIDNext)}
+				messages = data.NumMessages
 			}
 			return err
 		}
@@ -328,7 +338,7 @@ func mailboxState(c *imapclient.Client, name string, examine bool) (store.Mailbo
 		}
 		return err
 	})
-	return st, err
+	return st, messages, err
 }
 
 // skippable returns nil for a refusal by the server (NO/BAD), which concerns
