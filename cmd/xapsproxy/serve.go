@@ -132,6 +132,9 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		Logger:  log.With("part", "push"),
 		Topic:   a.topic,
 		OnPrune: func(user string) { a.watch.Sync(user) },
+
+		ChangeDelay:   cfg.Watch.ChangeDelay,
+		OmitMailboxes: !cfg.APNS.MailboxHash,
 	})
 	a.watch = watch.New(watch.Options{
 		Store:      a.store,
