@@ -96,6 +96,10 @@ type Watch struct {
 	// MaxConcurrentLogins bounds the backend connections being opened and
 	// logged in at once, over all watchers.
 	MaxConcurrentLogins int `toml:"max_concurrent_logins"`
+	// ChangeDelay is how long flag changes and expunges in a registered
+	// mailbox wait for quiet before they are pushed: one push this long
+	// after the last change, or none of its own if new mail is pushed first.
+	ChangeDelay time.Duration `toml:"change_delay"`
 }
 
 // APNs endpoints.
@@ -115,6 +119,9 @@ type APNS struct {
 	Topic               string `toml:"topic"`                // default: the certificate's UID
 	Endpoint            string `toml:"endpoint"`             // "production" (default), "development" or an https:// URL
 	CAFile              string `toml:"ca_file"`              // extra roots to verify the endpoint (tests, staging)
+	// MailboxHash puts the mailboxes with news in each push ("m": the MD5
+	// of each name), as Apple's own server did. Default true.
+	MailboxHash bool `toml:"mailbox_hash"`
 }
 
 // Store is where registrations and mailbox state live.
@@ -154,6 +161,13 @@ const (
 // login service (100 with its default process_limit).
 const DefaultMaxConcurrentLogins = 16
 
+// Bounds of watch.change_delay.
+const (
+	DefaultChangeDelay = 30 * time.Second
+	MinChangeDelay     = time.Second
+	MaxChangeDelay     = time.Hour
+)
+
 // Load reads and validates the file at path. Relative file names inside it are
 // resolved against the directory holding the file.
 func Load(path string) (*Config, error) {
@@ -180,10 +194,11 @@ func Parse(doc, dir string) (*Config, error) {
 			WriteTimeout:        DefaultWriteTimeout,
 		},
 		Backend: Backend{TLS: DefaultBackendTLS, UsernameFormat: DefaultUsernameFormat},
-		Watch:   Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Source: DefaultSource, PollInterval: DefaultPollInterval, CatchUpRate: DefaultCatchUpRate, MaxConcurrentLogins: DefaultMaxConcurrentLogins},
-		APNS:    APNS{Endpoint: DefaultEndpoint},
-		Store:   Store{Path: DefaultStorePath},
-		Admin:   Admin{Listen: DefaultAdminListen},
+		Watch: Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Source: DefaultSource, PollInterval: DefaultPollInterval,
+			CatchUpRate: DefaultCatchUpRate, MaxConcurrentLogins: DefaultMaxConcurrentLogins, ChangeDelay: DefaultChangeDelay},
+		APNS:  APNS{Endpoint: DefaultEndpoint, MailboxHash: true},
+		Store: Store{Path: DefaultStorePath},
+		Admin: Admin{Listen: DefaultAdminListen},
 	}
 	md, err := toml.Decode(doc, cfg)
 	if err != nil {
@@ -359,6 +374,12 @@ func (w *Watch) validate() error {
 	}
 	if w.MaxConcurrentLogins < 1 {
 		return keyError("watch.max_concurrent_logins", "must be at least 1")
+	}
+	if w.ChangeDelay < MinChangeDelay {
+		return keyError("watch.change_delay", `%v is too short: at least "1s" (default "30s")`, w.ChangeDelay)
+	}
+	if w.ChangeDelay > MaxChangeDelay {
+		return keyError("watch.change_delay", `%v is too long: at most "1h" (default "30s") — phones would show flags changed elsewhere that late`, w.ChangeDelay)
 	}
 	return nil
 }

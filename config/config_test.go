@@ -39,8 +39,8 @@ func TestMinimalAndDefaults(t *testing.T) {
 		Proxy: Proxy{ListenTLS: "127.0.0.1:993", CertFile: "/etc/xapsproxy/cert.pem", KeyFile: "/etc/xapsproxy/key.pem",
 			MaxConnections: 10000, MaxConnectionsPerIP: 100, LoginTimeout: time.Minute, IdleTimeout: 35 * time.Minute, WriteTimeout: 5 * time.Minute},
 		Backend: Backend{Address: "127.0.0.1:143", TLS: "none", UsernameFormat: "%Lu"},
-		Watch:   Watch{Auth: "master", MasterUser: "xaps", MasterPassword: "pw", MasterSeparator: "*", Source: "auto", PollInterval: 2 * time.Minute, CatchUpRate: 50, MaxConcurrentLogins: 16},
-		APNS:    APNS{CertificateFile: "/etc/xapsproxy/apns.pem", Endpoint: "production"},
+		Watch:   Watch{Auth: "master", MasterUser: "xaps", MasterPassword: "pw", MasterSeparator: "*", Source: "auto", PollInterval: 2 * time.Minute, CatchUpRate: 50, MaxConcurrentLogins: 16, ChangeDelay: 30 * time.Second},
+		APNS:    APNS{CertificateFile: "/etc/xapsproxy/apns.pem", Endpoint: "production", MailboxHash: true},
 		Store:   Store{Path: "/etc/xapsproxy/xapsproxy.db"},
 		Admin:   Admin{Listen: "127.0.0.1:9143"},
 	}
@@ -49,6 +49,19 @@ func TestMinimalAndDefaults(t *testing.T) {
 	}
 	if got := cfg.APNS.EndpointURL(); got != "https://api.push.apple.com" {
 		t.Errorf("EndpointURL = %s", got)
+	}
+}
+
+func TestPushTuning(t *testing.T) {
+	t.Parallel()
+	doc := strings.Replace(minimal, `master_password = "pw"`, "master_password = \"pw\"\nchange_delay = \"5s\"", 1)
+	doc = strings.Replace(doc, `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nmailbox_hash = false", 1)
+	cfg, err := Parse(doc, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Watch.ChangeDelay != 5*time.Second || cfg.APNS.MailboxHash {
+		t.Errorf("change_delay %v, mailbox_hash %v; want 5s and false", cfg.Watch.ChangeDelay, cfg.APNS.MailboxHash)
 	}
 }
 
@@ -76,6 +89,9 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"missing password file", `master_password = "pw"`, `master_password_file = "nonexistent"`, "/nonexistent: no such file or directory — check the path"},
 		{"bad mode", `master_password = "pw"`, "master_password = \"pw\"\nsource = \"poll\"", `watch.source: "poll" is not one of auto, dovecot, notify, idle`},
 		{"no logins", `master_password = "pw"`, "master_password = \"pw\"\nmax_concurrent_logins = 0", "watch.max_concurrent_logins: must be at least 1"},
+		{"short change delay", `master_password = "pw"`, "master_password = \"pw\"\nchange_delay = \"0s\"", `watch.change_delay: 0s is too short: at least "1s"`},
+		{"long change delay", `master_password = "pw"`, "master_password = \"pw\"\nchange_delay = \"2h\"", `watch.change_delay: 2h0m0s is too long: at most "1h"`},
+		{"mailbox hash not a bool", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nmailbox_hash = \"no\"", "apns.mailbox_hash"},
 		{"no apns", `certificate_file = "apns.pem"`, ``, "apns.certificate_file: required"},
 		{"token without topic", `certificate_file = "apns.pem"`, "token_key_file = \"k.p8\"\nkey_id = \"K\"\nteam_id = \"T\"", "apns.topic: required with token_key_file"},
 		{"both credentials", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\ntoken_key_file = \"k.p8\"", "apns.certificate_file: set certificate_file or token_key_file, not both"},

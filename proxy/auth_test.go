@@ -76,8 +76,7 @@ func TestMasterUserLoginsAllowed(t *testing.T) {
 		backend.send("l OK Logged in")
 		client.expect("l OK Logged in")
 		client.send(v1Line)
-		client.expectPrefix("* XAPPLEPUSHSERVICE ")
-		client.expect("tag1 OK XAPPLEPUSHSERVICE completed.")
+		client.expect(wantXAPSReply("tag1", "1", `"INBOX"`)...)
 		if regs := env.registrations(); len(regs) != 1 || regs[0].User != "bob" {
 			t.Fatalf("stored %+v, want one registration for bob", regs)
 		}
@@ -141,8 +140,7 @@ func TestSASLMechanisms(t *testing.T) {
 			backend.send("au OK Logged in")
 			client.expect("au OK Logged in")
 			client.send(v1Line)
-			client.expectPrefix("* XAPPLEPUSHSERVICE ")
-			client.expect("tag1 OK XAPPLEPUSHSERVICE completed.")
+			client.expect(wantXAPSReply("tag1", "1", `"INBOX"`)...)
 			if regs := env.registrations(); len(regs) != 1 || regs[0].User != tt.user {
 				t.Fatalf("stored %+v, want one registration for %q", regs, tt.user)
 			}
@@ -179,8 +177,7 @@ func TestNoSecondLogin(t *testing.T) {
 	client.send("a2 AUTHENTICATE PLAIN " + b64("\x00bob\x00bobpw"))
 	client.expect("a2 BAD Already logged in")
 	client.send(v1Line)
-	client.expectPrefix("* XAPPLEPUSHSERVICE ")
-	client.expect("tag1 OK XAPPLEPUSHSERVICE completed.")
+	client.expect(wantXAPSReply("tag1", "1", `"INBOX"`)...)
 	if regs := env.registrations(); len(regs) != 1 || regs[0].User != "alice" {
 		t.Fatalf("stored %+v", regs)
 	}

@@ -26,6 +26,19 @@ const (
 	v1Line      = `tag1 XAPPLEPUSHSERVICE "aps-version" "1" "aps-account-id" "E8CD34AD-98D3-4489-A6BB-86B1D082FECE" "aps-device-token" "a66216ad1683d48b9933cdcc3b98a833ee1a968143f41ea494187da54715da66" "aps-subtopic" "com.apple.mobilemail"`
 )
 
+// wantXAPSReply is the whole answer to a registration of version, tagged tag:
+// a line per registered mailbox (written as the test gives it: `"INBOX"`,
+// or a literal "{3}\r\nabc"),
+// the version and topic, the tagged OK. v1Line and v2Line register INBOX,
+// and INBOX and Notes.
+func wantXAPSReply(tag, version string, mailboxes ...string) []string {
+	var out []string
+	for _, m := range mailboxes {
+		out = append(out, strings.Split(`* XAPPLEPUSHSERVICE "mailbox" `+m, "\r\n")...)
+	}
+	return append(out, `* XAPPLEPUSHSERVICE aps-version "`+version+`" aps-topic "`+testTopic+`"`, tag+" OK XAPPLEPUSHSERVICE completed.")
+}
+
 // proxyEnv is a proxy on 127.0.0.1 with both listeners, recording what it
 // registers.
 type proxyEnv struct {

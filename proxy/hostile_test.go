@@ -56,7 +56,7 @@ func TestXAPPLEPUSHSERVICEHostileValues(t *testing.T) {
 		env, client, backend := proxySession(t, nil)
 		login(t, client, backend, "alice")
 		client.send("x XAPPLEPUSHSERVICE aps-version 2 aps-account-id A aps-device-token " + token + " mailboxes (INBOX ~Archive)")
-		client.expect(`* XAPPLEPUSHSERVICE aps-version "2" aps-topic "`+testTopic+`"`, "x OK XAPPLEPUSHSERVICE completed.")
+		client.expect(wantXAPSReply("x", "2", `"INBOX"`, `"~Archive"`)...)
 		if regs := env.registrations(); len(regs) != 1 || strings.Join(regs[0].Mailboxes, ",") != "INBOX,~Archive" {
 			t.Fatalf("stored %+v", regs)
 		}
@@ -110,7 +110,7 @@ func TestStatusTextEndingLikeALiteral(t *testing.T) {
 	client.expect("* OK [ALERT] look: {3}", "s1 NO Mailbox doesn't exist: x{22}")
 	backend.answerSync()
 	client.send(v1Line)
-	client.expect(`* XAPPLEPUSHSERVICE aps-version "1" aps-topic "`+testTopic+`"`, "tag1 OK XAPPLEPUSHSERVICE completed.")
+	client.expect(wantXAPSReply("tag1", "1", `"INBOX"`)...)
 }
 
 // A tag in flight is not reused: the second command is refused before it is
@@ -133,7 +133,7 @@ func TestReusedTag(t *testing.T) {
 	backend.send("a OK Append completed.")
 	client.expect("a OK Append completed.")
 	client.send(v1Line)
-	client.expect(`* XAPPLEPUSHSERVICE aps-version "1" aps-topic "`+testTopic+`"`, "tag1 OK XAPPLEPUSHSERVICE completed.")
+	client.expect(wantXAPSReply("tag1", "1", `"INBOX"`)...)
 }
 
 // A command goes to the backend even when the next one is still arriving.

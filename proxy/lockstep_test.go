@@ -75,7 +75,7 @@ func TestLinesBehindRefusedIdleAreCommands(t *testing.T) {
 	client.sendRaw("i IDLE\r\n" + v1Line + "\r\n")
 	backend.expect("i IDLE")
 	backend.send("i BAD IDLE not now")
-	client.expect("i BAD IDLE not now", `* XAPPLEPUSHSERVICE aps-version "1" aps-topic "`+testTopic+`"`, "tag1 OK XAPPLEPUSHSERVICE completed.")
+	client.expect(append([]string{"i BAD IDLE not now"}, wantXAPSReply("tag1", "1", `"INBOX"`)...)...)
 	if regs := env.registrations(); len(regs) != 1 || regs[0].User != "alice" {
 		t.Fatalf("stored %+v", regs)
 	}
@@ -177,8 +177,7 @@ func TestPipelinedBehindLogin(t *testing.T) {
 	backend.send("s2 OK [READ-WRITE] Select completed.")
 	client.expect("l2 OK Logged in", "s2 OK [READ-WRITE] Select completed.", "l3 BAD Already logged in")
 	client.send(v1Line)
-	client.expectPrefix("* XAPPLEPUSHSERVICE ")
-	client.expect("tag1 OK XAPPLEPUSHSERVICE completed.")
+	client.expect(wantXAPSReply("tag1", "1", `"INBOX"`)...)
 	if regs := env.registrations(); len(regs) != 1 || regs[0].User != "alice" {
 		t.Fatalf("stored %+v", regs)
 	}

@@ -64,7 +64,7 @@ func TestXAPPLEPUSHSERVICEVersion2(t *testing.T) {
 	login(t, client, backend, "alice")
 
 	client.send(v2Line)
-	client.expect(`* XAPPLEPUSHSERVICE aps-version "2" aps-topic "`+testTopic+`"`, "a2 OK XAPPLEPUSHSERVICE completed.")
+	client.expect(wantXAPSReply("a2", "2", `"INBOX"`, `"Notes"`)...)
 	regs := env.registrations()
 	if len(regs) != 1 {
 		t.Fatalf("%d registrations stored, want 1", len(regs))
@@ -86,7 +86,7 @@ func TestXAPPLEPUSHSERVICEVersion1(t *testing.T) {
 	login(t, client, backend, "bob")
 
 	client.send(v1Line)
-	client.expect(`* XAPPLEPUSHSERVICE aps-version "1" aps-topic "`+testTopic+`"`, "tag1 OK XAPPLEPUSHSERVICE completed.")
+	client.expect(wantXAPSReply("tag1", "1", `"INBOX"`)...)
 	regs := env.registrations()
 	if len(regs) != 1 || regs[0].Version != 1 || strings.Join(regs[0].Mailboxes, ",") != "INBOX" || regs[0].User != "bob" {
 		t.Fatalf("stored %+v", regs)
@@ -100,14 +100,18 @@ func TestXAPPLEPUSHSERVICEOddButValid(t *testing.T) {
 		name      string
 		send      []string // raw client bytes, sent in order; "+" waits for a continuation
 		mailboxes string
+		reply     []string // the mailboxes in the reply, as sent
 	}{
-		{"keys in any case and order", []string{"x XAPPLEPUSHSERVICE MAILBOXES (Notes) APS-DEVICE-TOKEN " + strings.ToUpper(token) + " Aps-Account-Id A aps-version 2\r\n"}, "Notes"},
-		{"NIL value and NIL list element", []string{"x XAPPLEPUSHSERVICE aps-version 2 aps-account-id A aps-device-token " + token + " aps-subtopic NIL mailboxes (NIL INBOX inbox)\r\n"}, "INBOX"},
-		{"missing mailboxes list", []string{"x XAPPLEPUSHSERVICE aps-version 2 aps-account-id A aps-device-token " + token + "\r\n"}, "INBOX"},
-		{"NIL mailboxes", []string{"x XAPPLEPUSHSERVICE aps-version 2 aps-account-id A aps-device-token " + token + " mailboxes NIL\r\n"}, "INBOX"},
-		{"duplicate key, same value; unknown key", []string{"x XAPPLEPUSHSERVICE aps-version 2 aps-version 2 aps-foo (bar) aps-account-id A aps-device-token " + token + " mailboxes (\"Sent Messages\")\r\n"}, "Sent Messages"},
-		{"synchronizing literals", []string{"x XAPPLEPUSHSERVICE aps-version 2 aps-account-id {1}\r\n", "+", "A aps-device-token " + token + " mailboxes ({5}\r\n", "+", "Notes)\r\n"}, "Notes"},
-		{"non-synchronizing literal", []string{"x XAPPLEPUSHSERVICE aps-version 2 aps-account-id {1+}\r\nA aps-device-token " + token + " mailboxes (Entw&APw-rfe)\r\n"}, "Entw&APw-rfe"},
+		{"keys in any case and order", []string{"x XAPPLEPUSHSERVICE MAILBOXES (Notes) APS-DEVICE-TOKEN " + strings.ToUpper(token) + " Aps-Account-Id A aps-version 2\r\n"}, "Notes", []string{`"Notes"`}},
+		{"NIL value and NIL list element", []string{"x XAPPLEPUSHSERVICE aps-version 2 aps-account-id A aps-device-token " + token + " aps-subtopic NIL mailboxes (NIL INBOX inbox)\r\n"}, "INBOX", []string{`"INBOX"`}},
+		{"missing mailboxes list", []string{"x XAPPLEPUSHSERVICE aps-version 2 aps-account-id A aps-device-token " + token + "\r\n"}, "INBOX", []string{`"INBOX"`}},
+		{"NIL mailboxes", []string{"x XAPPLEPUSHSERVICE aps-version 2 aps-account-id A aps-device-token " + token + " mailboxes NIL\r\n"}, "INBOX", []string{`"INBOX"`}},
+		{"duplicate key, same value; unknown key", []string{"x XAPPLEPUSHSERVICE aps-version 2 aps-version 2 aps-foo (bar) aps-account-id A aps-device-token " + token + " mailboxes (\"Sent Messages\")\r\n"}, "Sent Messages", []string{`"Sent Messages"`}},
+		{"synchronizing literals", []string{"x XAPPLEPUSHSERVICE aps-version 2 aps-account-id {1}\r\n", "+", "A aps-device-token " + token + " mailboxes ({5}\r\n", "+", "Notes)\r\n"}, "Notes", []string{`"Notes"`}},
+		{"non-synchronizing literal", []string{"x XAPPLEPUSHSERVICE aps-version 2 aps-account-id {1+}\r\nA aps-device-token " + token + " mailboxes (Entw&APw-rfe)\r\n"}, "Entw&APw-rfe", []string{`"Entw&APw-rfe"`}},
+		{"quotes in a name", []string{"x XAPPLEPUSHSERVICE aps-version 2 aps-account-id A aps-device-token " + token + " mailboxes (INBOX \"say \\\"hi\\\"\")\r\n"}, `INBOX,say "hi"`, []string{`"INBOX"`, `"say \"hi\""`}},
+		// A UTF-8 name (UTF8=ACCEPT) goes back as a literal: IMAP4rev1 quoted strings are 7-bit.
+		{"UTF-8 name", []string{"x XAPPLEPUSHSERVICE aps-version 2 aps-account-id A aps-device-token " + token + " mailboxes (\"Entwürfe\")\r\n"}, "Entwürfe", []string{"{9}\r\nEntwürfe"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,7 +125,7 @@ func TestXAPPLEPUSHSERVICEOddButValid(t *testing.T) {
 				}
 				client.sendRaw(s)
 			}
-			client.expect(`* XAPPLEPUSHSERVICE aps-version "2" aps-topic "`+testTopic+`"`, "x OK XAPPLEPUSHSERVICE completed.")
+			client.expect(wantXAPSReply("x", "2", tt.reply...)...)
 			regs := env.registrations()
 			if len(regs) != 1 || regs[0].DeviceToken != token || regs[0].AccountID != "A" || strings.Join(regs[0].Mailboxes, ",") != tt.mailboxes || regs[0].Subtopic != "com.apple.mobilemail" {
 				t.Fatalf("stored %+v, want mailboxes %s", regs, tt.mailboxes)
@@ -224,13 +228,9 @@ func TestXAPPLEPUSHSERVICEPipelined(t *testing.T) {
 	backend.send("* 3 EXISTS", "p1 OK [READ-WRITE] Select completed.")
 	backend.expect("p3 NOOP")
 	backend.send("p3 OK NOOP completed.")
-	client.expect(
-		"* 3 EXISTS",
-		"p1 OK [READ-WRITE] Select completed.",
-		`* XAPPLEPUSHSERVICE aps-version "2" aps-topic "`+testTopic+`"`,
-		"a2 OK XAPPLEPUSHSERVICE completed.",
-		"p3 OK NOOP completed.",
-	)
+	client.expect("* 3 EXISTS", "p1 OK [READ-WRITE] Select completed.")
+	client.expect(wantXAPSReply("a2", "2", `"INBOX"`, `"Notes"`)...)
+	client.expect("p3 OK NOOP completed.")
 }
 
 func TestAuthenticatePlainUser(t *testing.T) {
@@ -266,7 +266,7 @@ func TestAuthenticatePlainUser(t *testing.T) {
 			backend.send("au " + loginOKCaps)
 			client.expect("au OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT LITERAL+ NOTIFY XAPPLEPUSHSERVICE] Logged in")
 			client.send(v2Line)
-			client.expect(`* XAPPLEPUSHSERVICE aps-version "2" aps-topic "`+testTopic+`"`, "a2 OK XAPPLEPUSHSERVICE completed.")
+			client.expect(wantXAPSReply("a2", "2", `"INBOX"`, `"Notes"`)...)
 			if regs := env.registrations(); len(regs) != 1 || regs[0].User != tt.user {
 				t.Fatalf("stored %+v, want user %s", regs, tt.user)
 			}
@@ -287,7 +287,7 @@ func TestLoginWithLiterals(t *testing.T) {
 	backend.send("l1 OK Logged in")
 	client.expect("l1 OK Logged in")
 	client.send(v1Line)
-	client.expect(`* XAPPLEPUSHSERVICE aps-version "1" aps-topic "`+testTopic+`"`, "tag1 OK XAPPLEPUSHSERVICE completed.")
+	client.expect(wantXAPSReply("tag1", "1", `"INBOX"`)...)
 	if regs := env.registrations(); len(regs) != 1 || regs[0].User != "alice" {
 		t.Fatalf("stored %+v", regs)
 	}
@@ -338,7 +338,7 @@ func TestIdleThenRegister(t *testing.T) {
 	backend.send("i1 OK Idle completed.")
 	client.expect("i1 OK Idle completed.")
 	client.send(v2Line)
-	client.expect(`* XAPPLEPUSHSERVICE aps-version "2" aps-topic "`+testTopic+`"`, "a2 OK XAPPLEPUSHSERVICE completed.")
+	client.expect(wantXAPSReply("a2", "2", `"INBOX"`, `"Notes"`)...)
 }
 
 func TestSTARTTLS(t *testing.T) {

@@ -82,8 +82,22 @@ func (s *session) handleXAPPLEPUSHSERVICE(ctx context.Context, tag string, rest 
 		return s.writeClient(tag + " NO [UNAVAILABLE] XAPPLEPUSHSERVICE registration could not be stored, try again later\r\n")
 	}
 	log.Info("device registered", "version", req.version, "mailboxes", len(req.mailboxes))
-	return s.writeClient(fmt.Sprintf("* XAPPLEPUSHSERVICE aps-version %s aps-topic %s\r\n%s OK XAPPLEPUSHSERVICE completed.\r\n",
-		imapwire.Quote(req.version), imapwire.Quote(s.srv.opts.Topic), tag))
+	return s.writeClient(xapsReply(tag, req, s.srv.opts.Topic))
+}
+
+// xapsReply is the answer to a stored registration, as Apple's own server
+// gave it: one "* XAPPLEPUSHSERVICE "mailbox" NAME" line per mailbox the
+// registration covers (INBOX for version 1), then the version and topic,
+// then the tagged OK. Names go out as the device sent them (INBOX
+// canonical), quoted, or as a literal when a quoted string cannot carry them.
+func xapsReply(tag string, req xapsRequest, topic string) string {
+	var b strings.Builder
+	for _, m := range req.mailboxes {
+		b.WriteString(`* XAPPLEPUSHSERVICE "mailbox" ` + imapwire.String(m) + "\r\n")
+	}
+	fmt.Fprintf(&b, "* XAPPLEPUSHSERVICE aps-version %s aps-topic %s\r\n%s OK XAPPLEPUSHSERVICE completed.\r\n",
+		imapwire.Quote(req.version), imapwire.Quote(topic), tag)
+	return b.String()
 }
 
 // parseXAPS reads the arguments: space-separated key/value pairs, every key

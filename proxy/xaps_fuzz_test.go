@@ -13,8 +13,9 @@ import (
 // FuzzXAPPLEPUSHSERVICE parses arbitrary arguments as the proxy does. It
 // never crashes; what it accepts is a registration the store and APNs can
 // take (a 64-digit lower-case token, version 1 or 2, at least one valid and
-// unique mailbox); and, for a line with no literal, parsing and skipping a
-// bad command never reads into the next command.
+// unique mailbox) whose reply reads back as the names registered; and, for
+// a line with no literal, parsing and skipping a bad command never reads
+// into the next command.
 func FuzzXAPPLEPUSHSERVICE(f *testing.F) {
 	for _, seed := range []string{
 		strings.TrimPrefix(v2Line, "a2 XAPPLEPUSHSERVICE"),
@@ -40,6 +41,7 @@ func FuzzXAPPLEPUSHSERVICE(f *testing.F) {
 			}
 		} else if req, err := validateXAPS(values, mailboxes); err == nil {
 			checkRegistration(t, req)
+			checkReply(t, req)
 		}
 		if bytes.ContainsAny(args, "\r\n{") {
 			return // literals and line ends make the next command something else
@@ -71,5 +73,29 @@ func checkRegistration(t *testing.T, req xapsRequest) {
 			t.Fatalf("mailboxes %q", req.mailboxes)
 		}
 		seen[m] = true
+	}
+}
+
+// checkReply reads the reply to req as a client would: a "mailbox" line
+// naming each registered mailbox exactly, then the topic line and the OK.
+func checkReply(t *testing.T, req xapsRequest) {
+	t.Helper()
+	reply := xapsReply("x", req, testTopic)
+	br := bufio.NewReader(strings.NewReader(reply))
+	const prefix = `* XAPPLEPUSHSERVICE "mailbox" `
+	for _, m := range req.mailboxes {
+		line, err := br.ReadString('\n')
+		rest, ok := strings.CutPrefix(line, prefix)
+		if err != nil || !ok {
+			t.Fatalf("reply %q: line %q, want one naming %q", reply, line, m)
+		}
+		d := imapwire.NewDecoder([]byte(rest), br)
+		if got, ok := d.AString(); !ok || got != m || !d.CRLF() {
+			t.Fatalf("reply %q names %q (%v), want %q", reply, got, d.Err(), m)
+		}
+	}
+	want := `* XAPPLEPUSHSERVICE aps-version "` + req.version + `" aps-topic "` + testTopic + "\"\r\nx OK XAPPLEPUSHSERVICE completed.\r\n"
+	if rest, _ := io.ReadAll(br); string(rest) != want {
+		t.Fatalf("reply ends %q, want %q", rest, want)
 	}
 }

@@ -2,7 +2,9 @@ package push
 
 import (
 	"context"
+	"crypto/md5"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -37,6 +39,10 @@ type Notification struct {
 	Topic       string    // apns-topic: the topic the proxy answered to the device
 	AccountID   string    // aps-account-id the device registered with
 	Expiration  time.Time // apns-expiration; APNs stores the push until then
+	// Mailboxes are the registered mailboxes with news, spelled as the
+	// device registered them; the payload names each by the MD5 of that
+	// name. None = no "m" in the payload.
+	Mailboxes []string
 }
 
 // Response is APNs's answer to one push.
@@ -61,16 +67,27 @@ type Sender interface {
 	Send(ctx context.Context, n Notification) (Response, error)
 }
 
-// Payload returns the body of a Mail push: {"aps":{"account-id":"<id>"}}.
-func Payload(accountID string) []byte {
+// Payload returns the body of a Mail push, as Apple's own mail server sent
+// it: {"aps":{"account-id":"<id>","m":["<md5 hex>",...]}}, one entry per
+// mailbox, in the order given, each the MD5 of the name exactly as the
+// device registered it. Mail fetches the mailboxes it names; with no
+// mailboxes the "m" key is left out (as the original open-source daemon
+// did, with which only INBOX pushes were seen to work).
+func Payload(accountID string, mailboxes []string) []byte {
 	type aps struct {
-		AccountID string `json:"account-id"`
+		AccountID string   `json:"account-id"`
+		M         []string `json:"m,omitempty"`
+	}
+	a := aps{AccountID: accountID}
+	for _, m := range mailboxes {
+		sum := md5.Sum([]byte(m))
+		a.M = append(a.M, hex.EncodeToString(sum[:]))
 	}
 	body, err := json.Marshal(struct {
 		APS aps `json:"aps"`
-	}{aps{accountID}})
+	}{a})
 	if err != nil {
-		panic("push: marshal payload: " + err.Error()) // a struct of strings: cannot happen
+		panic("push: marshal payload: " + err.Error()) // strings only: cannot happen
 	}
 	return body
 }
@@ -85,7 +102,7 @@ func (n Notification) apns2Notification() *apns2.Notification {
 		Topic:       n.Topic,
 		Expiration:  n.Expiration,
 		PushType:    apns2.PushTypeBackground,
-		Payload:     Payload(n.AccountID),
+		Payload:     Payload(n.AccountID, n.Mailboxes),
 	}
 }
 

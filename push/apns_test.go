@@ -22,6 +22,7 @@ func TestAPNsSendsTheMailPush(t *testing.T) {
 		Topic:       testTopic,
 		AccountID:   "A1B2C3D4-acct",
 		Expiration:  time.Now().Add(24 * time.Hour),
+		Mailboxes:   []string{"INBOX", "Notes"},
 	}
 	resp, err := e.sender.Send(t.Context(), n)
 	if err != nil {
@@ -42,7 +43,7 @@ func TestAPNsSendsTheMailPush(t *testing.T) {
 	if !r.Expiration.Equal(n.Expiration.Truncate(time.Second)) {
 		t.Errorf("apns-expiration %v, want %v", r.Expiration, n.Expiration.Truncate(time.Second))
 	}
-	if want := `{"aps":{"account-id":"A1B2C3D4-acct"}}`; string(r.Body) != want {
+	if want := `{"aps":{"account-id":"A1B2C3D4-acct","m":["7e33429f656f1e6e9d79b29c3f82c57e","f4c6f851b00d5518bf888815de279aba"]}}`; string(r.Body) != want {
 		t.Errorf("body %s, want %s", r.Body, want)
 	}
 	if _, ok := r.Header["Apns-Priority"]; ok {
@@ -168,7 +169,7 @@ func TestLogSenderLogsTheExactRequest(t *testing.T) {
 	logger := slog.New(slog.NewTextHandler(&buf, nil))
 	s := push.NewLogSender(logger, config.APNS{Endpoint: config.EndpointDevelopment})
 	exp := time.Now().Add(24 * time.Hour)
-	resp, err := s.Send(context.Background(), push.Notification{DeviceToken: token(9), Topic: testTopic, AccountID: "acct-9", Expiration: exp})
+	resp, err := s.Send(context.Background(), push.Notification{DeviceToken: token(9), Topic: testTopic, AccountID: "acct-9", Expiration: exp, Mailboxes: []string{"INBOX"}})
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("Send: %v, %v", resp, err)
 	}
@@ -179,7 +180,7 @@ func TestLogSenderLogsTheExactRequest(t *testing.T) {
 		"headers.apns-topic=" + testTopic,
 		"headers.apns-push-type=background",
 		fmt.Sprintf("headers.apns-expiration=%d", exp.Unix()),
-		`{\"aps\":{\"account-id\":\"acct-9\"}}`,
+		`{\"aps\":{\"account-id\":\"acct-9\",\"m\":[\"7e33429f656f1e6e9d79b29c3f82c57e\"]}}`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("log %q does not contain %q", out, want)
@@ -191,7 +192,19 @@ func TestLogSenderLogsTheExactRequest(t *testing.T) {
 }
 
 func TestPayload(t *testing.T) {
-	if got, want := string(push.Payload(`a"b`)), `{"aps":{"account-id":"a\"b"}}`; got != want {
-		t.Errorf("Payload = %s, want %s", got, want)
+	for _, tc := range []struct {
+		account   string
+		mailboxes []string
+		want      string
+	}{
+		{`a"b`, nil, `{"aps":{"account-id":"a\"b"}}`},
+		// MD5 of the names exactly as given, in the order given.
+		{"acct", []string{"INBOX"}, `{"aps":{"account-id":"acct","m":["7e33429f656f1e6e9d79b29c3f82c57e"]}}`},
+		{"acct", []string{"Notes", "INBOX"}, `{"aps":{"account-id":"acct","m":["f4c6f851b00d5518bf888815de279aba","7e33429f656f1e6e9d79b29c3f82c57e"]}}`},
+		{"acct", []string{"inbox"}, `{"aps":{"account-id":"acct","m":["af1cd994dfcb9286c394d142687ff5a0"]}}`},
+	} {
+		if got := string(push.Payload(tc.account, tc.mailboxes)); got != tc.want {
+			t.Errorf("Payload(%q, %q) = %s, want %s", tc.account, tc.mailboxes, got, tc.want)
+		}
 	}
 }

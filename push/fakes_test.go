@@ -278,3 +278,106 @@ func (p *prunes) get() []string {
 	slices.Sort(out)
 	return out
 }
+
+// fakeClock is a push.Clock whose time moves only by Advance. A timer fires
+// (a send on its 1-buffered channel, as time.Timer's) when Advance reaches
+// its deadline.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	clock *fakeClock
+	ch    chan time.Time
+	at    time.Time // zero = stopped or fired
+}
+
+// newFakeClock starts at the real time, so that apns-expiration, which the
+// fake APNs checks against the real clock, stays plausible while tests
+// advance it by a minute or less.
+func newFakeClock() *fakeClock { return &fakeClock{now: time.Now()} }
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) NewTimer() push.Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{clock: c, ch: make(chan time.Time, 1)}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+func (t *fakeTimer) C() <-chan time.Time { return t.ch }
+
+func (t *fakeTimer) Reset(at time.Time) {
+	t.clock.mu.Lock()
+	defer t.clock.mu.Unlock()
+	t.drain()
+	t.at = at
+	t.clock.fire()
+}
+
+func (t *fakeTimer) Stop() {
+	t.clock.mu.Lock()
+	defer t.clock.mu.Unlock()
+	t.drain()
+	t.at = time.Time{}
+}
+
+func (t *fakeTimer) drain() {
+	select {
+	case <-t.ch:
+	default:
+	}
+}
+
+// Advance moves the time on by d and fires the timers it reaches.
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+	c.fire()
+}
+
+// fire sends on every armed timer whose deadline has come. c.mu is held.
+func (c *fakeClock) fire() {
+	for _, t := range c.timers {
+		if !t.at.IsZero() && !t.at.After(c.now) {
+			select {
+			case t.ch <- c.now:
+			default:
+			}
+			t.at = time.Time{}
+		}
+	}
+}
+
+// armed returns the deadlines of the timers waiting to fire.
+func (c *fakeClock) armed() []time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []time.Time
+	for _, t := range c.timers {
+		if !t.at.IsZero() {
+			out = append(out, t.at)
+		}
+	}
+	return out
+}
+
+// waitArmed waits until the clock's only armed timer is set for at, the
+// moment a test expects Run to wait for (a job's due time is absolute, so
+// this is Run having taken in the event that made it due then).
+func (c *fakeClock) waitArmed(t *testing.T, at time.Time) {
+	t.Helper()
+	waitFor(t, 5*time.Second, "the pusher to wait for "+at.Sub(c.Now()).String()+" from now", func() bool {
+		a := c.armed()
+		return len(a) == 1 && a[0].Equal(at)
+	})
+}

@@ -1,9 +1,12 @@
 // Package push wakes iPhone Mail through the Apple Push Notification service
 // (APNs). Watchers report mailbox events to a Pusher (a event.Notifier); the
 // Pusher finds the registrations that asked for that mailbox and sends each
-// one background push whose body names the device's account id, so that Mail
-// connects and fetches. It coalesces bursts, retries what APNs could not take
-// and prunes device tokens APNs says are gone.
+// one background push whose body names the device's account id and the
+// mailboxes with news (see Payload), so that Mail connects and fetches them.
+// New mail is pushed at once; flag changes and expunges wait until the
+// mailboxes have been quiet for ChangeDelay, and a push sent meanwhile takes
+// them along. It retries what APNs could not take and prunes device tokens
+// APNs says are gone.
 //
 // Credentials (LoadCredentials) come from an APNs certificate (.pem or .p12)
 // or a .p8 token key; APNs (NewAPNs) sends over one long-lived HTTP/2
@@ -54,8 +57,10 @@ type Options struct {
 	// the credentials' topic. "" = leave such pushes without a topic.
 	Topic string
 
-	// ChangeDelay is how long a KindChanged event waits for quiet: the push
-	// goes out this long after the last change. 0 = DefaultChangeDelay (30s).
+	// ChangeDelay is how long a KindChanged event waits for quiet: one push
+	// per registration goes out this long after its last change, unless new
+	// mail is pushed first, which then carries the changes too.
+	// 0 = DefaultChangeDelay (30s).
 	ChangeDelay time.Duration
 	// RetryBase is the first retry delay after 429, 5xx or a transport
 	// error; it doubles per attempt, with jitter. 0 = DefaultRetryBase (1s).
@@ -67,9 +72,14 @@ type Options struct {
 	Expiration time.Duration
 	// MaxConcurrent bounds the pushes in flight at once. 0 = 8.
 	MaxConcurrent int
-	// Now is the clock for timestamps and schedules (waits use real
-	// timers). nil = time.Now.
-	Now func() time.Time
+	// OmitMailboxes leaves the "m" array (the mailboxes with news) out of
+	// every payload, as the original open-source daemon did. Only for a
+	// device that misbehaves with it: without it Mail is not told which
+	// folder changed.
+	OmitMailboxes bool
+	// Clock gives the time for timestamps and schedules and the timer Run
+	// waits on. nil = the real clock.
+	Clock Clock
 }
 
 // Pusher turns mailbox events into APNs pushes. Create it with New, start
@@ -85,7 +95,8 @@ type Pusher struct {
 	retryMax      time.Duration
 	expiration    time.Duration
 	maxConcurrent int
-	now           func() time.Time
+	omitMailboxes bool
+	clock         Clock
 
 	wake    chan struct{} // 1-buffered: "events are waiting"
 	running atomic.Bool   // a Run is active
@@ -132,7 +143,8 @@ func New(opts Options) *Pusher {
 		retryMax:      orDefault(opts.RetryMax, DefaultRetryMax),
 		expiration:    orDefault(opts.Expiration, DefaultExpiration),
 		maxConcurrent: opts.MaxConcurrent,
-		now:           opts.Now,
+		omitMailboxes: opts.OmitMailboxes,
+		clock:         opts.Clock,
 		wake:          make(chan struct{}, 1),
 		events:        map[eventKey]eventState{},
 		jobs:          map[jobKey]*job{},
@@ -143,8 +155,8 @@ func New(opts Options) *Pusher {
 	if p.maxConcurrent <= 0 {
 		p.maxConcurrent = DefaultMaxConcurrent
 	}
-	if p.now == nil {
-		p.now = time.Now
+	if p.clock == nil {
+		p.clock = realClock{}
 	}
 	if p.retryMax < p.retryBase {
 		p.retryMax = p.retryBase
@@ -167,7 +179,7 @@ func orDefault(d, def time.Duration) time.Duration {
 func (p *Pusher) Notify(ev event.Event) {
 	st := eventState{isNew: ev.Kind != event.KindChanged}
 	if !st.isNew {
-		st.changedAt = p.now()
+		st.changedAt = p.clock.Now()
 	}
 	p.mu.Lock()
 	k := eventKey{ev.User, ev.Mailbox}
@@ -256,27 +268,34 @@ func classify(resp Response, err error) Action {
 
 // PushUser sends one push, now and without retrying, to every registration
 // of user, whatever its mailboxes, and returns one Result per registration
-// (none if the user has no registration). Outcomes are recorded and dead
-// tokens pruned as for any push. It does not need Run.
+// (none if the user has no registration). Each push names the
+// registration's INBOX, or its first mailbox if it has no INBOX. Outcomes
+// are recorded and dead tokens pruned as for any push. It does not need Run.
 func (p *Pusher) PushUser(ctx context.Context, user string) ([]Result, error) {
 	regs, err := p.store.Registrations(ctx, user)
 	if err != nil {
 		return nil, fmt.Errorf("registrations of %s: %w", user, err)
 	}
-	expires := p.now().Add(p.expiration)
+	expires := p.clock.Now().Add(p.expiration)
 	results := make([]Result, 0, len(regs))
 	for _, reg := range regs {
-		results = append(results, p.pushOnce(ctx, reg, p.notification(reg, expires)))
+		n := p.notification(reg, expires, []string{testMailbox(&reg)})
+		results = append(results, p.pushOnce(ctx, reg, n))
 	}
 	return results, nil
 }
 
-func (p *Pusher) notification(reg store.Registration, expires time.Time) Notification {
+// notification is the push for reg about mailboxes (registered names,
+// sorted and bounded by the caller); they are left out with OmitMailboxes.
+func (p *Pusher) notification(reg store.Registration, expires time.Time, mailboxes []string) Notification {
 	topic := reg.Topic
 	if topic == "" {
 		topic = p.topic
 	}
-	return Notification{DeviceToken: reg.DeviceToken, Topic: topic, AccountID: reg.AccountID, Expiration: expires}
+	if p.omitMailboxes {
+		mailboxes = nil
+	}
+	return Notification{DeviceToken: reg.DeviceToken, Topic: topic, AccountID: reg.AccountID, Expiration: expires, Mailboxes: mailboxes}
 }
 
 // pushOnce sends n for reg, records the outcome and prunes a dead token. It
@@ -296,13 +315,13 @@ func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notific
 	}
 	// APNs answered: book-keep even if shutdown starts now.
 	ctx = context.WithoutCancel(ctx)
-	if rerr := p.store.RecordPush(ctx, reg.User, reg.DeviceToken, p.now(), res.Outcome()); rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
+	if rerr := p.store.RecordPush(ctx, reg.User, reg.DeviceToken, p.clock.Now(), res.Outcome()); rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
 		log.WarnContext(ctx, "cannot record push outcome", "error", rerr)
 	}
 	status := res.Outcome()
 	switch res.Action {
 	case Delivered:
-		log.InfoContext(ctx, "push delivered", "status", status, "apns_id", res.Response.APNsID)
+		log.InfoContext(ctx, "push delivered", "status", status, "apns_id", res.Response.APNsID, "mailboxes", len(n.Mailboxes))
 	case Rejected:
 		log.WarnContext(ctx, "push rejected by APNs; registration kept", "status", status)
 	case Retry:

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/event"
+	"github.com/xapsproxy/xapsproxy/internal/apnstest"
 	"github.com/xapsproxy/xapsproxy/push"
 	"github.com/xapsproxy/xapsproxy/store"
 )
@@ -60,6 +61,10 @@ func TestNewMailPushesOnlyRegistrationsOfTheMailbox(t *testing.T) {
 	}
 	if reqs[0].Token != token(1) || reqs[0].AccountID != "acct-inbox" || reqs[0].Topic != testTopic {
 		t.Errorf("pushed token %s account %s topic %s", reqs[0].Token, reqs[0].AccountID, reqs[0].Topic)
+	}
+	// Named as registered ("INBOX"), not as the event spelled it.
+	if want := []string{apnstest.MailboxHash("INBOX")}; !slices.Equal(reqs[0].Mailboxes, want) {
+		t.Errorf("m = %q, want %q", reqs[0].Mailboxes, want)
 	}
 	if got := st.results(token(1)); !slices.Equal(got, []string{"200"}) {
 		t.Errorf("recorded %q, want [200]", got)
@@ -271,7 +276,7 @@ func (g *gateSender) count() int {
 }
 
 func TestEventsDuringAPushGiveOneMorePush(t *testing.T) {
-	st := newMemStore(reg("alice", 1, "acct-a"))
+	st := newMemStore(reg("alice", 1, "acct-a", "INBOX", "Notes", "Work"))
 	g := &gateSender{release: make(chan struct{})}
 	p := push.New(push.Options{Store: st, Sender: g, Logger: testLogger(t), ChangeDelay: time.Millisecond})
 	startRun(t, p)
@@ -279,8 +284,8 @@ func TestEventsDuringAPushGiveOneMorePush(t *testing.T) {
 	p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindNew})
 	waitFor(t, 5*time.Second, "the first push to start", func() bool { return g.count() == 1 })
 	for range 3 {
-		p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindNew})
-		p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindChanged})
+		p.Notify(event.Event{User: "alice", Mailbox: "Notes", Kind: event.KindNew})
+		p.Notify(event.Event{User: "alice", Mailbox: "Work", Kind: event.KindChanged})
 	}
 	// Let the loop fold the events into the running job before releasing.
 	waitFor(t, 5*time.Second, "the events to be looked up", func() bool { return p.Pending() == 1 })
@@ -290,7 +295,13 @@ func TestEventsDuringAPushGiveOneMorePush(t *testing.T) {
 	close(g.release)
 	waitIdle(t, p)
 	if n := g.count(); n != 2 {
-		t.Errorf("%d pushes, want 2 (the first and one for everything during it)", n)
+		t.Fatalf("%d pushes, want 2 (the first and one for everything during it)", n)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if first, second := g.calls[0].Mailboxes, g.calls[1].Mailboxes; !slices.Equal(first, []string{"INBOX"}) ||
+		!slices.Equal(second, []string{"Notes", "Work"}) {
+		t.Errorf("pushes named %q then %q, want [INBOX] then [Notes Work]", first, second)
 	}
 }
 
@@ -387,7 +398,7 @@ func TestTopicComesFromRegistrationOrOptions(t *testing.T) {
 
 func TestPushUser(t *testing.T) {
 	e := newAPNsEnv(t)
-	st := newMemStore(reg("alice", 1, "acct-a"), reg("alice", 2, "acct-b", "Archive"), reg("bob", 3, "acct-bob"))
+	st := newMemStore(reg("alice", 1, "acct-a", "Notes", "INBOX"), reg("alice", 2, "acct-b", "Archive", "Work"), reg("bob", 3, "acct-bob"))
 	e.fake.SetResponse(token(2), 410, "Unregistered")
 	var pr prunes
 	p := newPusher(t, e, st, &pr, time.Minute) // no Run needed
@@ -418,8 +429,15 @@ func TestPushUser(t *testing.T) {
 	if got := pr.get(); !slices.Equal(got, []string{"alice"}) {
 		t.Errorf("OnPrune called with %q", got)
 	}
-	if n := len(e.fake.Requests()); n != 2 {
-		t.Errorf("%d requests, want 2", n)
+	reqs := e.fake.Requests()
+	if len(reqs) != 2 {
+		t.Fatalf("%d requests, want 2", len(reqs))
+	}
+	// A test push names INBOX, or else the first registered mailbox.
+	for i, want := range []string{"INBOX", "Archive"} {
+		if got := reqs[i].Mailboxes; !slices.Equal(got, []string{apnstest.MailboxHash(want)}) {
+			t.Errorf("push %d: m = %q, want MD5 of %s", i+1, got, want)
+		}
 	}
 
 	none, err := p.PushUser(t.Context(), "nobody")

@@ -17,16 +17,23 @@ type jobKey struct{ user, token string }
 // job is the push state of one registration. At most one push per
 // registration is waiting, in flight or retrying at any time; events that
 // arrive meanwhile are folded into it.
+//
+// New mail makes the job due at once. A change makes it due ChangeDelay
+// after the latest change, unless new mail already made it due: a push
+// carries every mailbox with news since the last one, so a change waiting
+// for quiet goes out with new mail that comes first, and not again later.
 type job struct {
-	reg      store.Registration // latest copy, refreshed by each event
-	due      time.Time          // when to send next (meaningless while running)
-	urgent   bool               // new mail is waiting: due is not pushed back by changes
-	attempt  int                // failed attempts of the current notification; > 0 = retrying
-	expires  time.Time          // apns-expiration of the current notification; retries stop here
-	running  bool               // a worker is sending it
-	again    bool               // an event arrived while running: push again afterwards
-	againNew bool               // ... and it was new mail
-	againAt  time.Time          // ... latest change time, for the quiet delay
+	reg       store.Registration // latest copy, refreshed by each event
+	mailboxes mailboxSet         // registered names the current notification is about
+	due       time.Time          // when to send next (meaningless while running)
+	urgent    bool               // new mail is waiting: due is not pushed back by changes
+	attempt   int                // failed attempts of the current notification; > 0 = retrying
+	expires   time.Time          // apns-expiration of the current notification; retries stop here
+	running   bool               // a worker is sending it
+	again     bool               // an event arrived while running: push again afterwards
+	againNew  bool               // ... and it was new mail
+	againAt   time.Time          // ... latest change time, for the quiet delay
+	againIn   mailboxSet         // ... in these mailboxes
 }
 
 // outcome is what a worker hands back to Run.
@@ -51,12 +58,12 @@ func (p *Pusher) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	done := make(chan outcome, p.maxConcurrent) // workers never block on it
 	inflight := 0
-	timer := time.NewTimer(time.Hour)
+	timer := p.clock.NewTimer()
 	defer timer.Stop()
 
-	p.absorb(ctx, p.now()) // events reported before Run
+	p.absorb(ctx, p.clock.Now()) // events reported before Run
 	for {
-		now := p.now()
+		now := p.clock.Now()
 		if !p.storeRetryAt.IsZero() && !now.Before(p.storeRetryAt) {
 			p.storeRetryAt = time.Time{}
 			p.absorb(ctx, now)
@@ -65,23 +72,23 @@ func (p *Pusher) Run(ctx context.Context) error {
 		if next := p.nextWake(now); next.IsZero() {
 			timer.Stop()
 		} else {
-			timer.Reset(next.Sub(now))
+			timer.Reset(next)
 		}
 		select {
 		case <-ctx.Done():
 			cancel()
 			wg.Wait()
 			for ; inflight > 0; inflight-- {
-				p.finish(<-done, p.now(), true)
+				p.finish(<-done, p.clock.Now(), true)
 			}
 			p.countJobs()
 			return nil
 		case <-p.wake:
-			p.absorb(ctx, p.now())
+			p.absorb(ctx, p.clock.Now())
 		case out := <-done:
 			inflight--
-			p.finish(out, p.now(), false)
-		case <-timer.C:
+			p.finish(out, p.clock.Now(), false)
+		case <-timer.C():
 		}
 	}
 }
@@ -116,15 +123,15 @@ func (p *Pusher) absorb(ctx context.Context, now time.Time) {
 		}
 		for _, reg := range regs {
 			var st eventState
-			matched := false
+			var names []string // as reg spells them
 			for mailbox, es := range mailboxes {
-				if reg.HasMailbox(mailbox) {
+				if name, ok := registeredName(&reg, mailbox); ok {
 					st.merge(es)
-					matched = true
+					names = append(names, name)
 				}
 			}
-			if matched {
-				p.schedule(reg, st, now)
+			if len(names) > 0 {
+				p.schedule(reg, st, names, now)
 			}
 		}
 	}
@@ -148,11 +155,12 @@ func (p *Pusher) putBack(user string, mailboxes map[string]eventState) {
 	}
 }
 
-// schedule folds events st into the job of reg: new mail is due at once,
-// a change ChangeDelay after the latest change unless new mail is already
-// waiting. A job in flight is marked to go again; a retrying job already
-// covers the events, but its notification gets a fresh expiration.
-func (p *Pusher) schedule(reg store.Registration, st eventState, now time.Time) {
+// schedule folds events st in the mailboxes names into the job of reg: new
+// mail is due at once, a change ChangeDelay after the latest change unless
+// new mail is already waiting. A job in flight is marked to go again; a
+// retrying job takes the mailboxes into its next attempt, and its
+// notification gets a fresh expiration.
+func (p *Pusher) schedule(reg store.Registration, st eventState, names []string, now time.Time) {
 	k := jobKey{reg.User, reg.DeviceToken}
 	j := p.jobs[k]
 	if j == nil {
@@ -167,9 +175,12 @@ func (p *Pusher) schedule(reg store.Registration, st eventState, now time.Time) 
 		if st.changedAt.After(j.againAt) {
 			j.againAt = st.changedAt
 		}
+		j.againIn.add(names...)
 	case j.attempt > 0:
 		j.expires = now.Add(p.expiration)
+		j.mailboxes.add(names...)
 	default:
+		j.mailboxes.add(names...)
 		p.setDue(j, st.isNew, st.changedAt, now)
 	}
 }
@@ -205,7 +216,7 @@ func (p *Pusher) dispatch(ctx context.Context, now time.Time, free int, wg *sync
 			j.expires = now.Add(p.expiration)
 		}
 		j.running, j.urgent = true, false
-		reg, n := j.reg, p.notification(j.reg, j.expires)
+		reg, n := j.reg, p.notification(j.reg, j.expires, j.mailboxes.list())
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -228,7 +239,9 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 	log := p.logger.With("user", res.User, "token", store.ShortToken(res.DeviceToken), "account", res.AccountID)
 	switch {
 	case shutdown && res.Err != nil:
+		// Sent first thing by the next Run, with what came in flight.
 		j.due = now
+		j.foldAgain()
 	case res.Action == Pruned:
 		// DeleteToken removed the token for every user: forget all its jobs.
 		for k, other := range p.jobs {
@@ -245,8 +258,8 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 			p.done(out.key, j, now)
 			break
 		}
-		j.due = next // events that came in flight ride on the retry
-		j.again, j.againNew, j.againAt = false, false, time.Time{}
+		j.due = next
+		j.foldAgain() // events that came in flight ride on the retry
 	default: // Delivered, Rejected
 		p.done(out.key, j, now)
 	}
@@ -262,9 +275,17 @@ func (p *Pusher) done(k jobKey, j *job, now time.Time) {
 		return
 	}
 	isNew, at := j.againNew, j.againAt
+	j.mailboxes, j.againIn = j.againIn, nil
 	j.again, j.againNew, j.againAt = false, false, time.Time{}
 	j.urgent, j.due = false, time.Time{}
 	p.setDue(j, isNew, at, now)
+}
+
+// foldAgain makes the events that came while j was in flight part of its
+// current notification, which is to be sent again.
+func (j *job) foldAgain() {
+	j.mailboxes.addSet(j.againIn)
+	j.again, j.againNew, j.againAt, j.againIn = false, false, time.Time{}, nil
 }
 
 // nextWake is the earliest future time Run must wake for: a job becoming due

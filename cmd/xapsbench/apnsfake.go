@@ -12,6 +12,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -127,7 +128,7 @@ func (f *fakeAPNs) handle(w http.ResponseWriter, r *http.Request) {
 
 // checkPush lists how r differs from a Mail push for token: POST
 // /3/device/<token> over HTTP/2, apns-topic the certificate's topic,
-// apns-push-type background, body exactly {"aps":{"account-id":"<id>"}}, from
+// apns-push-type background, body exactly {"aps":{"account-id":"<id>","m":[<INBOX>]}}, from
 // a client certificate whose subject UID is the topic.
 func checkPush(r *http.Request, body []byte, token, accountID string) []string {
 	var bad []string
@@ -163,10 +164,15 @@ func checkPush(r *http.Request, body []byte, token, accountID string) []string {
 	return bad
 }
 
-// checkPayload accepts exactly {"aps":{"account-id":"<accountID>"}}: no other
+// pushMailboxHash is the "m" of every push the bench expects: the MD5 hex
+// of "INBOX", the one mailbox its device registers.
+const pushMailboxHash = "7e33429f656f1e6e9d79b29c3f82c57e"
+
+// checkPayload accepts exactly
+// {"aps":{"account-id":"<accountID>","m":["<md5 of INBOX>"]}}: no other
 // keys (compared exactly), nothing after the object.
 func checkPayload(body []byte, accountID string) error {
-	var top map[string]map[string]string
+	var top map[string]map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&top); err != nil {
 		return err
@@ -178,8 +184,11 @@ func checkPayload(body []byte, accountID string) error {
 	if len(top) != 1 || !ok {
 		return errors.New(`want exactly one key "aps"`)
 	}
-	if len(aps) != 1 || aps["account-id"] != accountID {
-		return fmt.Errorf(`want exactly {"account-id":%q} in aps`, accountID)
+	var id string
+	var m []string
+	if len(aps) != 2 || json.Unmarshal(aps["account-id"], &id) != nil || id != accountID ||
+		json.Unmarshal(aps["m"], &m) != nil || !slices.Equal(m, []string{pushMailboxHash}) {
+		return fmt.Errorf(`want exactly {"account-id":%q,"m":[%q]} in aps`, accountID, pushMailboxHash)
 	}
 	return nil
 }

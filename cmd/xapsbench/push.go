@@ -179,8 +179,8 @@ func measureOne(ctx context.Context, dc *dovecotrun.Instance, rcpt string, seq, 
 }
 
 // registerDevice does what iPhone Mail does to register for pushes: TLS,
-// LOGIN, XAPPLEPUSHSERVICE for INBOX; it checks the answer names the
-// certificate's topic.
+// LOGIN, XAPPLEPUSHSERVICE for INBOX; it checks the answer names INBOX and
+// then the certificate's topic.
 func registerDevice(ctx context.Context, t target, user, password, token string) error {
 	c, err := dialIMAP(ctx, t, 4096)
 	if err != nil {
@@ -198,15 +198,21 @@ func registerDevice(ctx context.Context, t target, user, password, token string)
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
+	// As Apple's server answers: a line per registered mailbox, then the
+	// version and topic.
 	re := regexp.MustCompile(`^\* XAPPLEPUSHSERVICE aps-version "2" aps-topic "([^"]*)"\r\n$`)
 	var topic string
+	inbox := false
 	for _, line := range untagged {
 		if m := re.FindSubmatch(line); m != nil {
 			topic = string(m[1])
 		}
+		if string(line) == "* XAPPLEPUSHSERVICE \"mailbox\" \"INBOX\"\r\n" && topic == "" {
+			inbox = true
+		}
 	}
-	if topic != apnsTopic {
-		return fmt.Errorf("register: XAPPLEPUSHSERVICE answered %q, want aps-version \"2\" aps-topic %q", untagged, apnsTopic)
+	if topic != apnsTopic || !inbox {
+		return fmt.Errorf("register: XAPPLEPUSHSERVICE answered %q, want \"mailbox\" \"INBOX\", then aps-version \"2\" aps-topic %q", untagged, apnsTopic)
 	}
 	c.tagged("a3", "LOGOUT") // the registration is stored; the answer does not matter
 	return nil

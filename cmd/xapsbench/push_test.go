@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/md5"
 	"crypto/tls"
+	"encoding/hex"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -52,7 +54,7 @@ func TestFakeAPNs(t *testing.T) {
 			t.Fatalf("Send = %+v, %v; want 200 with an apns-id", res, err)
 		}
 	}
-	good := push.Notification{DeviceToken: token, Topic: creds.Topic, AccountID: pushAccountID}
+	good := push.Notification{DeviceToken: token, Topic: creds.Topic, AccountID: pushAccountID, Mailboxes: []string{"INBOX"}}
 	send(good)
 	if a, ok, err := f.next(ctx, time.Second); !ok || err != nil || !a.ok {
 		t.Fatalf("well-formed push: arrival %+v, %v, %v", a, ok, err)
@@ -88,16 +90,23 @@ func TestFakeAPNs(t *testing.T) {
 }
 
 func TestCheckPayload(t *testing.T) {
+	if sum := md5.Sum([]byte("INBOX")); hex.EncodeToString(sum[:]) != pushMailboxHash {
+		t.Fatalf("pushMailboxHash %s is not the MD5 of INBOX", pushMailboxHash)
+	}
+	const m = `"m":["7e33429f656f1e6e9d79b29c3f82c57e"]`
 	for body, ok := range map[string]bool{
-		`{"aps":{"account-id":"A"}}`:             true,
-		` {"aps": {"account-id": "A"}} `:         true,
-		`{"aps":{"account-id":"B"}}`:             false,
-		`{"aps":{"account-id":"A","sound":"x"}}`: false,
-		`{"aps":{"Account-Id":"A"}}`:             false,
-		`{"aps":{"account-id":"A"},"x":{}}`:      false,
-		`{"aps":{"account-id":"A"}}{}`:           false,
-		`{"aps":{"account-id":1}}`:               false,
-		`[]`:                                     false,
+		`{"aps":{"account-id":"A",` + m + `}}`:             true,
+		` {"aps": {` + m + `, "account-id": "A"}} `:        true,
+		`{"aps":{"account-id":"A"}}`:                       false,
+		`{"aps":{"account-id":"B",` + m + `}}`:             false,
+		`{"aps":{"account-id":"A","m":[]}}`:                false,
+		`{"aps":{"account-id":"A","m":["INBOX"]}}`:         false,
+		`{"aps":{"account-id":"A",` + m + `,"sound":"x"}}`: false,
+		`{"aps":{"Account-Id":"A",` + m + `}}`:             false,
+		`{"aps":{"account-id":"A",` + m + `},"x":{}}`:      false,
+		`{"aps":{"account-id":"A",` + m + `}}{}`:           false,
+		`{"aps":{"account-id":1,` + m + `}}`:               false,
+		`[]`:                                               false,
 	} {
 		if err := checkPayload([]byte(body), "A"); (err == nil) != ok {
 			t.Errorf("checkPayload(%s) = %v, want ok %v", body, err, ok)

@@ -40,7 +40,7 @@ func (p *pushResult) print(r *report) {
 		p.firstPush.Seconds(), p.warmups, map[bool]string{true: "y", false: "ies"}[p.warmups == 1], registerPause, ms(percentile(p.lmtp, 50)))
 	if p.errors() == 0 {
 		r.f("  errors: none (every request POST /3/device/<token> over HTTP/2, apns-topic %s, apns-push-type background,", apnsTopic)
-		r.f("  body {\"aps\":{\"account-id\":\"%s\"}})", pushAccountID)
+		r.f("  body {\"aps\":{\"account-id\":\"%s\",\"m\":[\"%s\"]}}, m naming INBOX)", pushAccountID, pushMailboxHash)
 		return
 	}
 	r.f("  ERRORS: %d missing push(es)%s, %d missing EXISTS%s, %d push(es) matching no delivery, %d malformed request(s)",

@@ -61,7 +61,7 @@ func demoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		Proxy:   config.Proxy{ListenTLS: "127.0.0.1:0", ListenSTARTTLS: "127.0.0.1:0", CertFile: filepath.Join(dir, "cert.pem"), KeyFile: filepath.Join(dir, "key.pem")},
 		Backend: config.Backend{Address: backend.Addr(), TLS: config.BackendTLSNone},
 		Watch:   config.Watch{Auth: config.AuthMaster, MasterUser: demoMaster, MasterPassword: demoMasterPW, MasterSeparator: "*", Source: config.SourceIdle, PollInterval: config.DefaultPollInterval, CatchUpRate: config.DefaultCatchUpRate},
-		APNS:    config.APNS{Topic: demoTopic, Endpoint: config.EndpointProduction},
+		APNS:    config.APNS{Topic: demoTopic, Endpoint: config.EndpointProduction, MailboxHash: true},
 		Store:   config.Store{Path: filepath.Join(dir, "xapsproxy.db")},
 	}
 	log := newLogger(stderr, *debug)
@@ -140,7 +140,8 @@ func demoStory(ctx context.Context, a *app, certPEM []byte, backendAddr string, 
 		return ctx.Err()
 	}
 	say("5. That push makes the phone connect and fetch the new message. Nothing about the")
-	say("   message goes to Apple: only the account id. Demo complete.")
+	say("   message goes to Apple: only the account id and, in \"m\", the MD5 of the mailbox")
+	say("   name (here INBOX). Demo complete.")
 	return nil
 }
 

@@ -205,10 +205,14 @@ func (d *device) loginAndRegister(line, version string) {
 	}
 	tag, _, _ := strings.Cut(line, " ")
 	reply = d.command(line)
-	want := []string{
-		`* XAPPLEPUSHSERVICE aps-version "` + version + `" aps-topic "` + topic + `"`,
-		tag + " OK XAPPLEPUSHSERVICE completed.",
+	// As Apple's server answers: the mailboxes, then version and topic.
+	want := []string{`* XAPPLEPUSHSERVICE "mailbox" "INBOX"`}
+	if version == "2" {
+		want = append(want, `* XAPPLEPUSHSERVICE "mailbox" "Notes"`)
 	}
+	want = append(want,
+		`* XAPPLEPUSHSERVICE aps-version "`+version+`" aps-topic "`+topic+`"`,
+		tag+" OK XAPPLEPUSHSERVICE completed.")
 	if strings.Join(reply, "\n") != strings.Join(want, "\n") {
 		d.t.Fatalf("XAPPLEPUSHSERVICE reply %q, want %q", reply, want)
 	}
@@ -271,7 +275,8 @@ func TestEndToEndVersion2(t *testing.T) {
 	s.waitWatching()
 	s.deliver("first")
 	r := s.expectPushes(1, v2Token, v2Account)
-	if string(r.Body) != `{"aps":{"account-id":"`+v2Account+`"}}` {
+	// m names INBOX, where the mail went: the MD5 of "INBOX".
+	if string(r.Body) != `{"aps":{"account-id":"`+v2Account+`","m":["7e33429f656f1e6e9d79b29c3f82c57e"]}}` {
 		t.Errorf("body %s", r.Body)
 	}
 	// Dovecot logged the watcher in as alice through the master user.

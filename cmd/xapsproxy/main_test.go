@@ -15,11 +15,11 @@ func TestDemo(t *testing.T) {
 	}
 	for _, want := range []string{
 		"a1 OK [CAPABILITY ",
-		`* XAPPLEPUSHSERVICE aps-version "2" aps-topic "` + demoTopic + `"`,
+		`* XAPPLEPUSHSERVICE "mailbox" "INBOX"` + "\n" + `   * XAPPLEPUSHSERVICE aps-version "2" aps-topic "` + demoTopic + `"`,
 		"request: POST /3/device/" + demoToken + " HTTP/2",
 		"apns-push-type: background",
 		"apns-topic: " + demoTopic,
-		`body: {"aps":{"account-id":"` + demoAccountID + `"}}`,
+		`body: {"aps":{"account-id":"` + demoAccountID + `","m":["7e33429f656f1e6e9d79b29c3f82c57e"]}}`,
 		"Demo complete.",
 	} {
 		if !strings.Contains(out.String(), want) {

@@ -68,6 +68,8 @@ type app struct {
 	reload <-chan os.Signal
 
 	tlsLn, startTLSLn, adminLn net.Listener
+
+	sourceWhy string // why the watch source is what it is, for the start-up log
 }
 
 // newApp opens the store, loads certificates and binds the listeners, so
@@ -132,9 +134,12 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		Logger:  log.With("part", "push"),
 		Topic:   a.topic,
 		OnPrune: func(user string) { a.watch.Sync(user) },
+
+		ChangeDelay:   cfg.Watch.ChangeDelay,
+		OmitMailboxes: !cfg.APNS.MailboxHash,
 	})
 	source, why := watchSource(cfg)
-	log.Info("event source", "source", source, "why", why)
+	a.sourceWhy = why
 	a.watch = watch.New(watch.Options{
 		Store:        a.store,
 		Notifier:     a.pusher,
@@ -238,6 +243,7 @@ func (a *app) run(ctx context.Context) error {
 			}
 		})
 	}
+	a.log.Info("event source", "source", a.watch.Stats().Source, "why", a.sourceWhy)
 	if a.tlsLn != nil {
 		serve(func() error { return a.proxy.ServeTLS(a.tlsLn) })
 		a.log.Info("listening", "tls", a.tlsLn.Addr().String())

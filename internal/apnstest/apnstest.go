@@ -11,6 +11,7 @@ package apnstest
 import (
 	"bytes"
 	"crypto/ecdsa"
+	"crypto/md5"
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
@@ -41,6 +42,7 @@ type Request struct {
 	PushType      string    // apns-push-type
 	Expiration    time.Time // apns-expiration
 	AccountID     string    // aps.account-id from the body
+	Mailboxes     []string  // aps.m from the body: MD5 hex of each mailbox name; nil if absent
 	Body          []byte    // the raw body
 	Header        http.Header
 	ClientSubject string // subject of the client certificate; "" with token auth
@@ -260,10 +262,10 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	if v, ok := r.Header["Apns-Priority"]; ok {
 		reason = first(reason, bad("BadPriority", "apns-priority %q present, want none", v))
 	}
-	if id, err := accountID(body); err != nil {
+	if id, m, err := decodeBody(body); err != nil {
 		reason = first(reason, bad("BadMessage", "body %q: %v", body, err))
 	} else {
-		req.AccountID = id
+		req.AccountID, req.Mailboxes = id, m
 	}
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
 		leaf := r.TLS.PeerCertificates[0]
@@ -320,32 +322,68 @@ func first(a, b string) string {
 	return b
 }
 
-// accountID decodes a body that must be exactly {"aps":{"account-id":"..."}}:
-// no other keys at either level (keys compared exactly, not case-folded), a
-// non-empty string id, and nothing after the object.
-func accountID(body []byte) (string, error) {
+// MailboxHash is how a Mail push names a mailbox in aps.m: the MD5 of the
+// name as the device registered it, in lower-case hex.
+func MailboxHash(name string) string {
+	sum := md5.Sum([]byte(name))
+	return hex.EncodeToString(sum[:])
+}
+
+// maxMailboxes is the most entries aps.m may have (push.MaxPushMailboxes).
+const maxMailboxes = 20
+
+var md5HexRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
+
+// decodeBody decodes a body that must be exactly
+// {"aps":{"account-id":"...","m":["<md5 hex>",...]}}, with "m" optional: no
+// other keys at either level (keys compared exactly, not case-folded), a
+// non-empty string id, m (if present) 1 to 20 distinct lower-case MD5 hex
+// strings, and nothing after the object.
+func decodeBody(body []byte) (id string, mailboxes []string, err error) {
 	var top map[string]json.RawMessage
 	if err := decodeOnly(body, &top); err != nil {
-		return "", err
+		return "", nil, err
 	}
 	if len(top) != 1 || top["aps"] == nil {
-		return "", fmt.Errorf("want exactly one key \"aps\", got %d keys", len(top))
+		return "", nil, fmt.Errorf("want exactly one key \"aps\", got %d keys", len(top))
 	}
 	var aps map[string]json.RawMessage
 	if err := decodeOnly(top["aps"], &aps); err != nil {
-		return "", fmt.Errorf("aps: %w", err)
+		return "", nil, fmt.Errorf("aps: %w", err)
 	}
-	if len(aps) != 1 || aps["account-id"] == nil {
-		return "", fmt.Errorf("aps: want exactly one key \"account-id\", got %d keys", len(aps))
+	want := 1
+	if aps["m"] != nil {
+		want = 2
 	}
-	var id string
+	if len(aps) != want || aps["account-id"] == nil {
+		return "", nil, fmt.Errorf("aps: want exactly the keys \"account-id\" and optionally \"m\", got %d keys", len(aps))
+	}
 	if err := decodeOnly(aps["account-id"], &id); err != nil {
-		return "", fmt.Errorf("account-id: %w", err)
+		return "", nil, fmt.Errorf("account-id: %w", err)
 	}
 	if id == "" {
-		return "", fmt.Errorf("account-id is empty")
+		return "", nil, fmt.Errorf("account-id is empty")
 	}
-	return id, nil
+	if aps["m"] == nil {
+		return id, nil, nil
+	}
+	if err := decodeOnly(aps["m"], &mailboxes); err != nil {
+		return "", nil, fmt.Errorf("m: %w", err)
+	}
+	if len(mailboxes) == 0 || len(mailboxes) > maxMailboxes {
+		return "", nil, fmt.Errorf("m has %d entries, want 1 to %d", len(mailboxes), maxMailboxes)
+	}
+	seen := map[string]bool{}
+	for _, h := range mailboxes {
+		if !md5HexRE.MatchString(h) {
+			return "", nil, fmt.Errorf("m entry %q is not an MD5 in lower-case hex", h)
+		}
+		if seen[h] {
+			return "", nil, fmt.Errorf("m names %s twice", h)
+		}
+		seen[h] = true
+	}
+	return id, mailboxes, nil
 }
 
 func decodeOnly(data []byte, v any) error {

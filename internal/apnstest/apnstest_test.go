@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -91,8 +92,19 @@ func TestGoodRequestIsRecorded(t *testing.T) {
 		t.Fatalf("status %d %v, want 200", status, body)
 	}
 	r := s.WaitRequests(t, 1, 5*time.Second)[0]
-	if r.Token != goodToken || r.Topic != topic || r.PushType != "background" || r.AccountID != "acct-1" || r.ClientUID != topic {
+	if r.Token != goodToken || r.Topic != topic || r.PushType != "background" || r.AccountID != "acct-1" || r.ClientUID != topic || r.Mailboxes != nil {
 		t.Errorf("recorded %+v", r)
+	}
+
+	// With the mailboxes, as Apple's server sends them: MD5 hex of each name.
+	withM := goodRequest()
+	withM.body = `{"aps":{"account-id":"acct-1","m":["7e33429f656f1e6e9d79b29c3f82c57e","f4c6f851b00d5518bf888815de279aba"]}}`
+	if status, body := do(t, c, s.URL, withM); status != 200 {
+		t.Fatalf("with m: status %d %v, want 200", status, body)
+	}
+	r = s.WaitRequests(t, 2, 5*time.Second)[1]
+	if want := []string{apnstest.MailboxHash("INBOX"), apnstest.MailboxHash("Notes")}; !slices.Equal(r.Mailboxes, want) {
+		t.Errorf("recorded mailboxes %q, want %q (INBOX, Notes)", r.Mailboxes, want)
 	}
 
 	s.SetResponse(goodToken, 410, "Unregistered")
@@ -131,6 +143,17 @@ func TestViolationsAreReported(t *testing.T) {
 		"HTTP/1.1":        {http1: true, reason: "BadMessage", err: "HTTP/2.0"},
 		"non-string id":   {mutate: func(r *request) { r.body = `{"aps":{"account-id":1}}` }, reason: "BadMessage", err: "account-id"},
 		"not json at all": {mutate: func(r *request) { r.body = `hello` }, reason: "BadMessage", err: "body"},
+		"m not a list":    {mutate: func(r *request) { r.body = `{"aps":{"account-id":"a","m":"x"}}` }, reason: "BadMessage", err: "m:"},
+		"m empty":         {mutate: func(r *request) { r.body = `{"aps":{"account-id":"a","m":[]}}` }, reason: "BadMessage", err: "0 entries"},
+		"m null":          {mutate: func(r *request) { r.body = `{"aps":{"account-id":"a","m":null}}` }, reason: "BadMessage", err: "0 entries"},
+		"m not md5":       {mutate: func(r *request) { r.body = `{"aps":{"account-id":"a","m":["INBOX"]}}` }, reason: "BadMessage", err: "MD5"},
+		"m upper hex":     {mutate: func(r *request) { r.body = `{"aps":{"account-id":"a","m":["7E33429F656F1E6E9D79B29C3F82C57E"]}}` }, reason: "BadMessage", err: "MD5"},
+		"m twice": {mutate: func(r *request) {
+			r.body = `{"aps":{"account-id":"a","m":["7e33429f656f1e6e9d79b29c3f82c57e","7e33429f656f1e6e9d79b29c3f82c57e"]}}`
+		}, reason: "BadMessage", err: "twice"},
+		"m too long": {mutate: func(r *request) {
+			r.body = `{"aps":{"account-id":"a","m":[` + strings.Repeat(`"7e33429f656f1e6e9d79b29c3f82c57e",`, 20) + `"f4c6f851b00d5518bf888815de279aba"]}}`
+		}, reason: "BadMessage", err: "21 entries"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			rec := &recordingTB{TB: t}

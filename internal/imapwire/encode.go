@@ -1,6 +1,9 @@
 package imapwire
 
-import "strings"
+import (
+	"strconv"
+	"strings"
+)
 
 // Quote returns s as an IMAP quoted string. It must not contain CR, LF or NUL.
 func Quote(s string) string {
@@ -29,4 +32,17 @@ func IsAtom(s string) bool {
 		}
 	}
 	return true
+}
+
+// String returns s as an IMAP string a server may send in a response: a
+// quoted string when every byte is printable ASCII, else a literal
+// ("{n}\r\n" and the bytes), which carries any bytes, 8-bit (a UTF-8
+// mailbox name) and control characters included, to IMAP4rev1 clients too.
+func String(s string) string {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return "{" + strconv.Itoa(len(s)) + "}\r\n" + s
+		}
+	}
+	return Quote(s)
 }

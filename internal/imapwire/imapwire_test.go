@@ -246,6 +246,27 @@ func TestQuote(t *testing.T) {
 	}
 }
 
+func TestString(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct{ in, want string }{
+		{"INBOX", `"INBOX"`},
+		{`Work "old" \ 2`, `"Work \"old\" \\ 2"`},
+		{"", `""`},
+		{"Entwürfe", "{9}\r\nEntwürfe"},
+		{"a\tb", "{3}\r\na\tb"},
+		{"\x7f", "{1}\r\n\x7f"},
+	} {
+		got := String(tc.in)
+		if got != tc.want {
+			t.Errorf("String(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+		d := NewDecoder([]byte(got+"\r\n"), nil)
+		if s, ok := d.AString(); !ok || s != tc.in || !d.CRLF() {
+			t.Errorf("round trip of %q = %q, %v, %v", tc.in, s, ok, d.Err())
+		}
+	}
+}
+
 // FuzzDecoder feeds arbitrary bytes after real client lines: the decoder must
 // never panic, and Discard must never read past the line it was on when no
 // literal is involved. The input's first line is followed by the rest of
