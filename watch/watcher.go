@@ -185,7 +185,8 @@ func (w *watcher) session(ctx context.Context) (loggedIn time.Time, err error) {
 			case <-sig.changed:
 				// Flags changed or messages went away in the mailbox in
 				// IDLE: nothing to look up, IDLE goes on.
-				w.o.apply(ctx, event.Hint{User: w.user, Mailbox: decodedName(mailboxes[0]), What: event.Flags})
+				raise(sig.changed)
+				w.flagsChanged(ctx, sig, mailboxes[0])
 				continue
 			case <-w.changed:
 				all = true
@@ -281,6 +282,16 @@ func (w *watcher) login(ctx context.Context, sig *signals) (*imapclient.Client, 
 	return c, nil
 }
 
+// flagsChanged reports a change in the mailbox in IDLE, if the backend
+// signalled one.
+func (w *watcher) flagsChanged(ctx context.Context, sig *signals, mb string) {
+	select {
+	case <-sig.changed:
+		w.o.apply(ctx, event.Hint{User: w.user, Mailbox: decodedName(mb), What: event.Flags})
+	default:
+	}
+}
+
 // check looks at the registered mailboxes (all, or only the first) and
 // reports what it sees to the owner, leaving the first mailbox selected for
 // IDLE. Mailboxes the backend refuses (e.g. deleted ones) are skipped.
@@ -307,6 +318,13 @@ func (w *watcher) check(ctx context.Context, c *imapclient.Client, sig *signals,
 		if err != nil {
 			w.log.Debug("mailbox refused by the backend", "mailbox", mb, "err", err)
 			continue
+		}
+		if i == 0 {
+			// Changes the backend reported with the new mail (Dovecot
+			// sends both after the same delay) go first, so that the
+			// new mail's push carries them instead of being followed by
+			// a push of their own.
+			w.flagsChanged(ctx, sig, mb)
 		}
 		w.o.apply(ctx, event.Hint{User: w.user, Mailbox: decodedName(mb), UIDValidity: st.UIDValidity, UIDNext: st.UIDNext})
 	}
