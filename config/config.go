@@ -79,12 +79,12 @@ const (
 
 // Watch says how the proxy logs in to the backend to watch registered mailboxes.
 type Watch struct {
-	Auth               string `toml:"auth"`                 // "master" (default) or "captured"
+	Auth               string `toml:"auth"`                 // "master" (default) or "captured" (each user's own password)
 	MasterUser         string `toml:"master_user"`          // Dovecot master user name
 	MasterPassword     string `toml:"master_password"`      // its password (or use MasterPasswordFile)
 	MasterPasswordFile string `toml:"master_password_file"` // file holding the password; trailing newline ignored
 	MasterSeparator    string `toml:"master_separator"`     // between user and master name; default "*"
-	SecretKeyFile      string `toml:"secret_key_file"`      // key for captured passwords (auth = "captured")
+	SecretKeyFile      string `toml:"secret_key_file"`      // key for captured passwords (auth = "captured"); default secret.key beside store.path
 	Mode               string `toml:"mode"`                 // "auto" (default), "notify" or "idle"
 	// MaxConcurrentLogins bounds the backend connections being opened and
 	// logged in at once, over all watchers.
@@ -138,7 +138,10 @@ const (
 	DefaultMode            = ModeAuto
 	DefaultEndpoint        = EndpointProduction
 	DefaultStorePath       = "xapsproxy.db"
-	DefaultAdminListen     = "127.0.0.1:9143"
+	// DefaultSecretKeyFile is the key file of auth = "captured", in the
+	// directory of store.path when secret_key_file is not set.
+	DefaultSecretKeyFile = "secret.key"
+	DefaultAdminListen   = "127.0.0.1:9143"
 )
 
 // DefaultMaxConcurrentLogins is well under the listen backlog of Dovecot's
@@ -195,6 +198,9 @@ func Parse(doc, dir string) (*Config, error) {
 		return nil, fmt.Errorf("unknown key %s — check the spelling and the [section]; config.example.toml lists every key", strings.Join(keys, ", "))
 	}
 	cfg.resolvePaths(dir)
+	if cfg.Watch.Auth == AuthCaptured && cfg.Watch.SecretKeyFile == "" {
+		cfg.Watch.SecretKeyFile = filepath.Join(filepath.Dir(cfg.Store.Path), DefaultSecretKeyFile)
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -308,10 +314,37 @@ func (b *Backend) validate() error {
 func (w *Watch) validate() error {
 	switch w.Auth {
 	case AuthMaster:
+		if err := w.validateMaster(); err != nil {
+			return err
+		}
 	case AuthCaptured:
-		return keyError("watch.auth", `"captured" is not available in this version; use "master"`)
+		if err := w.validateCaptured(); err != nil {
+			return err
+		}
 	default:
 		return keyError("watch.auth", "%q is not one of master, captured", w.Auth)
+	}
+	if w.MasterSeparator == "" {
+		return keyError("watch.master_separator", "must not be empty")
+	}
+	switch w.Mode {
+	case ModeAuto, ModeIdle:
+	case ModeNotify:
+		return keyError("watch.mode", `"notify" is not available in this version; use "auto" or "idle"`)
+	default:
+		return keyError("watch.mode", "%q is not one of auto, notify, idle", w.Mode)
+	}
+	if w.MaxConcurrentLogins < 1 {
+		return keyError("watch.max_concurrent_logins", "must be at least 1")
+	}
+	return nil
+}
+
+// validateMaster checks the master user settings and reads the password
+// file.
+func (w *Watch) validateMaster() error {
+	if w.SecretKeyFile != "" {
+		return keyError("watch.secret_key_file", `only used with auth = "captured" — remove it, or set auth = "captured"`)
 	}
 	if w.MasterUser == "" {
 		return keyError("watch.master_user", `required with auth = "master" — the name of the Dovecot master user`)
@@ -332,18 +365,21 @@ func (w *Watch) validate() error {
 	case w.MasterPassword == "":
 		return keyError("watch.master_password", `required with auth = "master" — set it or master_password_file`)
 	}
-	if w.MasterSeparator == "" {
-		return keyError("watch.master_separator", "must not be empty")
-	}
-	switch w.Mode {
-	case ModeAuto, ModeIdle:
-	case ModeNotify:
-		return keyError("watch.mode", `"notify" is not available in this version; use "auto" or "idle"`)
-	default:
-		return keyError("watch.mode", "%q is not one of auto, notify, idle", w.Mode)
-	}
-	if w.MaxConcurrentLogins < 1 {
-		return keyError("watch.max_concurrent_logins", "must be at least 1")
+	return nil
+}
+
+// validateCaptured refuses master user settings, which captured mode never
+// uses: watchers log in with each user's own password. The key file itself
+// is read (or created) when serve starts; Parse has set its default.
+func (w *Watch) validateCaptured() error {
+	for _, k := range []struct{ key, value string }{
+		{"watch.master_user", w.MasterUser},
+		{"watch.master_password", w.MasterPassword},
+		{"watch.master_password_file", w.MasterPasswordFile},
+	} {
+		if k.value != "" {
+			return keyError(k.key, `only used with auth = "master" — remove it: with auth = "captured" watchers log in with each user's own password`)
+		}
 	}
 	return nil
 }
