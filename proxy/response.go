@@ -38,6 +38,7 @@ func (s *session) backendLoop() error {
 			return err
 		}
 		if done != nil {
+			s.captureLogin(done)
 			s.mu.Lock()
 			end := s.draining && !s.busy()
 			s.mu.Unlock()
