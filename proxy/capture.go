@@ -27,7 +27,9 @@ func (s *session) masterLogin(authcid, authzid string) bool {
 
 // captureLogin hands the password of c, a login the backend has answered,
 // to Captured if the backend accepted it, and forgets it. Called on the
-// backend reader once the answer has been written to the client.
+// backend reader before the answer goes on to the client: once the client
+// is told it is logged in (and so before it can register a device), the
+// password has been stored.
 func (s *session) captureLogin(c *command) {
 	s.mu.Lock()
 	secret, ok := c.secret, c.loggedIn

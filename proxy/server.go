@@ -97,9 +97,10 @@ type Options struct {
 	// send it), with the session's user as the backend names it, for
 	// watch.auth = "captured". Never for master-user logins, nor for
 	// CRAM-MD5 and SCRAM, which send no password. It is called on the
-	// session's backend reader after the OK went to the client, so it
-	// must return soon (a bounded store write is fine). nil: nothing is
-	// captured, and the proxy keeps no password past the login command.
+	// session's backend reader once the backend said OK and before the
+	// client is told, which waits for it: it must return soon (a store
+	// write bounded by a short timeout is fine). nil: nothing is captured,
+	// and the proxy keeps no password once the login command is sent.
 	Captured func(user, password string)
 
 	// Logger receives connection logs; nil discards them.

@@ -142,7 +142,7 @@ func identity() (string, *syscall.Credential, error) {
 
 // setup writes the files and launches Cyrus, retrying with fresh ports.
 func (c *Instance) setup(users map[string]string) error {
-	for _, sub := range []string{"", "config", "spool", "proc", "lock", "sock"} {
+	for _, sub := range []string{"", "config", "config/socket", "spool", "proc", "lock", "sock"} {
 		if err := c.mkdir(sub); err != nil {
 			return err
 		}
