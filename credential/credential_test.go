@@ -260,3 +260,31 @@ func TestConcurrentUse(t *testing.T) {
 func slogTo(w *syncLog) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
+
+// What a login costs the session in captured mode: with the password
+// already stored (every phone session) and with a new one (a write).
+func BenchmarkCaptured(b *testing.B) {
+	db, err := store.Open(b.Context(), filepath.Join(b.TempDir(), "xaps.db"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer db.Close()
+	key, err := LoadKey(filepath.Join(b.TempDir(), "secret.key"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := New(Options{Key: key, Store: db})
+	b.Run("same", func(b *testing.B) {
+		s.Captured("alice", "alicepw")
+		for b.Loop() {
+			s.Captured("alice", "alicepw")
+		}
+	})
+	b.Run("new", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			i++
+			s.Captured("alice", fmt.Sprintf("pw-%d", i))
+		}
+	})
+}
