@@ -51,7 +51,7 @@ func (s *session) handleLogin(tag string, rest []byte) error {
 		return s.answer(tag, refusal)
 	}
 	c := &command{tag: tag, kind: kindLogin, user: sessionUser}
-	if s.capturing() && !s.masterLogin(user, "") {
+	if s.capturing() && pass != "" && !s.masterLogin(user, "") {
 		c.secret = []byte(pass)
 	}
 	return s.sendCommand(c, "LOGIN", user, pass)
