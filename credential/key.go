@@ -87,8 +87,8 @@ func (k *Key) Open(user string, sealed []byte) ([]byte, error) {
 
 // LoadKey reads the key file at path, creating it when it does not exist:
 // 32 bytes from crypto/rand, mode 0600, created exclusively (O_EXCL) in a
-// directory that must exist. A key file that the group or others may read,
-// or that is not exactly 32 bytes long, is refused. Errors are
+// directory that must exist. A key file that its group or others have any
+// access to, or that is not exactly 32 bytes long, is refused. Errors are
 // *config.Error naming watch.secret_key_file and the fix.
 func LoadKey(path string) (*Key, error) {
 	secret, err := readKey(path)
@@ -129,7 +129,7 @@ func readKey(path string) ([]byte, error) {
 			Fix: "name a file holding the 32-byte key, or one that does not exist yet (it is then created)"}
 	case fi.Mode().Perm()&0o077 != 0:
 		return nil, &config.Error{Key: keyName, Value: path,
-			Err: fmt.Errorf("may be read by others (mode %04o)", fi.Mode().Perm()),
+			Err: fmt.Errorf("is open to its group or others (mode %04o)", fi.Mode().Perm()),
 			Fix: "chmod 600 " + path + " (it decrypts the stored passwords)"}
 	case fi.Size() != KeySize:
 		return nil, &config.Error{Key: keyName, Value: path,

@@ -129,8 +129,9 @@ func TestLoadKeyRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct{ name, path, want string }{
-		{"world-readable", write("world.key", KeySize, 0o644), "may be read by others (mode 0644) — chmod 600"},
-		{"group-readable", write("group.key", KeySize, 0o640), "may be read by others (mode 0640) — chmod 600"},
+		{"world-readable", write("world.key", KeySize, 0o644), "is open to its group or others (mode 0644) — chmod 600"},
+		{"group-readable", write("group.key", KeySize, 0o640), "is open to its group or others (mode 0640) — chmod 600"},
+		{"group-writable", write("gw.key", KeySize, 0o620), "is open to its group or others (mode 0620) — chmod 600"},
 		{"short", write("short.key", 16, 0o600), "is 16 bytes, not 32 — it must hold exactly 32 random bytes"},
 		{"long", write("long.key", 33, 0o600), "is 33 bytes, not 32"},
 		{"empty", write("empty.key", 0, 0o600), "is 0 bytes, not 32"},

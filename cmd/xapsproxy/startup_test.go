@@ -146,7 +146,7 @@ func startupCases() []startupCase {
 				f.set("watch.master_password_file", "nope")
 				return ""
 			}},
-		{name: "captured: key file readable by others", wants: []string{"watch.secret_key_file", "secret.key", "may be read by others (mode 0644)", "chmod 600"},
+		{name: "captured: key file readable by others", wants: []string{"watch.secret_key_file", "secret.key", "is open to its group or others (mode 0644)", "chmod 600"},
 			breakIt: func(f *fixture) string {
 				f.captured()
 				key := f.file("secret.key", make([]byte, 32))
