@@ -80,12 +80,12 @@ const (
 
 // Watch says how the proxy logs in to the backend to watch registered mailboxes.
 type Watch struct {
-	Auth               string `toml:"auth"`                 // "master" (default) or "captured"
+	Auth               string `toml:"auth"`                 // "master" (default) or "captured" (each user's own password)
 	MasterUser         string `toml:"master_user"`          // Dovecot master user name
 	MasterPassword     string `toml:"master_password"`      // its password (or use MasterPasswordFile)
 	MasterPasswordFile string `toml:"master_password_file"` // file holding the password; trailing newline ignored
 	MasterSeparator    string `toml:"master_separator"`     // between user and master name; default "*"
-	SecretKeyFile      string `toml:"secret_key_file"`      // key for captured passwords (auth = "captured")
+	SecretKeyFile      string `toml:"secret_key_file"`      // key for captured passwords (auth = "captured"); default secret.key beside store.path
 	Source             string `toml:"source"`               // "auto" (default), "dovecot", "notify" or "idle"
 	// PollInterval is how often the IDLE source looks at registered
 	// mailboxes other than the one in IDLE.
@@ -154,7 +154,10 @@ const (
 	DefaultCatchUpRate     = 50
 	DefaultEndpoint        = EndpointProduction
 	DefaultStorePath       = "xapsproxy.db"
-	DefaultAdminListen     = "127.0.0.1:9143"
+	// DefaultSecretKeyFile is the key file of auth = "captured", in the
+	// directory of store.path when secret_key_file is not set.
+	DefaultSecretKeyFile = "secret.key"
+	DefaultAdminListen   = "127.0.0.1:9143"
 )
 
 // DefaultMaxConcurrentLogins is well under the listen backlog of Dovecot's
@@ -219,6 +222,9 @@ func Parse(doc, dir string) (*Config, error) {
 		return nil, fmt.Errorf("unknown key %s — check the spelling and the [section]; config.example.toml lists every key", strings.Join(keys, ", "))
 	}
 	cfg.resolvePaths(dir)
+	if cfg.Watch.Auth == AuthCaptured && cfg.Watch.SecretKeyFile == "" {
+		cfg.Watch.SecretKeyFile = filepath.Join(filepath.Dir(cfg.Store.Path), DefaultSecretKeyFile)
+	}
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
@@ -332,10 +338,49 @@ func (b *Backend) validate() error {
 func (w *Watch) validate() error {
 	switch w.Auth {
 	case AuthMaster:
+		if err := w.validateMaster(); err != nil {
+			return err
+		}
 	case AuthCaptured:
-		return keyError("watch.auth", `"captured" is not available in this version; use "master"`)
+		if err := w.validateCaptured(); err != nil {
+			return err
+		}
 	default:
 		return keyError("watch.auth", "%q is not one of master, captured", w.Auth)
+	}
+	if w.MasterSeparator == "" {
+		return keyError("watch.master_separator", "must not be empty")
+	}
+	switch w.Source {
+	case SourceAuto, SourceIdle, SourceDovecot:
+	case SourceNotify:
+		return keyError("watch.source", `"notify" is not available in this version; use "auto", "dovecot" or "idle"`)
+	default:
+		return keyError("watch.source", "%q is not one of auto, dovecot, notify, idle", w.Source)
+	}
+	if w.PollInterval < time.Second {
+		return keyError("watch.poll_interval", "must be at least 1s")
+	}
+	if w.CatchUpRate <= 0 {
+		return keyError("watch.catchup_rate", "must be more than 0 (accounts per second)")
+	}
+	if w.MaxConcurrentLogins < 1 {
+		return keyError("watch.max_concurrent_logins", "must be at least 1")
+	}
+	if w.ChangeDelay < MinChangeDelay {
+		return keyError("watch.change_delay", `%v is too short: at least "1s" (default "30s")`, w.ChangeDelay)
+	}
+	if w.ChangeDelay > MaxChangeDelay {
+		return keyError("watch.change_delay", `%v is too long: at most "1h" (default "30s") — phones would show flags changed elsewhere that late`, w.ChangeDelay)
+	}
+	return nil
+}
+
+// validateMaster checks the master user settings and reads the password
+// file.
+func (w *Watch) validateMaster() error {
+	if w.SecretKeyFile != "" {
+		return keyError("watch.secret_key_file", `only used with auth = "captured" — remove it, or set auth = "captured"`)
 	}
 	if w.MasterUser == "" {
 		return keyError("watch.master_user", `required with auth = "master" — the name of the Dovecot master user`)
@@ -356,24 +401,21 @@ func (w *Watch) validate() error {
 	case w.MasterPassword == "":
 		return keyError("watch.master_password", `required with auth = "master" — set it or master_password_file`)
 	}
-	if w.MasterSeparator == "" {
-		return keyError("watch.master_separator", "must not be empty")
-	}
-	switch w.Source {
-	case SourceAuto, SourceIdle, SourceDovecot:
-	case SourceNotify:
-		return keyError("watch.source", `"notify" is not available in this version; use "auto", "dovecot" or "idle"`)
-	default:
-		return keyError("watch.source", "%q is not one of auto, dovecot, notify, idle", w.Source)
-	}
-	if w.PollInterval < time.Second {
-		return keyError("watch.poll_interval", "must be at least 1s")
-	}
-	if w.CatchUpRate <= 0 {
-		return keyError("watch.catchup_rate", "must be more than 0 (accounts per second)")
-	}
-	if w.MaxConcurrentLogins < 1 {
-		return keyError("watch.max_concurrent_logins", "must be at least 1")
+	return nil
+}
+
+// validateCaptured refuses master user settings, which captured mode never
+// uses: watchers log in with each user's own password. The key file itself
+// is read (or created) when serve starts; Parse has set its default.
+func (w *Watch) validateCaptured() error {
+	for _, k := range []struct{ key, value string }{
+		{"watch.master_user", w.MasterUser},
+		{"watch.master_password", w.MasterPassword},
+		{"watch.master_password_file", w.MasterPasswordFile},
+	} {
+		if k.value != "" {
+			return keyError(k.key, `only used with auth = "master" — remove it: with auth = "captured" watchers log in with each user's own password`)
+		}
 	}
 	if w.ChangeDelay < MinChangeDelay {
 		return keyError("watch.change_delay", `%v is too short: at least "1s" (default "30s")`, w.ChangeDelay)

@@ -83,7 +83,9 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"no backend", `address = "127.0.0.1:143"`, ``, "backend.address: required"},
 		{"bad backend tls", `address = "127.0.0.1:143"`, "address = \"127.0.0.1:143\"\ntls = \"yes\"", `backend.tls: "yes" is not one of none, starttls, implicit`},
 		{"ca without tls", `address = "127.0.0.1:143"`, "address = \"127.0.0.1:143\"\nca_file = \"ca.pem\"", `backend.tls: ca_file and server_name need tls = "starttls" or "implicit"`},
-		{"captured", `master_user = "xaps"`, "auth = \"captured\"", `watch.auth: "captured" is not available in this version`},
+		{"captured with a master user", `master_password = "pw"`, "auth = \"captured\"", `watch.master_user: only used with auth = "master" — remove it`},
+		{"captured with a master password", `master_user = "xaps"`, "auth = \"captured\"", `watch.master_password: only used with auth = "master"`},
+		{"key file with master", `master_password = "pw"`, "master_password = \"pw\"\nsecret_key_file = \"k\"", `watch.secret_key_file: only used with auth = "captured"`},
 		{"no master password", `master_password = "pw"`, ``, "watch.master_password: required"},
 		{"both passwords", `master_password = "pw"`, "master_password = \"pw\"\nmaster_password_file = \"pwfile\"", "watch.master_password: set master_password or master_password_file, not both"},
 		{"missing password file", `master_password = "pw"`, `master_password_file = "nonexistent"`, "/nonexistent: no such file or directory — check the path"},
@@ -107,6 +109,27 @@ func TestErrorsNameTheKey(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: err = %v, want it to contain %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+func TestCaptured(t *testing.T) {
+	t.Parallel()
+	doc := strings.Replace(minimal, "master_user = \"xaps\"\nmaster_password = \"pw\"", `auth = "captured"`, 1)
+	cfg, err := Parse(doc, "/etc/xapsproxy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The key file defaults to secret.key beside the store.
+	if cfg.Watch.Auth != AuthCaptured || cfg.Watch.SecretKeyFile != "/etc/xapsproxy/secret.key" || cfg.Watch.MasterUser != "" {
+		t.Errorf("watch %+v", cfg.Watch)
+	}
+	doc = strings.Replace(doc, "[store]", "", 1) + "[store]\npath = \"/var/lib/xapsproxy/x.db\"\n"
+	if cfg, err = Parse(doc, "/etc/xapsproxy"); err != nil || cfg.Watch.SecretKeyFile != "/var/lib/xapsproxy/secret.key" {
+		t.Errorf("with store.path elsewhere: %v, %+v", err, cfg)
+	}
+	doc = strings.Replace(doc, `auth = "captured"`, "auth = \"captured\"\nsecret_key_file = \"keys/xaps.key\"", 1)
+	if cfg, err = Parse(doc, "/etc/xapsproxy"); err != nil || cfg.Watch.SecretKeyFile != "/etc/xapsproxy/keys/xaps.key" {
+		t.Errorf("with secret_key_file: %v, %+v", err, cfg)
 	}
 }
 

@@ -43,13 +43,17 @@ func (s *session) handleAuthenticate(tag string, rest []byte) error {
 	}
 	c := &command{tag: tag, kind: kindAuth}
 	identified := false
+	// passwordNext: the client's next response is the password, to keep
+	// for Captured (the LOGIN mechanism, once the user is named).
+	passwordNext := false
 	line := tag + " AUTHENTICATE " + name
 	if hasIR {
-		user, refusal := s.saslUser(mech, ir)
-		if refusal != "" {
-			return s.answer(tag, refusal)
+		l := s.saslUser(mech, ir)
+		if l.refusal != "" {
+			return s.answer(tag, l.refusal)
 		}
-		c.user, identified = user, true
+		c.user, c.secret, identified = l.user, l.secret, true
+		passwordNext = l.capture && mech.passwordNext
 		line += " " + ir
 	}
 	// Nothing else runs while the exchange waits for "+" (continuation.go).
@@ -65,51 +69,79 @@ func (s *session) handleAuthenticate(tag string, rest []byte) error {
 		if resp, err = s.readLine(); err != nil {
 			break
 		}
-		if err != nil {
-			return err
-		}
 		body := string(imapwire.TrimCRLF(resp))
-		if !identified && body != "*" {
-			user, refusal := s.saslUser(mech, body)
+		switch {
+		case body == "*": // the client cancels
+			passwordNext = false
+		case !identified:
+			l := s.saslUser(mech, body)
 			s.mu.Lock()
-			c.user = user
-			if refusal != "" {
+			c.user, c.secret = l.user, l.secret
+			if l.refusal != "" {
 				// The backend is asked to abort (RFC 9051: "*") and
 				// its answer replaced by the proxy's verdict.
-				c.reply = tag + " " + refusal
+				c.reply = tag + " " + l.refusal
 				body = "*"
 			}
 			s.mu.Unlock()
 			identified = true
+			passwordNext = l.capture && mech.passwordNext
+		case passwordNext:
+			passwordNext = false
+			if pw, derr := decodeSASL(body); derr == nil && len(pw) > 0 {
+				s.mu.Lock()
+				c.secret = pw
+				s.mu.Unlock()
+			}
 		}
 		more, err = s.sendAwaiting(c, true, []byte(body+"\r\n"))
 	}
 	return err
 }
 
+// saslLogin is what the proxy reads from the SASL response that names the
+// identities.
+type saslLogin struct {
+	user    string // the session's user, as the backend names it
+	refusal string // the proxy's answer instead of forwarding, or ""
+	// capture: the login's password is for Options.Captured (capturing,
+	// and not a master-user login).
+	capture bool
+	secret  []byte // with capture, the password if this response holds it (PLAIN)
+}
+
 // saslUser decodes the client response that names the identities and checks
-// them (loginUser). It returns the session's user, or a refusal.
-func (s *session) saslUser(mech saslMechanism, resp string) (user, refusal string) {
+// them (loginUser).
+func (s *session) saslUser(mech saslMechanism, resp string) saslLogin {
 	raw, err := decodeSASL(resp)
 	defer clear(raw) // it may hold a password
 	if err != nil {
-		return "", "BAD AUTHENTICATE response is not valid base64"
+		return saslLogin{refusal: "BAD AUTHENTICATE response is not valid base64"}
 	}
+	var l saslLogin
 	authcid, authzid, err := mech.identify(raw)
+	if err == nil && authzid == authcid && mech.sameAuthzid {
+		authzid = "" // the same user, to the backend
+	}
 	switch {
 	case err != nil:
-		refusal = "NO [AUTHENTICATIONFAILED] " + err.Error()
-	case authzid == authcid && mech.sameAuthzid:
-		user, refusal = s.loginUser(authcid, "")
-	case authzid != "" && !s.srv.opts.AllowMasterLogins:
-		refusal = "NO [AUTHENTICATIONFAILED] Logging in as another user is not accepted here"
+		l.refusal = "NO [AUTHENTICATIONFAILED] " + err.Error()
+	case authzid == "":
+		l.user, l.refusal = s.loginUser(authcid, "")
+	case !s.srv.opts.AllowMasterLogins:
+		l.refusal = "NO [AUTHENTICATIONFAILED] Logging in as another user is not accepted here"
 	default:
-		user, refusal = s.loginUser(authcid, authzid)
+		l.user, l.refusal = s.loginUser(authcid, authzid)
 	}
-	if refusal != "" {
-		s.log.Info("login refused", "command", "AUTHENTICATE", "reason", refusal)
+	if l.refusal != "" {
+		s.log.Info("login refused", "command", "AUTHENTICATE", "reason", l.refusal)
+		return saslLogin{refusal: l.refusal}
 	}
-	return user, refusal
+	l.capture = s.capturing() && !s.masterLogin(authcid, authzid)
+	if l.capture && mech.password != nil {
+		l.secret = mech.password(raw)
+	}
+	return l
 }
 
 // decodeSASL decodes a client response: base64, or "=" for an empty initial

@@ -18,12 +18,16 @@ type command struct {
 	tag  string
 	kind cmdKind
 	user string // kindLogin, kindAuth: the user the session belongs to on OK
-	own  bool   // the proxy's own: its response goes no further
+	// secret is the password of a kindLogin or kindAuth command, kept only
+	// for Options.Captured (capture.go); nil otherwise.
+	secret []byte
+	own    bool // the proxy's own: its response goes no further
 	// answered, if set, is closed once the response has been written.
 	answered chan struct{}
 
 	// Guarded by session.mu.
-	done bool // its tagged response has come (it is being written)
+	done     bool // its tagged response has come (it is being written)
+	loggedIn bool // kindLogin, kindAuth: the backend accepted it
 	// reply, if set, is sent to the client instead of the backend's tagged
 	// response: the proxy's own verdict on a command it ended (an IDLE
 	// ended without DONE, a SASL exchange it cancelled).
@@ -112,6 +116,7 @@ func (s *session) complete(tag, status string) *command {
 	if (c.kind == kindLogin || c.kind == kindAuth) && equalFold(status, "OK") && c.reply == "" {
 		s.authenticated = true
 		s.user = c.user
+		c.loggedIn = true
 		s.timer.Reset(s.srv.idleTimeout)
 		s.log.Info("logged in", "user", c.user)
 	}

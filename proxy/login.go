@@ -50,7 +50,11 @@ func (s *session) handleLogin(tag string, rest []byte) error {
 		s.log.Info("login refused", "command", "LOGIN", "reason", refusal)
 		return s.answer(tag, refusal)
 	}
-	return s.sendCommand(&command{tag: tag, kind: kindLogin, user: sessionUser}, "LOGIN", user, pass)
+	c := &command{tag: tag, kind: kindLogin, user: sessionUser}
+	if s.capturing() && pass != "" && !s.masterLogin(user, "") {
+		c.secret = []byte(pass)
+	}
+	return s.sendCommand(c, "LOGIN", user, pass)
 }
 
 // loginUser checks the identities a login names: the one whose credentials
@@ -67,8 +71,7 @@ func (s *session) loginUser(authcid, authzid string) (user, refusal string) {
 		return "", "BAD User names cannot contain NUL, CR or LF"
 	}
 	sep, allow := s.srv.opts.MasterSeparator, s.srv.opts.AllowMasterLogins
-	master := sep != "" && (strings.Contains(authcid, sep) || strings.Contains(authzid, sep))
-	if master && !allow {
+	if s.hasSeparator(authcid, authzid) && !allow {
 		return "", fmt.Sprintf("NO [AUTHENTICATIONFAILED] User names containing %q are not accepted here", sep)
 	}
 	if authzid != "" && authzid != authcid && !allow {

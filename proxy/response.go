@@ -62,6 +62,7 @@ func (s *session) forwardResponse(first []byte, whole bool) (*command, error) {
 		if done = s.complete(tag, status); done == nil {
 			return nil, errDesync
 		}
+		s.captureLogin(done) // before the client hears it is logged in
 		if done.reply != "" || done.own {
 			return done, s.replaceResponse(done, first)
 		}

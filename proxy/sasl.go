@@ -22,6 +22,12 @@ type saslMechanism struct {
 	// PLAIN). Elsewhere Dovecot compares them after auth_username_format,
 	// so any authorization identity may be a master-user login.
 	sameAuthzid bool
+	// password, if set, returns a copy of the password in the response
+	// that names the identities (PLAIN), for Options.Captured.
+	password func(resp []byte) []byte
+	// passwordNext: the client's next response after the one naming the
+	// user is the password (the LOGIN mechanism).
+	passwordNext bool
 }
 
 // saslMechanismFor returns the mechanism named mech (upper case), or false
@@ -34,9 +40,9 @@ type saslMechanism struct {
 func saslMechanismFor(mech string) (saslMechanism, bool) {
 	switch mech {
 	case "PLAIN":
-		return saslMechanism{identify: plainIdentity, sameAuthzid: true}, true
+		return saslMechanism{identify: plainIdentity, sameAuthzid: true, password: plainPassword}, true
 	case "LOGIN":
-		return saslMechanism{identify: loginIdentity}, true
+		return saslMechanism{identify: loginIdentity, passwordNext: true}, true
 	case "CRAM-MD5":
 		return saslMechanism{identify: cramMD5Identity, serverFirst: true}, true
 	case "SCRAM-SHA-1", "SCRAM-SHA-256":
@@ -52,6 +58,16 @@ func plainIdentity(resp []byte) (string, string, error) {
 		return "", "", errors.New("PLAIN response has no user name")
 	}
 	return string(parts[1]), string(parts[0]), nil
+}
+
+// plainPassword returns a copy of the passwd of a PLAIN response, nil if
+// it has none.
+func plainPassword(resp []byte) []byte {
+	parts := bytes.SplitN(resp, []byte{0}, 3)
+	if len(parts) != 3 || len(parts[2]) == 0 {
+		return nil
+	}
+	return bytes.Clone(parts[2])
 }
 
 // loginIdentity: the first response of the LOGIN mechanism is the user name

@@ -65,7 +65,8 @@ func FuzzSASLIdentity(f *testing.F) {
 	f.Fuzz(func(t *testing.T, m uint8, resp []byte) {
 		name := mechs[int(m)%len(mechs)]
 		mech, _ := saslMechanismFor(name)
-		user, refusal := s.saslUser(mech, base64.StdEncoding.EncodeToString(resp))
+		l := s.saslUser(mech, base64.StdEncoding.EncodeToString(resp))
+		user, refusal := l.user, l.refusal
 		if refusal != "" {
 			return
 		}

@@ -92,6 +92,17 @@ type Options struct {
 	MasterSeparator   string
 	AllowMasterLogins bool
 
+	// Captured, if set, is given the password of every login the backend
+	// accepted (LOGIN, AUTHENTICATE PLAIN and LOGIN: the mechanisms that
+	// send it), with the session's user as the backend names it, for
+	// watch.auth = "captured". Never for master-user logins, nor for
+	// CRAM-MD5 and SCRAM, which send no password. It is called on the
+	// session's backend reader once the backend said OK and before the
+	// client is told, which waits for it: it must return soon (a store
+	// write bounded by a short timeout is fine). nil: nothing is captured,
+	// and the proxy keeps no password once the login command is sent.
+	Captured func(user, password string)
+
 	// Logger receives connection logs; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.

@@ -155,6 +155,12 @@ func (s *memStore) SetMailboxState(context.Context, string, string, store.Mailbo
 	return nil
 }
 
+func (s *memStore) SetCredential(context.Context, string, []byte) error { return nil }
+
+func (s *memStore) Credential(context.Context, string) ([]byte, error) { return nil, store.ErrNotFound }
+
+func (s *memStore) DeleteCredential(context.Context, string, []byte) (bool, error) { return false, nil }
+
 func (s *memStore) Close() error { return nil }
 
 func (s *memStore) has(user, token string) bool {

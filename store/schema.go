@@ -42,6 +42,14 @@ var migrations = []string{
 		uid_next     INTEGER NOT NULL,
 		PRIMARY KEY (user, mailbox)
 	);`,
+	// 2: captured credentials (watch.auth = "captured"): per user, the
+	// password of their last login through the proxy, sealed by package
+	// credential (AES-256-GCM under a key kept outside the database).
+	`CREATE TABLE credentials (
+		user    TEXT    NOT NULL PRIMARY KEY CHECK (user <> ''),
+		sealed  BLOB    NOT NULL CHECK (length(sealed) > 0),
+		updated INTEGER NOT NULL
+	);`,
 }
 
 // errNotOurs reports a database that belongs to something else.

@@ -100,6 +100,17 @@ type Store interface {
 	// SetMailboxState stores the state of one mailbox.
 	SetMailboxState(ctx context.Context, user, mailbox string, st MailboxState) error
 
+	// SetCredential stores the sealed credential of user (package
+	// credential seals it; the store never sees a password), replacing
+	// any other.
+	SetCredential(ctx context.Context, user string, sealed []byte) error
+	// Credential returns the sealed credential of user, or ErrNotFound.
+	Credential(ctx context.Context, user string) ([]byte, error)
+	// DeleteCredential removes the credential of user only if it is still
+	// sealed, byte for byte: a refusal of an old password must not drop a
+	// newer one stored meanwhile. It reports whether it removed one.
+	DeleteCredential(ctx context.Context, user string, sealed []byte) (bool, error)
+
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
 

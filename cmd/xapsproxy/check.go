@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/push"
 	"github.com/xapsproxy/xapsproxy/watch"
 )
@@ -42,6 +43,12 @@ func checkCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if cfg.Watch.Auth == config.AuthCaptured && *user != "" {
+		// Watchers log in with the password of each user's last login
+		// through the proxy, which check does not have.
+		fmt.Fprintln(stdout, `-user ignored: with auth = "captured" watchers log in with each user's own password, stored at their next login through the proxy`)
+		*user = ""
+	}
 	m := watch.New(watch.Options{Backend: cfg.Backend, BackendTLS: backendTLS, Watch: cfg.Watch})
 	caps, err := m.Probe(ctx, *user)
 	if err != nil {
@@ -54,7 +61,7 @@ func checkCmd(ctx context.Context, args []string, stdout io.Writer) error {
 			return fmt.Errorf("the backend does not offer IDLE after login (capabilities: %s)", strings.Join(caps, " "))
 		}
 		fmt.Fprintln(stdout, "backend offers IDLE: ok")
-	} else {
+	} else if cfg.Watch.Auth == config.AuthMaster {
 		fmt.Fprintln(stdout, "master login not tried: pass -user NAME to test it")
 	}
 	return nil

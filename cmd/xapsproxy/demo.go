@@ -17,6 +17,7 @@ import (
 
 	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/push"
+	"github.com/xapsproxy/xapsproxy/watch"
 )
 
 // The demo's fixed cast.
@@ -122,8 +123,7 @@ func demoStory(ctx context.Context, a *app, certPEM []byte, backendAddr string, 
 
 	say("3. The proxy now watches %s's INBOX on the IMAP server.", demoUser)
 	if err := waitFor(ctx, func() bool {
-		_, err := a.store.MailboxState(ctx, demoUser, "INBOX")
-		return err == nil
+		return a.watch.Stats().Watchers[watch.StateWatching] == 1
 	}); err != nil {
 		return fmt.Errorf("demo: the watcher did not start: %w", err)
 	}

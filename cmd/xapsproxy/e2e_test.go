@@ -194,7 +194,13 @@ func (d *device) command(line string) []string {
 // reply the way iPhone Mail depends on it.
 func (d *device) loginAndRegister(line, version string) {
 	d.t.Helper()
-	reply := d.command("a1 LOGIN alice alicepw")
+	d.loginAndRegisterWith("alicepw", line, version)
+}
+
+// loginAndRegisterWith is loginAndRegister with alice's password.
+func (d *device) loginAndRegisterWith(password, line, version string) {
+	d.t.Helper()
+	reply := d.command("a1 LOGIN alice " + password)
 	last := reply[len(reply)-1]
 	if !strings.HasPrefix(last, "a1 OK [CAPABILITY ") || !strings.Contains(last, " XAPPLEPUSHSERVICE") {
 		d.t.Fatalf("LOGIN reply %q does not advertise XAPPLEPUSHSERVICE", last)

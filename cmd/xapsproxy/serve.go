@@ -16,6 +16,7 @@ import (
 
 	"github.com/xapsproxy/xapsproxy/admin"
 	"github.com/xapsproxy/xapsproxy/config"
+	"github.com/xapsproxy/xapsproxy/credential"
 	"github.com/xapsproxy/xapsproxy/proxy"
 	"github.com/xapsproxy/xapsproxy/push"
 	"github.com/xapsproxy/xapsproxy/store"
@@ -127,6 +128,10 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		return storeError(cfg.Store.Path, err)
 	}
 	a.store = st
+	creds, captured, err := a.capturedCredentials()
+	if err != nil {
+		return err
+	}
 
 	a.pusher = push.New(push.Options{
 		Store:   a.store,
@@ -146,6 +151,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		Backend:      cfg.Backend,
 		BackendTLS:   backendTLS,
 		Watch:        cfg.Watch,
+		Credentials:  creds,
 		Source:       source,
 		PollInterval: cfg.Watch.PollInterval,
 		CatchUpRate:  cfg.Watch.CatchUpRate,
@@ -165,6 +171,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		AllowPlaintextAuth:  cfg.Proxy.AllowPlaintextAuth,
 		MasterSeparator:     cfg.Watch.MasterSeparator,
 		AllowMasterLogins:   cfg.Proxy.AllowMasterLogins,
+		Captured:            captured,
 		Logger:              log.With("part", "proxy"),
 	})
 	if a.tlsLn, err = listen(cfg.Proxy.ListenTLS, "proxy.listen_tls"); err != nil {
@@ -183,6 +190,26 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		log.Info("APNs credentials loaded", "summary", credentials)
 	}
 	return nil
+}
+
+// capturedCredentials returns, with watch.auth = "captured", the store of
+// users' passwords that watchers log in with and the proxy's hook that
+// fills it; nil and nil mean the master user.
+func (a *app) capturedCredentials() (watch.Credentials, func(user, password string), error) {
+	if a.cfg.Watch.Auth != config.AuthCaptured {
+		return nil, nil, nil
+	}
+	key, err := credential.LoadKey(a.cfg.Watch.SecretKeyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	cs := credential.New(credential.Options{
+		Key:      key,
+		Store:    a.store,
+		OnChange: func(user string) { a.watch.CredentialsChanged(user) }, // a watcher waiting for a password
+		Logger:   a.log.With("part", "credential"),
+	})
+	return cs, cs.Captured, nil
 }
 
 // register is how a registration enters the system: stored durably, then

@@ -49,6 +49,14 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
+// captured switches the fixture to auth = "captured", without a master
+// user.
+func (f *fixture) captured() {
+	f.set("watch.auth", "captured")
+	delete(f.keys, "watch.master_user")
+	delete(f.keys, "watch.master_password")
+}
+
 // set sets a key to a string value.
 func (f *fixture) set(key, value string) { f.keys[key] = fmt.Sprintf("%q", value) }
 
@@ -138,6 +146,19 @@ func startupCases() []startupCase {
 				f.set("watch.master_password_file", "nope")
 				return ""
 			}},
+		{name: "captured: key file readable by others", wants: []string{"watch.secret_key_file", "secret.key", "is open to its group or others (mode 0644)", "chmod 600"},
+			breakIt: func(f *fixture) string {
+				f.captured()
+				key := f.file("secret.key", make([]byte, 32))
+				if err := os.Chmod(key, 0o644); err != nil {
+					f.t.Fatal(err)
+				}
+				return ""
+			}},
+		{name: "captured: key file of the wrong size", wants: []string{"watch.secret_key_file", "is 5 bytes, not 32", "32 random bytes"},
+			breakIt: func(f *fixture) string { f.captured(); f.file("secret.key", []byte("short")); return "" }},
+		{name: "captured: key file directory missing", wants: []string{"watch.secret_key_file", "its directory does not exist", "create"},
+			breakIt: func(f *fixture) string { f.captured(); f.set("watch.secret_key_file", "nope/secret.key"); return "" }},
 		{name: "APNs certificate missing", wants: []string{"apns.certificate_file", "apns.pem", "no such file", "check the path"},
 			breakIt: func(f *fixture) string { os.Remove(filepath.Join(f.dir, "apns.pem")); return "" }},
 		{name: "APNs certificate expired", wants: []string{"apns.certificate_file", "expired on", "renew it"},

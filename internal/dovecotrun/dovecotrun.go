@@ -19,6 +19,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -55,6 +56,10 @@ type Options struct {
 	ExtraConfig string
 	// Template is the config template file; "" means TemplatePath().
 	Template string
+	// NoMasterUser leaves the master passdb empty: no master user exists,
+	// and every login needs the user's own password (MasterUser and
+	// MasterPassword are then "").
+	NoMasterUser bool
 	// KeepOnFailure keeps the instance directory when Start fails, for
 	// inspection; the error names it.
 	KeepOnFailure bool
@@ -68,9 +73,10 @@ type Instance struct {
 	MasterUser     string // log in as "USER*master" with MasterPassword
 	MasterPassword string
 
-	users map[string]string
-	cred  *syscall.Credential // nil: run as ourselves
-	out   syncBuffer          // Dovecot's stdout and stderr
+	usersMu sync.Mutex // guards users and the users file, for SetPassword
+	users   map[string]string
+	cred    *syscall.Credential // nil: run as ourselves
+	out     syncBuffer          // Dovecot's stdout and stderr
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -133,6 +139,10 @@ func Start(opts Options) (*Instance, error) {
 	if d.users == nil {
 		d.users = map[string]string{"alice": "alicepw", "bob": "bobpw"}
 	}
+	d.users = maps.Clone(d.users) // SetPassword changes it
+	if opts.NoMasterUser {
+		d.MasterUser, d.MasterPassword = "", ""
+	}
 	if err := d.setup(string(tmpl), userName, groupName, opts); err != nil {
 		d.Kill()
 		if opts.KeepOnFailure {
@@ -153,14 +163,14 @@ func (d *Instance) setup(tmpl, userName, groupName string, opts Options) error {
 	if err != nil {
 		return fmt.Errorf("instance directory: %w", err)
 	}
-	var users strings.Builder
-	for u, pw := range d.users {
-		fmt.Fprintf(&users, "%s:{PLAIN}%s:::::\n", u, pw)
-	}
-	if err := d.writeFile("users", users.String()); err != nil {
+	if err := d.writeUsers(); err != nil {
 		return err
 	}
-	if err := d.writeFile("masters", fmt.Sprintf("%s:{PLAIN}%s\n", d.MasterUser, d.MasterPassword)); err != nil {
+	masters := ""
+	if d.MasterUser != "" {
+		masters = fmt.Sprintf("%s:{PLAIN}%s\n", d.MasterUser, d.MasterPassword)
+	}
+	if err := d.writeFile("masters", masters); err != nil {
 		return err
 	}
 	hibernate := "0"

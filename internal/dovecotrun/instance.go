@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/emersion/go-imap/v2/imapclient"
 	"github.com/emersion/go-smtp"
 )
 
@@ -77,7 +78,69 @@ func (d *Instance) Close() error {
 }
 
 // Password returns the password of a configured user ("" if unknown).
-func (d *Instance) Password(user string) string { return d.users[user] }
+func (d *Instance) Password(user string) string {
+	d.usersMu.Lock()
+	defer d.usersMu.Unlock()
+	return d.users[user]
+}
+
+// SetPassword adds user or changes their password while Dovecot runs, and
+// returns once a login with the new password works: Dovecot's passwd-file
+// passdb reads the users file again when its mtime (in seconds) or size has
+// changed, at most once a second. The next login is then checked against
+// the new password.
+func (d *Instance) SetPassword(user, password string) error {
+	d.usersMu.Lock()
+	d.users[user] = password
+	d.usersMu.Unlock()
+	if err := d.writeUsers(); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := tryLogin(d.IMAPAddr, user, password)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("new password of %s not in effect after 5s: %w", user, err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+}
+
+// tryLogin logs in to addr and out again.
+func tryLogin(addr, user, password string) error {
+	c, err := imapclient.DialInsecure(addr, nil)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	t := time.AfterFunc(5*time.Second, func() { c.Close() })
+	defer t.Stop()
+	if err := c.Login(user, password).Wait(); err != nil {
+		return err
+	}
+	return c.Logout().Wait()
+}
+
+// writeUsers writes the users file: passdb (PLAIN passwords) and userdb.
+// It is replaced by a rename, so Dovecot never reads half of it.
+func (d *Instance) writeUsers() error {
+	d.usersMu.Lock()
+	defer d.usersMu.Unlock()
+	var users strings.Builder
+	for u, pw := range d.users {
+		fmt.Fprintf(&users, "%s:{PLAIN}%s:::::\n", u, pw)
+	}
+	if err := d.writeFile("users.new", users.String()); err != nil {
+		return err
+	}
+	if err := os.Rename(filepath.Join(d.Dir, "users.new"), filepath.Join(d.Dir, "users")); err != nil {
+		return fmt.Errorf("write users: %w", err)
+	}
+	return nil
+}
 
 // Log returns the contents of Dovecot's log file.
 func (d *Instance) Log() string {

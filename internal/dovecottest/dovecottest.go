@@ -34,6 +34,9 @@ type Options struct {
 	// ExtraConfig is appended to the config, e.g.
 	// "login_trusted_networks = 127.0.0.0/8".
 	ExtraConfig string
+	// NoMasterUser: no master user exists (MasterUser and MasterPassword
+	// are ""); every login needs the user's own password.
+	NoMasterUser bool
 }
 
 // Dovecot is a running test instance.
@@ -65,6 +68,7 @@ func Start(t testing.TB, opts Options) *Dovecot {
 		Hibernate:     opts.Hibernate,
 		Users:         opts.Users,
 		ExtraConfig:   opts.ExtraConfig,
+		NoMasterUser:  opts.NoMasterUser,
 		KeepOnFailure: keep(),
 	})
 	if err != nil {
@@ -129,6 +133,15 @@ func (d *Dovecot) cleanup(t testing.TB) {
 
 // Password returns the password of a configured user ("" if unknown).
 func (d *Dovecot) Password(user string) string { return d.inst.Password(user) }
+
+// SetPassword adds user or changes their password while Dovecot runs; the
+// next login is checked against it.
+func (d *Dovecot) SetPassword(t testing.TB, user, password string) {
+	t.Helper()
+	if err := d.inst.SetPassword(user, password); err != nil {
+		t.Fatalf("dovecottest: %v", err)
+	}
+}
 
 // Log returns the contents of Dovecot's log file.
 func (d *Dovecot) Log() string { return d.inst.Log() }

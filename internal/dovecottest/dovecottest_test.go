@@ -271,3 +271,26 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+// Without a master user only users' own passwords log in, and a password
+// changed while Dovecot runs is the one the next login needs.
+func TestNoMasterUserAndSetPassword(t *testing.T) {
+	t.Parallel()
+	d := dovecottest.Start(t, dovecottest.Options{NoMasterUser: true})
+	if d.MasterUser != "" || d.MasterPassword != "" {
+		t.Fatalf("master %q/%q", d.MasterUser, d.MasterPassword)
+	}
+	if err := dial(t, d.IMAPAddr, nil).Login("alice*master", "masterpw").Wait(); err == nil {
+		t.Fatal("a master login worked")
+	}
+	login(t, d.IMAPAddr, "alice", "alicepw", nil)
+	d.SetPassword(t, "alice", "new alice pw")
+	if err := dial(t, d.IMAPAddr, nil).Login("alice", "alicepw").Wait(); err == nil {
+		t.Fatal("the old password still works")
+	}
+	login(t, d.IMAPAddr, "alice", "new alice pw", nil)
+	login(t, d.IMAPAddr, "bob", "bobpw", nil)
+	if d.Password("alice") != "new alice pw" {
+		t.Errorf("Password = %q", d.Password("alice"))
+	}
+}
