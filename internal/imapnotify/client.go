@@ -109,7 +109,7 @@ type Options struct {
 
 // Client is one connection to an IMAP server. See the package doc.
 type Client struct {
-	raw  net.Conn  // deadlines and Close; the TCP connection under any TLS
+	raw  net.Conn      // deadlines and Close; the TCP connection under any TLS
 	rw   io.ReadWriter // what commands and responses go through (TLS after StartTLS)
 	br   *bufio.Reader
 	opts Options
