@@ -64,6 +64,7 @@ func TestLoginForms(t *testing.T) {
 		{"atoms", "LITERAL+", "alice", "s3cret", []string{"LOGIN alice s3cret"}, false},
 		{"wildcard quoted", "LITERAL+", "alice*master", "s3cret", []string{`LOGIN "alice*master" s3cret`}, false},
 		{"quoted", "LITERAL+", "alice", `p w"\`, []string{`LOGIN alice "p w\"\\"`}, false},
+		{"nil quoted", "LITERAL+", "nil", "NIL", []string{`LOGIN "nil" "NIL"`}, false},
 		{"literal+", "LITERAL+", "alice", "pässwörd", []string{"LOGIN alice {10+}", "pässwörd"}, false},
 		{"literal-", "LITERAL-", "alice", "pässwörd", []string{"LOGIN alice {10+}", "pässwörd"}, false},
 		{"sync literal", "IMAP4rev1", "alice", "pässwörd", []string{"LOGIN alice {10}", "pässwörd"}, true},
@@ -207,9 +208,9 @@ func TestListHints(t *testing.T) {
 		`* LIST () NIL Plain`,
 	)
 	want := []event.Hint{
-		{Mailbox: "Notes", What: event.Gone},
-		{Mailbox: "Fét", What: event.Gone},
-		{Mailbox: "Notes", What: event.Unknown},
+		{Mailbox: "Notes", What: event.Gone, UIDValidity: 8, UIDNext: 1},
+		{Mailbox: "Fét", What: event.Gone, UIDValidity: 7, UIDNext: 1},
+		{Mailbox: "Notes", What: event.Unknown, UIDNext: 1}, // created: empty
 		{Mailbox: "Fét", What: event.Unknown, UIDValidity: 9, UIDNext: 2},
 	}
 	for i, w := range want {
@@ -279,9 +280,19 @@ func TestOverflowAndBye(t *testing.T) {
 		t.Fatalf("Next after Dovecot's lost-events warning = %v, want ErrOverflow", err)
 	}
 	f.send("* OK [NOTIFICATIONOVERFLOW] off")
-	if _, err := c.Next(ctx); err != ErrOverflow {
-		t.Fatalf("Next after NOTIFICATIONOVERFLOW = %v, want ErrOverflow", err)
+	for range 2 { // NOTIFY is off: until Notify, Next says so at once
+		if _, err := c.Next(ctx); err != ErrOverflow {
+			t.Fatalf("Next after NOTIFICATIONOVERFLOW = %v, want ErrOverflow", err)
+		}
 	}
+	wait := script(t, func() {
+		f.answer("NOTIFY SET STATUS (mailboxes (INBOX) (MessageNew MessageExpunge FlagChange MailboxName)) (personal (MailboxName))",
+			"OK done", "* STATUS INBOX (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 100)")
+	})
+	if st, err := c.Notify(ctx, []string{"INBOX"}); err != nil || len(st) != 1 || st[0].UIDNext != 2 {
+		t.Fatalf("Notify again = %+v, %v", st, err)
+	}
+	wait()
 	f.send("* STATUS INBOX (MESSAGES 2 UIDNEXT 3)", "* BYE Server shutting down.")
 	if h := nextHint(t, c); h.What != event.Arrived || h.UIDNext != 3 {
 		t.Errorf("hint before the BYE = %+v", h)

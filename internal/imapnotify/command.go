@@ -39,7 +39,7 @@ func (b *builder) raw(s string) *builder {
 // astring appends s as an atom, a quoted string or a literal.
 func (b *builder) astring(s string) *builder {
 	switch {
-	case imapwire.IsAtom(s):
+	case imapwire.IsAtom(s) && !strings.EqualFold(s, "NIL"): // Dovecot reads atom NIL as nil, not as a string
 		return b.raw(s)
 	case quotable(s):
 		return b.raw(imapwire.Quote(s))

@@ -299,17 +299,22 @@ func (c *Client) onList(data []byte) {
 	case b == nil:
 	case v.nonExistent:
 		c.gone(b)
-	default:
-		// Created, or renamed to a watched name: it exists now, with
-		// whatever it holds.
+	case v.hasOldName:
+		// Renamed to a watched name: it exists now, with whatever it holds.
 		b.known, b.st = false, statusVals{}
+		c.hint(b, event.Unknown)
+	default:
+		// Created: empty when it was, so that mail delivered into it
+		// since (LMTP creates INBOX with the first message) is Arrived.
+		b.known, b.st = true, statusVals{have: haveMessages | haveUIDNext, uidNext: 1}
 		c.hint(b, event.Unknown)
 	}
 }
 
+// gone reports b gone, with the values it had, and forgets them.
 func (c *Client) gone(b *box) {
-	b.known, b.st = false, statusVals{}
 	c.hint(b, event.Gone)
+	b.known, b.st = false, statusVals{}
 }
 
 // hint queues a hint for b; one already queued for the same mailbox and
@@ -327,9 +332,12 @@ func (c *Client) hint(b *box, what event.What) {
 }
 
 // Next returns the next hint, waiting for the server to send one. While it
-// waits it keeps the connection alive (Options.Keepalive). ctx ending makes
-// it return ctx's error with the connection still usable. ErrOverflow
-// means events were lost (see Notify); other errors are fatal.
+// waits it keeps the connection alive (Options.Keepalive). ctx ending while
+// it waits makes it return ctx's error with the connection still usable
+// (ending while a response is being read is fatal). ErrOverflow means
+// events were lost: it comes once after a loss the server survived, and
+// every time while NOTIFY is off, until Notify succeeds again. Other errors
+// are fatal.
 func (c *Client) Next(ctx context.Context) (event.Hint, error) {
 	for {
 		if len(c.pending) > 0 {
@@ -340,12 +348,14 @@ func (c *Client) Next(ctx context.Context) (event.Hint, error) {
 		if err := c.usable(); err != nil {
 			return event.Hint{}, err
 		}
-		if c.overflow {
-			c.overflow = false
-			return event.Hint{}, ErrOverflow
-		}
 		if c.boxes == nil {
 			return event.Hint{}, errors.New("imapnotify: Next before Notify")
+		}
+		if c.overflow || !c.notifying {
+			// Lost once; or NOTIFY is off (the server turned it off, or
+			// Notify failed): nothing will come until Notify succeeds.
+			c.overflow = false
+			return event.Hint{}, ErrOverflow
 		}
 		if err := ctx.Err(); err != nil {
 			return event.Hint{}, err
