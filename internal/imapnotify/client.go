@@ -241,9 +241,8 @@ func (c *Client) nextTag() string {
 
 // readResponse reads one whole response (its lines and literals) into
 // c.buf within CommandTimeout of starting, and parses it; ctx ending
-// interrupts it (see watchContext). A response
-// longer than MaxResponse is skipped; the part read is parsed, and
-// tooLong is set.
+// interrupts it (see watchContext). Of a response longer than MaxResponse
+// only the start is kept and parsed, and tooLong is set.
 func (c *Client) readResponse(ctx context.Context) (r *resp, tooLong bool, err error) {
 	if err := c.raw.SetReadDeadline(time.Now().Add(c.opts.CommandTimeout)); err != nil {
 		return nil, false, err

@@ -24,13 +24,33 @@ const detailDelivery = "recipient_delimiter = +\nlmtp_save_to_detail_mailbox = y
 
 const testMsg = "From: bob@example.com\r\nTo: alice@example.com\r\nSubject: hello\r\n\r\nHi Alice.\r\n"
 
+// recConn keeps everything read from the connection.
+type recConn struct {
+	net.Conn
+	read []byte // only the client's goroutine reads
+}
+
+func (r *recConn) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	r.read = append(r.read, p[:n]...)
+	return n, err
+}
+
 // connect dials d and reads the greeting.
 func connect(t *testing.T, d *dovecottest.Dovecot, opts Options) *Client {
 	t.Helper()
-	conn, err := net.Dial("tcp", d.IMAPAddr)
+	c, _ := connectRec(t, d, opts)
+	return c
+}
+
+// connectRec is connect, also returning what the client reads.
+func connectRec(t *testing.T, d *dovecottest.Dovecot, opts Options) (*Client, *recConn) {
+	t.Helper()
+	tcp, err := net.Dial("tcp", d.IMAPAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
+	conn := &recConn{Conn: tcp}
 	if opts.Logger == nil {
 		opts.Logger = testlog.New(t, d.MasterPassword, "alicepw")
 	}
@@ -39,14 +59,20 @@ func connect(t *testing.T, d *dovecottest.Dovecot, opts Options) *Client {
 	if err := c.Greeting(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return c, conn
 }
 
 // watchAlice logs in to d as alice through the master user and sets
 // NOTIFY for mailboxes.
 func watchAlice(t *testing.T, d *dovecottest.Dovecot, mailboxes ...string) (*Client, []MailboxStatus) {
 	t.Helper()
-	c := connect(t, d, Options{User: "alice"})
+	c, _, st := watchAliceRec(t, d, mailboxes...)
+	return c, st
+}
+
+func watchAliceRec(t *testing.T, d *dovecottest.Dovecot, mailboxes ...string) (*Client, *recConn, []MailboxStatus) {
+	t.Helper()
+	c, rec := connectRec(t, d, Options{User: "alice"})
 	ctx := ctxT(t)
 	if err := c.Login(ctx, "alice*"+d.MasterUser, d.MasterPassword); err != nil {
 		t.Fatal(err)
@@ -55,7 +81,7 @@ func watchAlice(t *testing.T, d *dovecottest.Dovecot, mailboxes ...string) (*Cli
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c, st
+	return c, rec, st
 }
 
 // other is a second, ordinary IMAP session of alice's that changes things.
@@ -111,6 +137,7 @@ func wantHint(t *testing.T, c *Client, mailbox string, what event.What) event.Hi
 func TestDovecotLogin(t *testing.T) {
 	t.Parallel()
 	d := dovecottest.Start(t, dovecottest.Options{})
+	d.Deliver(t, "alice@example.com", []byte(testMsg))
 	ctx := ctxT(t)
 	for _, login := range [][2]string{{"alice*" + d.MasterUser, d.MasterPassword}, {"alice", "alicepw"}} {
 		c := connect(t, d, Options{})
@@ -120,6 +147,9 @@ func TestDovecotLogin(t *testing.T) {
 		caps, err := c.Capabilities(ctx)
 		if err != nil || !slices.Contains(caps, "NOTIFY") {
 			t.Fatalf("capabilities after LOGIN %s = %q, %v; want NOTIFY", login[0], caps, err)
+		}
+		if st, err := c.Notify(ctx, []string{"INBOX", "Notes"}); err != nil || len(st) != 1 || st[0].Mailbox != "INBOX" || st[0].UIDNext != 2 {
+			t.Fatalf("Notify after LOGIN %s = %+v, %v; want INBOX's status", login[0], st, err)
 		}
 		if err := c.Logout(ctx); err != nil {
 			t.Errorf("LOGOUT: %v", err)
@@ -149,7 +179,8 @@ func TestDovecotHints(t *testing.T) {
 			if mode == "personal" {
 				watched = append(watched, "F&AOk-t")
 			}
-			c, st := watchAlice(t, d, watched...)
+			c, rec, st := watchAliceRec(t, d, watched...)
+			setUp := len(rec.read)
 			var names []string
 			for _, s := range st {
 				names = append(names, s.Mailbox)
@@ -177,6 +208,11 @@ func TestDovecotHints(t *testing.T) {
 			appendMsg(t, o, "Notes")
 			if h := wantHint(t, c, "Notes", event.Arrived); h.UIDNext != 2 {
 				t.Errorf("Notes hint %+v, want UIDNEXT 2", h)
+			}
+			// With the "mailboxes" filter Dovecot does not even tell.
+			sawOther := strings.Contains(string(rec.read[setUp:]), "STATUS Other")
+			if sawOther != (mode == "personal") {
+				t.Errorf("a STATUS of Other came: %v, want %v; read since NOTIFY:\n%s", sawOther, mode == "personal", rec.read[setUp:])
 			}
 			if mode == "personal" {
 				appendMsg(t, o, "Fét")
