@@ -123,7 +123,8 @@ type Client struct {
 	noopSent  time.Time
 	lastWrite time.Time
 
-	notifying bool            // a NOTIFY SET is in effect
+	notifying bool            // a NOTIFY SET is in effect, and hints are wanted
+	armed     bool            // the server may have a NOTIFY SET in effect
 	overflow  bool            // events were lost; Next returns ErrOverflow once
 	boxes     map[string]*box // watched mailboxes by nameKey of both spellings
 	pending   []event.Hint    // hints seen while a command ran, oldest first

@@ -430,3 +430,32 @@ func TestStartTLS(t *testing.T) {
 	}
 	wait()
 }
+
+// A second Notify takes the first set down before it sets the new one.
+func TestNotifyAgain(t *testing.T) {
+	c, f := watching(t, Options{}, []string{"INBOX"},
+		"NOTIFY SET STATUS (mailboxes (INBOX) (MessageNew MessageExpunge FlagChange MailboxName)) (personal (MailboxName))",
+		"* STATUS INBOX (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 100)")
+	ctx := ctxT(t)
+	wait := script(t, func() {
+		f.answer("NOTIFY NONE", "OK done")
+		f.answer(exactNotify, "OK done",
+			"* STATUS INBOX (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 100)",
+			"* STATUS Notes (MESSAGES 4 UIDNEXT 9 UIDVALIDITY 101)")
+		f.answer("NOTIFY NONE", "OK done")
+		f.send("* STATUS INBOX (MESSAGES 2 UIDNEXT 3)") // late: not watched any more
+	})
+	st, err := c.Notify(ctx, []string{"INBOX", "Notes"})
+	if err != nil || len(st) != 2 || st[1] != (MailboxStatus{Mailbox: "Notes", Name: "Notes", UIDValidity: 101, UIDNext: 9, Messages: 4}) {
+		t.Fatalf("Notify again = %+v, %v", st, err)
+	}
+	if st, err := c.Notify(ctx, nil); err != nil || st != nil {
+		t.Fatalf("Notify(nil) = %+v, %v", st, err)
+	}
+	wait()
+	wctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if h, err := c.Next(wctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Next with nothing watched = %+v, %v; want to wait", h, err)
+	}
+}

@@ -180,7 +180,7 @@ func (c *Client) untagged(r *resp) error {
 		case "CAPABILITY":
 			c.caps = words(r.codeArg)
 		case "NOTIFICATIONOVERFLOW":
-			c.notifying = false
+			c.notifying, c.armed = false, false
 			c.lost("the server turned NOTIFY off")
 		}
 	case "NO":

@@ -52,6 +52,10 @@
 //   - an expunge gives MESSAGES lower with UIDNEXT unchanged;
 //   - a rename gives "* LIST () "/" Notes2 ("OLDNAME" (Notes))", a delete
 //     "* LIST (\NonExistent) "/" Other";
+//   - a NOTIFY SET that replaces another leaves Dovecot silent (nothing is
+//     sent until the client's next command), so Notify sends NOTIFY NONE
+//     before a new SET;
+//   - when Dovecot stops, its imap processes end without a BYE;
 //   - Dovecot also repeats a STATUS with nothing changed now and then (when
 //     its mailbox list index is refreshed); such repeats give no hint;
 //   - Dovecot names mailboxes in NOTIFY responses in UTF-8 (its internal

@@ -370,3 +370,34 @@ func TestDovecotManyMailboxes(t *testing.T) {
 	appendMsg(t, o, "Box103")
 	wantHint(t, c, "Box103", event.Arrived)
 }
+
+// Notify again replaces the set on the same connection (Dovecot goes
+// silent if one NOTIFY SET follows another without NONE between); Dovecot
+// stopping or crashing ends Next.
+func TestDovecotNotifyAgainAndStop(t *testing.T) {
+	t.Parallel()
+	d := dovecottest.Start(t, dovecottest.Options{})
+	d.Doveadm(t, "mailbox", "create", "-u", "alice", "INBOX", "Notes")
+	c, st := watchAlice(t, d, "INBOX")
+	if len(st) != 1 {
+		t.Fatalf("statuses %+v", st)
+	}
+	o := other(t, d)
+	ctx := ctxT(t)
+	if st, err := c.Notify(ctx, []string{"INBOX", "Notes"}); err != nil || len(st) != 2 {
+		t.Fatalf("Notify again = %+v, %v", st, err)
+	}
+	appendMsg(t, o, "Notes")
+	wantHint(t, c, "Notes", event.Arrived)
+
+	d.Stop(t) // the imap process is ended without a BYE
+	if _, err := c.Next(ctx); err == nil || errors.Is(err, ctx.Err()) {
+		t.Errorf("Next when Dovecot stops = %v, want a connection error", err)
+	}
+	d.Restart(t)
+	c, _ = watchAlice(t, d, "INBOX")
+	d.Kill(t)
+	if _, err := c.Next(ctx); err == nil || errors.Is(err, ctx.Err()) {
+		t.Errorf("Next when Dovecot is killed = %v, want a connection error", err)
+	}
+}

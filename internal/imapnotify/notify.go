@@ -84,11 +84,12 @@ func simpleName(s string) bool {
 }
 
 // Notify sets the notifications for mailboxes, named as on the wire
-// (modified UTF-7, as devices registered them); it replaces any earlier
-// set. It returns the server's STATUS of each watched mailbox that exists:
-// compare them with what is stored to catch up with what happened while
-// nothing was watching. Hints queued before are dropped. With no mailboxes,
-// notifications stop (NOTIFY NONE).
+// (modified UTF-7, as devices registered them); it replaces any earlier set
+// (with NOTIFY NONE first: Dovecot 2.3.19 stops sending notifications when
+// one SET replaces another). It returns the server's STATUS of each watched
+// mailbox that exists: compare them with what is stored to catch up with
+// what happened while nothing was watching. Hints queued before are
+// dropped. With no mailboxes, notifications stop (NOTIFY NONE).
 //
 // The server must offer NOTIFY (else ErrUnsupported). CONDSTORE is enabled
 // first when offered. A server that refuses FlagChange or MailboxName
@@ -126,13 +127,22 @@ func (c *Client) Notify(ctx context.Context, mailboxes []string) ([]MailboxStatu
 		exact = exact && simpleName(m)
 	}
 	c.boxes, c.pending, c.notifying, c.overflow = boxes, nil, false, false
-	if len(names) == 0 {
+	if c.armed || len(names) == 0 {
+		// Dovecot 2.3.19 sets the new notifications up before it takes the
+		// old ones down, and then sends nothing until the next command:
+		// so first NONE, which it handles well.
 		r, err := c.run(ctx, "NOTIFY", c.command("NOTIFY NONE").done(), nil)
 		if err != nil {
 			return nil, err
 		}
-		c.notifying = true
-		return nil, answer("NOTIFY", r)
+		if err := answer("NOTIFY", r); err != nil {
+			return nil, err
+		}
+		c.armed = false
+		if len(names) == 0 {
+			c.notifying = true
+			return nil, nil
+		}
 	}
 
 	events := slices.Clone(allEvents)
@@ -180,7 +190,7 @@ func (c *Client) Notify(ctx context.Context, mailboxes []string) ([]MailboxStatu
 		}
 		return nil, rerr
 	}
-	c.notifying = true
+	c.notifying, c.armed = true, true
 	for _, m := range names {
 		b := c.lookup(m)
 		if !b.known {
