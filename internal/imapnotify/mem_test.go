@@ -3,6 +3,7 @@ package imapnotify
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -13,15 +14,24 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/xapsproxy/xapsproxy/internal/testpki"
 )
 
 // fakeServerEnv makes the test binary run as the memory test's IMAP server
 // (see TestMain): a separate process, so that its memory is not counted.
 const fakeServerEnv = "IMAPNOTIFY_FAKE_SERVER"
 
+// fakeCertEnv and fakeKeyEnv name the fake server's certificate and key
+// files, when it is to speak TLS.
+const (
+	fakeCertEnv = "IMAPNOTIFY_FAKE_CERT"
+	fakeKeyEnv  = "IMAPNOTIFY_FAKE_KEY"
+)
+
 func TestMain(m *testing.M) {
 	if os.Getenv(fakeServerEnv) == "1" {
-		serveFake(os.Stdin, os.Stdout)
+		serveFake(os.Stdin, os.Stdout, os.Getenv(fakeCertEnv), os.Getenv(fakeKeyEnv))
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -30,12 +40,20 @@ func TestMain(m *testing.M) {
 // serveFake is a minimal NOTIFY server: it prints its address, answers
 // LOGIN, NOTIFY, NOOP and LOGOUT on every connection, and for each line
 // read from control sends every connection a STATUS with a new UIDNEXT.
-// It returns when control ends.
-func serveFake(control io.Reader, out io.Writer) {
+// With a certificate it speaks implicit TLS. It returns when control ends.
+func serveFake(control io.Reader, out io.Writer, certFile, keyFile string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(out, "error", err)
 		return
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			fmt.Fprintln(out, "error", err)
+			return
+		}
+		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}})
 	}
 	fmt.Fprintln(out, ln.Addr())
 	var mu sync.Mutex
@@ -92,10 +110,28 @@ func fakeSession(conn net.Conn) {
 // connected, logged-in Client in NOTIFY with a goroutine blocked in Next,
 // as its owner would run it. Heap and stacks are measured after a GC,
 // before and after opening the connections, and divided by their number.
+// Over TLS, crypto/tls adds its own buffers (only reported).
 func TestMemoryPerConnection(t *testing.T) {
-	const n = 500
+	t.Run("plain", func(t *testing.T) {
+		per := measureConnections(t, 500, nil, nil)
+		if !raceEnabled && per > 16<<10 {
+			t.Errorf("%.0f bytes per connection, want at most 16 KiB", per)
+		}
+	})
+	t.Run("tls", func(t *testing.T) {
+		ca := testpki.NewCA(t)
+		certFile, keyFile := testpki.WritePEM(t, t.TempDir(), "imap", ca.ServerCert(t, "imap.example.com"))
+		measureConnections(t, 200, []string{fakeCertEnv + "=" + certFile, fakeKeyEnv + "=" + keyFile},
+			&tls.Config{RootCAs: ca.Pool(), ServerName: "imap.example.com"})
+	})
+}
+
+// measureConnections opens n connections to a fake server in another
+// process (env is added to its environment; tc, if set, is the client's
+// TLS) and returns the heap and stack bytes each costs.
+func measureConnections(t *testing.T, n int, env []string, tc *tls.Config) float64 {
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), fakeServerEnv+"=1")
+	cmd.Env = append(append(os.Environ(), fakeServerEnv+"=1"), env...)
 	control, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +157,12 @@ func TestMemoryPerConnection(t *testing.T) {
 	hints := make(chan uint32, n)
 	var wg sync.WaitGroup
 	for i := 0; i < n; i++ {
-		conn, err := net.Dial("tcp", addr)
+		var conn net.Conn
+		if tc != nil {
+			conn, err = tls.Dial("tcp", addr, tc)
+		} else {
+			conn, err = net.Dial("tcp", addr)
+		}
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -169,16 +210,13 @@ func TestMemoryPerConnection(t *testing.T) {
 		}
 	}
 	heap1, stack1 := heapAndStacks()
-	heap, stack := float64(heap1-heap0)/n, float64(stack1-stack0)/n
+	heap, stack := float64(heap1-heap0)/float64(n), float64(stack1-stack0)/float64(n)
 	per := heap + stack
 	t.Logf("%d idle NOTIFY connections: %.0f bytes each (%.1f KiB): heap %.0f, goroutine stack %.0f", n, per, per/1024, heap, stack)
 	if raceEnabled {
 		t.Log("(with -race, which inflates both: not checked)")
-		return
 	}
-	if per > 16<<10 {
-		t.Errorf("%.0f bytes per connection, want at most 16 KiB", per)
-	}
+	return per
 }
 
 // heapAndStacks returns live heap and goroutine stack bytes after a GC.
