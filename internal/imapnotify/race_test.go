@@ -1,0 +1,5 @@
+//go:build race
+
+package imapnotify
+
+const raceEnabled = true
