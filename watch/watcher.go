@@ -146,7 +146,11 @@ func (w *watcher) troubled() {
 // an account with one mailbox never leaves IDLE for them.
 func (w *watcher) session(ctx context.Context) (loggedIn time.Time, err error) {
 	sig := newSignals()
-	c, err := w.connect(ctx, sig)
+	var c *imapclient.Client
+	err = w.connect(ctx, func(ctx context.Context) (err error) {
+		c, err = w.login(ctx, sig)
+		return err
+	})
 	if err != nil {
 		return time.Time{}, err
 	}
@@ -233,29 +237,33 @@ func (w *watcher) watching() {
 // the slot is given back so that the watchers queued for it find the gate
 // closed rather than dial, and connect waits at the gate again. Any other
 // failure is returned.
-func (w *watcher) connect(ctx context.Context, sig *signals) (*imapclient.Client, error) {
+func (w *watcher) connect(ctx context.Context, open func(context.Context) error) error {
 	m := w.m
 	for {
 		epoch, err := m.gate.wait(ctx, func() { w.setState(StateUnreachable) })
 		if err != nil {
-			return nil, err
+			return err
 		}
 		w.setState(StateConnecting)
 		if err := m.logins.acquire(ctx); err != nil {
-			return nil, err
+			return err
 		}
 		if !m.gate.isOpen(epoch) { // it closed while we queued
 			m.logins.release()
 			continue
 		}
-		c, err := w.login(ctx, sig)
+		if w.dials > 0 {
+			m.stats.reconnects.Add(1)
+		}
+		w.dials++
+		err = open(ctx)
 		down := err != nil && ctx.Err() == nil && isUnreachable(err)
 		if down {
 			m.gate.fail(epoch, err)
 		}
 		m.logins.release()
 		if !down {
-			return c, err
+			return err
 		}
 		w.troubled()
 	}
@@ -264,10 +272,6 @@ func (w *watcher) connect(ctx context.Context, sig *signals) (*imapclient.Client
 // login dials the backend and logs in as the watcher's user.
 func (w *watcher) login(ctx context.Context, sig *signals) (*imapclient.Client, error) {
 	m := w.m
-	if w.dials > 0 {
-		m.stats.reconnects.Add(1)
-	}
-	w.dials++
 	c, err := m.dial(ctx, sig)
 	if err != nil {
 		return nil, err

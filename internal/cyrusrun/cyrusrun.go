@@ -38,8 +38,14 @@ import (
 	"github.com/emersion/go-smtp"
 )
 
-// InstallHint says how to install what Start needs.
-const InstallHint = "install it with: apt-get install cyrus-imapd sasl2-bin"
+// InstallHint says how to install what Start needs. Debian's cyrus-imapd
+// conflicts with dovecot-imapd (both provide imap-server), so beside
+// Dovecot its imapd is unpacked from the package instead of installed.
+const InstallHint = "install it with: apt-get install cyrus-common sasl2-bin, then either apt-get install cyrus-imapd " +
+	"or, beside dovecot-imapd, apt-get download cyrus-imapd && dpkg-deb -x cyrus-imapd_*.deb " + unpackedRoot
+
+// unpackedRoot is where .ci/run unpacks cyrus-imapd beside Dovecot.
+const unpackedRoot = "/opt/cyrus-imapd"
 
 // Error is the type of this package's sentinel errors.
 type Error string
@@ -48,6 +54,17 @@ func (e Error) Error() string { return string(e) }
 
 // ErrNotInstalled is returned by Start when Cyrus or saslpasswd2 is missing.
 const ErrNotInstalled = Error("cyrus-imapd or saslpasswd2 not found; " + InstallHint)
+
+// imapdBin is Cyrus's imapd: installed, or unpacked at unpackedRoot; "" if
+// neither.
+func imapdBin() string {
+	for _, p := range []string{"/usr/lib/cyrus/bin/imapd", unpackedRoot + "/usr/lib/cyrus/bin/imapd"} {
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	return ""
+}
 
 const (
 	masterBin = "/usr/lib/cyrus/bin/master"
@@ -82,6 +99,9 @@ type Instance struct {
 
 // Available reports whether Cyrus and saslpasswd2 are installed.
 func Available() bool {
+	if imapdBin() == "" {
+		return false
+	}
 	if _, err := os.Stat(masterBin); err != nil {
 		return false
 	}
@@ -223,12 +243,12 @@ func (c *Instance) cyrusConf() string {
 	recover cmd="ctl_cyrusdb -C %[1]s -r"
 }
 SERVICES {
-	imap cmd="imapd -C %[1]s" listen="%[2]s" prefork=0
+	imap cmd="%[4]s -C %[1]s" listen="%[2]s" prefork=0
 	lmtp cmd="lmtpd -C %[1]s -a" listen="%[3]s" prefork=0
 }
 EVENTS {
 }
-`, conf, c.IMAPAddr, c.LMTPAddr)
+`, conf, c.IMAPAddr, c.LMTPAddr, imapdBin())
 }
 
 func (c *Instance) sasldb() string { return filepath.Join(c.Dir, "sasldb2") }
