@@ -25,6 +25,7 @@ type Config struct {
 	APNS    APNS    `toml:"apns"`
 	Store   Store   `toml:"store"`
 	Admin   Admin   `toml:"admin"`
+	Events  Events  `toml:"events"`
 }
 
 // Proxy is the client-facing side: where iPhone Mail and other clients connect.
@@ -120,6 +121,18 @@ type Admin struct {
 	Listen string `toml:"listen"` // default "127.0.0.1:9143"; "" = off
 }
 
+// Events is the HTTP listener for Dovecot's own mail events, posted by
+// contrib/dovecot/xapsproxy.lua (package dovecot). It is on iff a secret is
+// configured.
+type Events struct {
+	Listen     string `toml:"listen"`      // default "127.0.0.1:9144"
+	Secret     string `toml:"secret"`      // bearer secret Dovecot sends (or use SecretFile)
+	SecretFile string `toml:"secret_file"` // file holding it; trailing newline ignored
+}
+
+// Enabled reports whether the events listener is on: a secret is set.
+func (e *Events) Enabled() bool { return e.Secret != "" }
+
 // Defaults applied to keys the file leaves out.
 const (
 	DefaultMaxConnections      = 10000
@@ -139,6 +152,7 @@ const (
 	DefaultEndpoint        = EndpointProduction
 	DefaultStorePath       = "xapsproxy.db"
 	DefaultAdminListen     = "127.0.0.1:9143"
+	DefaultEventsListen    = "127.0.0.1:9144"
 )
 
 // DefaultMaxConcurrentLogins is well under the listen backlog of Dovecot's
@@ -175,6 +189,7 @@ func Parse(doc, dir string) (*Config, error) {
 		APNS:    APNS{Endpoint: DefaultEndpoint},
 		Store:   Store{Path: DefaultStorePath},
 		Admin:   Admin{Listen: DefaultAdminListen},
+		Events:  Events{Listen: DefaultEventsListen},
 	}
 	md, err := toml.Decode(doc, cfg)
 	if err != nil {
@@ -208,6 +223,7 @@ func (c *Config) resolvePaths(dir string) {
 		&c.Watch.MasterPasswordFile, &c.Watch.SecretKeyFile,
 		&c.APNS.CertificateFile, &c.APNS.KeyFile, &c.APNS.TokenKeyFile, &c.APNS.CAFile,
 		&c.Store.Path,
+		&c.Events.SecretFile,
 	} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
@@ -221,7 +237,7 @@ func keyError(key, format string, args ...any) error {
 }
 
 func (c *Config) validate() error {
-	for _, check := range []func() error{c.Proxy.validate, c.Backend.validate, c.Watch.validate, c.APNS.validate, c.validateRest} {
+	for _, check := range []func() error{c.Proxy.validate, c.Backend.validate, c.Watch.validate, c.APNS.validate, c.validateRest, c.Events.validate} {
 		if err := check(); err != nil {
 			return err
 		}
