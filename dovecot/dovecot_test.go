@@ -3,6 +3,8 @@ package dovecot_test
 import (
 	"net"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -272,7 +274,7 @@ func TestSecretFromFile(t *testing.T) {
 }
 
 // downURL is the URL of a port nothing listens on.
-func downURL(t *testing.T) string {
+func downURL(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -284,7 +286,7 @@ func downURL(t *testing.T) string {
 }
 
 // blackHole accepts connections and never answers; it returns the URL.
-func blackHole(t *testing.T) string {
+func blackHole(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -327,7 +329,7 @@ func TestProxyUnreachable(t *testing.T) {
 	t.Parallel()
 	for _, tt := range []struct {
 		name  string
-		url   func(*testing.T) string
+		url   func(testing.TB) string
 		max   time.Duration
 		log   string
 		count int
@@ -382,5 +384,25 @@ func TestProxyUnreachable(t *testing.T) {
 				t.Errorf("Dovecot's log has the secret:\n%s", log)
 			}
 		})
+	}
+}
+
+// The snippet adds to what a site's earlier protocol blocks load, and a
+// plugin named twice (notify, here) is loaded once.
+func TestSnippetKeepsOtherPlugins(t *testing.T) {
+	t.Parallel()
+	s := newSink(t)
+	earlier := "mail_plugins = notify\nprotocol lmtp {\n  mail_plugins = $mail_plugins quota\n}\n"
+	d := startWith(t, earlier+hookConfig(t, s.URL, "xapsproxy_secret = "+testSecret))
+	out, err := exec.Command("doveconf", "-c", filepath.Join(d.Dir, "dovecot.conf"), "-f", "protocol=lmtp", "-h", "mail_plugins").CombinedOutput()
+	if got, want := strings.TrimSpace(string(out)), "notify quota mail_lua notify push_notification push_notification_lua"; err != nil || got != want {
+		t.Errorf("lmtp's mail_plugins: %q, %v; want %q", got, err, want)
+	}
+	d.Deliver(t, "alice@example.com", []byte(testMsg))
+	if got := s.take(); len(got) != 1 || got[0].Status != 204 {
+		t.Errorf("got %+v, want one POST answered 204", got)
+	}
+	if log := d.Log(); strings.Contains(log, "Error") || strings.Contains(log, "Warning") {
+		t.Errorf("Dovecot's log:\n%s", log)
 	}
 }
