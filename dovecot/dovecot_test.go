@@ -1,6 +1,7 @@
 package dovecot_test
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -13,6 +14,7 @@ import (
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
 
+	"github.com/xapsproxy/xapsproxy/dovecot"
 	"github.com/xapsproxy/xapsproxy/event"
 	"github.com/xapsproxy/xapsproxy/internal/dovecottest"
 )
@@ -68,20 +70,21 @@ func TestDeliveryPostsOnce(t *testing.T) {
 	s := newSink(t)
 	d := startHooked(t, s.URL)
 	d.Deliver(t, "alice@example.com", []byte(testMsg))
-	posts := s.take()
+	first := s.take()
 	d.Deliver(t, "alice@example.com", []byte(testMsg))
+	second := s.take()
 
 	c := imapLogin(t, d, "alice")
 	uv := uidValidity(t, c, "INBOX")
-	s.take() // the login and STATUS post nothing, checked below
-	if len(posts) != 1 {
-		t.Fatalf("first delivery: %d POSTs, want 1: %+v", len(posts), posts)
+	expect(t, s, "LOGIN, STATUS")
+	for i, got := range [][]posted{first, second} {
+		want := []event.Hint{{User: "alice", Mailbox: "INBOX", What: event.Arrived, UIDValidity: uv, UIDNext: uint32(i + 2)}}
+		if len(got) != 1 || !reflect.DeepEqual(got[0].Hints, want) || got[0].Status != 204 ||
+			got[0].Auth != "Bearer "+testSecret || got[0].ContentType != "application/json" {
+			t.Errorf("delivery %d: %+v, want one POST with %+v", i+1, got, want)
+		}
 	}
-	want := []event.Hint{{User: "alice", Mailbox: "INBOX", What: event.Arrived, UIDValidity: uv, UIDNext: 2}}
-	if p := posts[0]; !reflect.DeepEqual(p.Hints, want) || p.Status != 204 || p.Auth != "Bearer "+testSecret {
-		t.Errorf("first delivery: %+v, want hints %+v", p, want)
-	}
-	if st := s.Handler.Stats(); st.Accepted != 2 || st.Hints != 2 || st.Unauthorized != 0 || st.Refused != 0 {
+	if st := s.Handler.Stats(); st != (dovecot.Stats{Accepted: 2, Hints: 2}) {
 		t.Errorf("stats %+v, want 2 accepted, 2 hints", st)
 	}
 }
@@ -334,7 +337,7 @@ func TestProxyUnreachable(t *testing.T) {
 		log   string
 		count int
 	}{
-		{"down", downURL, 200 * time.Millisecond, "Connection refused", 5},
+		{"down", downURL, 500 * time.Millisecond, "Connection refused", 5},
 		{"black hole", blackHole, 2500 * time.Millisecond, "Absolute request timeout expired", 3},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -404,5 +407,47 @@ func TestSnippetKeepsOtherPlugins(t *testing.T) {
 	}
 	if log := d.Log(); strings.Contains(log, "Error") || strings.Contains(log, "Warning") {
 		t.Errorf("Dovecot's log:\n%s", log)
+	}
+}
+
+// encodingHarness runs the real script in Dovecot's Lua and, on each
+// delivery, adds an event for a mailbox name with every ASCII character
+// from 0x01 up and some UTF-8: Dovecot lets no client create such a name,
+// but one may exist on disk.
+const encodingHarness = `
+dofile("%s/xapsproxy.lua")
+local message_new = dovecot_lua_notify_event_message_new
+function dovecot_lua_notify_event_message_new(ctx, event)
+	message_new(ctx, event)
+	local name = ""
+	for i = 1, 127 do
+		name = name .. string.char(i)
+	end
+	message_new(ctx, { mailbox = name .. "é✓日本\u{10348}", uid = 7, uid_validity = 9 })
+end
+`
+
+func TestJSONEncodingEveryCharacter(t *testing.T) {
+	t.Parallel()
+	s := newSink(t)
+	d := startWith(t, hookConfigScript(t, "harness.lua", s.URL, "xapsproxy_secret = "+testSecret))
+	if err := os.WriteFile(filepath.Join(d.Dir, "harness.lua"), []byte(fmt.Sprintf(encodingHarness, d.Dir)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.Deliver(t, "alice@example.com", []byte(testMsg))
+	var name strings.Builder
+	for c := 1; c <= 127; c++ {
+		name.WriteByte(byte(c))
+	}
+	name.WriteString("é✓日本\U00010348")
+	got := s.take()
+	if len(got) == 1 {
+		t.Log(got[0].Body)
+	}
+	if len(got) != 1 || len(got[0].Hints) != 2 {
+		t.Fatalf("got %+v, want one POST with two hints", got)
+	}
+	if want := (event.Hint{User: "alice", Mailbox: name.String(), What: event.Arrived, UIDValidity: 9, UIDNext: 8}); got[0].Hints[1] != want {
+		t.Errorf("body %s\ngave %#v\nwant %#v", got[0].Body, got[0].Hints[1], want)
 	}
 }

@@ -14,8 +14,9 @@
 //	  {"mailbox":"INBOX","what":"arrived","uidvalidity":1700000000,"uidnext":43},
 //	  {"mailbox":"Archive","what":"gone"}]}
 //
-// with "what" one of arrived, flags, expunged, gone and unknown (see
-// event.What), uidvalidity and uidnext optional (uidnext: the highest new
+// with "user" Dovecot's name for the user (after its auth_username_format,
+// as backend.username_format names users), "what" one of arrived, flags,
+// expunged, gone and unknown (see event.What), uidvalidity and uidnext optional (uidnext: the highest new
 // UID + 1). Unknown fields are ignored; an unknown "what" is refused, so a
 // script newer than the proxy is noticed instead of half understood.
 //

@@ -135,13 +135,20 @@ func contribFile(t testing.TB, name string) string {
 // replaced by secretLine.
 func hookConfig(t testing.TB, url, secretLine string) string {
 	t.Helper()
+	return hookConfigScript(t, "xapsproxy.lua", url, secretLine)
+}
+
+// hookConfigScript is hookConfig with another script of the instance
+// directory.
+func hookConfigScript(t testing.TB, script, url, secretLine string) string {
+	t.Helper()
 	conf := contribFile(t, "95-xapsproxy.conf")
 	for _, s := range []string{confScript, confURL, confSecret} {
 		if strings.Count(conf, s) != 1 {
 			t.Fatalf("95-xapsproxy.conf: %q is not there exactly once", s)
 		}
 	}
-	return strings.NewReplacer(confScript, "lua:file=@DIR@/xapsproxy.lua", confURL, url, confSecret, secretLine).Replace(conf)
+	return strings.NewReplacer(confScript, "lua:file=@DIR@/"+script, confURL, url, confSecret, secretLine).Replace(conf)
 }
 
 // startHooked starts a Dovecot with the shipped snippet and script,
