@@ -25,6 +25,7 @@ type Config struct {
 	APNS    APNS    `toml:"apns"`
 	Store   Store   `toml:"store"`
 	Admin   Admin   `toml:"admin"`
+	Events  Events  `toml:"events"`
 }
 
 // Proxy is the client-facing side: where iPhone Mail and other clients connect.
@@ -134,6 +135,18 @@ type Admin struct {
 	Listen string `toml:"listen"` // default "127.0.0.1:9143"; "" = off
 }
 
+// Events is the HTTP listener for Dovecot's own mail events, posted by
+// contrib/dovecot/xapsproxy.lua (package dovecot). It is on iff a secret is
+// configured.
+type Events struct {
+	Listen     string `toml:"listen"`      // default "127.0.0.1:9144"
+	Secret     string `toml:"secret"`      // bearer secret Dovecot sends (or use SecretFile)
+	SecretFile string `toml:"secret_file"` // file holding it; trailing newline ignored
+}
+
+// Enabled reports whether the events listener is on: a secret is set.
+func (e *Events) Enabled() bool { return e.Secret != "" }
+
 // Defaults applied to keys the file leaves out.
 const (
 	DefaultMaxConnections      = 10000
@@ -158,6 +171,7 @@ const (
 	// directory of store.path when secret_key_file is not set.
 	DefaultSecretKeyFile = "secret.key"
 	DefaultAdminListen   = "127.0.0.1:9143"
+	DefaultEventsListen  = "127.0.0.1:9144"
 )
 
 // DefaultMaxConcurrentLogins is well under the listen backlog of Dovecot's
@@ -199,9 +213,10 @@ func Parse(doc, dir string) (*Config, error) {
 		Backend: Backend{TLS: DefaultBackendTLS, UsernameFormat: DefaultUsernameFormat},
 		Watch: Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Source: DefaultSource, PollInterval: DefaultPollInterval,
 			CatchUpRate: DefaultCatchUpRate, MaxConcurrentLogins: DefaultMaxConcurrentLogins, ChangeDelay: DefaultChangeDelay},
-		APNS:  APNS{Endpoint: DefaultEndpoint, MailboxHash: true},
-		Store: Store{Path: DefaultStorePath},
-		Admin: Admin{Listen: DefaultAdminListen},
+		APNS:   APNS{Endpoint: DefaultEndpoint, MailboxHash: true},
+		Store:  Store{Path: DefaultStorePath},
+		Admin:  Admin{Listen: DefaultAdminListen},
+		Events: Events{Listen: DefaultEventsListen},
 	}
 	md, err := toml.Decode(doc, cfg)
 	if err != nil {
@@ -238,6 +253,7 @@ func (c *Config) resolvePaths(dir string) {
 		&c.Watch.MasterPasswordFile, &c.Watch.SecretKeyFile,
 		&c.APNS.CertificateFile, &c.APNS.KeyFile, &c.APNS.TokenKeyFile, &c.APNS.CAFile,
 		&c.Store.Path,
+		&c.Events.SecretFile,
 	} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
@@ -251,10 +267,13 @@ func keyError(key, format string, args ...any) error {
 }
 
 func (c *Config) validate() error {
-	for _, check := range []func() error{c.Proxy.validate, c.Backend.validate, c.Watch.validate, c.APNS.validate, c.validateRest} {
+	for _, check := range []func() error{c.Proxy.validate, c.Backend.validate, c.Watch.validate, c.APNS.validate, c.validateRest, c.Events.validate} {
 		if err := check(); err != nil {
 			return err
 		}
+	}
+	if c.Watch.Source == SourceDovecot && c.Events.Secret == "" {
+		return keyError("watch.source", `"dovecot" needs [events] secret or secret_file (the same secret as xapsproxy_secret in Dovecot) — set one, or use source = "auto"`)
 	}
 	return nil
 }

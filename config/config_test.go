@@ -43,6 +43,7 @@ func TestMinimalAndDefaults(t *testing.T) {
 		APNS:    APNS{CertificateFile: "/etc/xapsproxy/apns.pem", Endpoint: "production", MailboxHash: true},
 		Store:   Store{Path: "/etc/xapsproxy/xapsproxy.db"},
 		Admin:   Admin{Listen: "127.0.0.1:9143"},
+		Events:  Events{Listen: "127.0.0.1:9144"},
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", *cfg, want)
@@ -99,6 +100,12 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"both credentials", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\ntoken_key_file = \"k.p8\"", "apns.certificate_file: set certificate_file or token_key_file, not both"},
 		{"bad endpoint", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nendpoint = \"http://x\"", `apns.endpoint: "http://x" is not production, development or an https:// URL`},
 		{"bad admin", `[apns]`, "[admin]\nlisten = \"nope\"\n[apns]", `admin.listen: "nope" is not host:port`},
+		{"short events secret", `[apns]`, "[events]\nsecret = \"0123456789abcde\"\n[apns]", "events.secret: the secret is 15 bytes, too short — use at least 16 letters, digits or -._~+/=, e.g. the output of `openssl rand -hex 32`"},
+		{"events secret with a comment sign", `[apns]`, "[events]\nsecret = \"0123456789abcdef#\"\n[apns]", "events.secret: the secret has a character other than letters, digits and -._~+/= (byte 17)"},
+		{"both events secrets", `[apns]`, "[events]\nsecret = \"0123456789abcdef\"\nsecret_file = \"s\"\n[apns]", "events.secret: set secret or secret_file, not both"},
+		{"missing events secret file", `[apns]`, "[events]\nsecret_file = \"nonexistent\"\n[apns]", "events.secret_file /"},
+		{"no events listen", `[apns]`, "[events]\nsecret = \"0123456789abcdef\"\nlisten = \"\"\n[apns]", `events.listen: required with a secret — e.g. "127.0.0.1:9144"`},
+		{"bad events listen", `[apns]`, "[events]\nsecret = \"0123456789abcdef\"\nlisten = \"9144\"\n[apns]", `events.listen: "9144" is not host:port`},
 	}
 	for _, tt := range tests {
 		doc := strings.Replace(minimal, tt.replace, tt.with, 1)
@@ -146,6 +153,46 @@ func TestMasterPasswordFile(t *testing.T) {
 	}
 	if cfg.Watch.MasterPassword != "s3cret" {
 		t.Errorf("password %q", cfg.Watch.MasterPassword)
+	}
+}
+
+func TestEventsSecret(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse(minimal, "/etc/xapsproxy")
+	if err != nil || cfg.Events.Enabled() {
+		t.Fatalf("no [events]: enabled %v, %v; want off", cfg.Events.Enabled(), err)
+	}
+	dir := t.TempDir()
+	write := func(name, content string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("secret", "0123456789abcdef0123456789abcdef\n")
+	write("short", "0123456789\n")
+	write("empty", "\n")
+	cfg, err = Parse(minimal+"[events]\nsecret_file = \"secret\"\nlisten = \"[::]:9144\"\n", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Events{Listen: "[::]:9144", Secret: "0123456789abcdef0123456789abcdef", SecretFile: filepath.Join(dir, "secret")}); cfg.Events != want || !cfg.Events.Enabled() {
+		t.Errorf("events %+v, want %+v", cfg.Events, want)
+	}
+	cfg, err = Parse(minimal+"[events]\nsecret = \"A-Za-z0.9_~+/abcd==\"\n", dir)
+	if err != nil || cfg.Events.Secret != "A-Za-z0.9_~+/abcd==" || cfg.Events.Listen != DefaultEventsListen {
+		t.Errorf("bearer token characters: %+v, %v", cfg.Events, err)
+	}
+	for file, want := range map[string]string{
+		"short": "events.secret_file " + filepath.Join(dir, "short") + ": the secret is 10 bytes, too short — ",
+		"empty": "events.secret_file " + filepath.Join(dir, "empty") + ": file is empty — write the secret in it",
+	} {
+		_, err := Parse(minimal+"[events]\nsecret_file = \""+file+"\"\n", dir)
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", file, err, want)
+		}
+		if err != nil && strings.Contains(err.Error(), "0123456789") {
+			t.Errorf("%s: the error shows the secret: %v", file, err)
+		}
 	}
 }
 

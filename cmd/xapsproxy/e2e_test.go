@@ -62,7 +62,14 @@ type stack struct {
 
 func newStack(t *testing.T) *stack {
 	t.Helper()
-	d := dovecottest.Start(t, dovecottest.Options{})
+	return newStackWith(t, dovecottest.Options{}, "")
+}
+
+// newStackWith is newStack with Dovecot started with dopts and extra
+// appended to xapsproxy's configuration.
+func newStackWith(t *testing.T, dopts dovecottest.Options, extra string) *stack {
+	t.Helper()
+	d := dovecottest.Start(t, dopts)
 	ca := testpki.NewCA(t)
 	dir := t.TempDir()
 	proxyCert, proxyKey := testpki.WritePEM(t, dir, "proxy", ca.ServerCert(t, "127.0.0.1", "localhost"))
@@ -92,7 +99,7 @@ path = "xapsproxy.db"
 
 [admin]
 listen = "127.0.0.1:0"
-`, proxyCert, proxyKey, d.IMAPAddr, d.MasterUser, d.MasterPassword, apnsCert, fake.URL, ca.WriteCA(t, dir))
+`, proxyCert, proxyKey, d.IMAPAddr, d.MasterUser, d.MasterPassword, apnsCert, fake.URL, ca.WriteCA(t, dir)) + extra
 	path := filepath.Join(dir, "xapsproxy.toml")
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)
@@ -401,18 +408,4 @@ func TestEndToEndCertificateReload(t *testing.T) {
 		return err == nil
 	})
 	before.loginAndRegister(v2Line, "2") // a session from before goes on
-}
-
-// Mail delivered the moment the registration is answered is pushed: the
-// registration's answer waits for the baseline of its mailboxes, so the
-// watcher's first look, whenever it comes, sees that mail as new.
-func TestEndToEndMailRightAfterRegistration(t *testing.T) {
-	t.Parallel()
-	s := newStack(t)
-	s.dovecot.Doveadm(t, "mailbox", "create", "-u", "alice", "Notes")
-	s.deliver("already there") // not news
-	s.start()
-	s.connect().loginAndRegister(v2Line, "2")
-	s.deliver("right after the OK")
-	s.expectPushes(1, v2Token, v2Account)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/xapsproxy/xapsproxy/admin"
 	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/credential"
+	"github.com/xapsproxy/xapsproxy/dovecot"
 	"github.com/xapsproxy/xapsproxy/proxy"
 	"github.com/xapsproxy/xapsproxy/push"
 	"github.com/xapsproxy/xapsproxy/store"
@@ -63,12 +64,13 @@ type app struct {
 	watch  *watch.Manager
 	pusher *push.Pusher
 	admin  *http.Server
+	events *http.Server // Dovecot's own events; nil when [events] has no secret
 
 	// reload, when it delivers, makes run read the client certificate again
 	// (SIGHUP after a renewal).
 	reload <-chan os.Signal
 
-	tlsLn, startTLSLn, adminLn net.Listener
+	tlsLn, startTLSLn, adminLn, eventsLn net.Listener
 
 	sourceWhy string // why the watch source is what it is, for the start-up log
 }
@@ -186,6 +188,16 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 	if a.adminLn != nil {
 		a.admin = &http.Server{Handler: admin.Handler(a.store, a.watch), ReadHeaderTimeout: 10 * time.Second}
 	}
+	if cfg.Events.Secret != "" {
+		h, err := dovecot.NewHandler(dovecot.Options{Secret: cfg.Events.Secret, Hint: a.watch.Hint, Logger: log.With("part", "events")})
+		if err != nil {
+			return err
+		}
+		if a.eventsLn, err = listen(cfg.Events.Listen, "events.listen"); err != nil {
+			return err
+		}
+		a.events = dovecot.NewServer(h, log.With("part", "events"))
+	}
 	if credentials != "" {
 		log.Info("APNs credentials loaded", "summary", credentials)
 	}
@@ -243,7 +255,10 @@ func watchSource(cfg *config.Config) (source, why string) {
 	case config.SourceIdle:
 		return watch.SourceIdle, "watch.source = idle"
 	}
-	return watch.SourceIdle, "watch.source = auto, and [events] is not configured"
+	if cfg.Events.Secret != "" {
+		return watch.SourceEvents, "watch.source = auto, and [events] has a secret: Dovecot's own events"
+	}
+	return watch.SourceIdle, "watch.source = auto, and [events] has no secret"
 }
 
 func listen(addr, key string) (net.Listener, error) {
@@ -261,7 +276,7 @@ func listen(addr, key string) (net.Listener, error) {
 // order: clients are told BYE, then watchers and the pusher stop.
 func (a *app) run(ctx context.Context) error {
 	defer a.close()
-	failed := make(chan error, 3)
+	failed := make(chan error, 4)
 	var serving sync.WaitGroup
 	serve := func(f func() error) {
 		serving.Go(func() {
@@ -289,6 +304,10 @@ func (a *app) run(ctx context.Context) error {
 	var watching, pushing sync.WaitGroup
 	watching.Go(func() { a.watch.Run(watchCtx) })
 	pushing.Go(func() { a.pusher.Run(pushCtx) })
+	if a.events != nil {
+		serve(func() error { return a.events.Serve(a.eventsLn) })
+		a.log.Info("events listening", "addr", a.eventsLn.Addr().String())
+	}
 
 	var err error
 	for err == nil && ctx.Err() == nil {
@@ -312,6 +331,9 @@ func (a *app) run(ctx context.Context) error {
 	}
 	if a.admin != nil {
 		a.admin.Shutdown(sctx)
+	}
+	if a.events != nil {
+		a.events.Shutdown(sctx)
 	}
 	serving.Wait()
 	stopWatch()
@@ -343,7 +365,7 @@ func drain(p *push.Pusher, timeout time.Duration) {
 // close releases what newApp opened; listeners already closed by Shutdown
 // are closed again harmlessly.
 func (a *app) close() {
-	for _, ln := range []net.Listener{a.tlsLn, a.startTLSLn, a.adminLn} {
+	for _, ln := range []net.Listener{a.tlsLn, a.startTLSLn, a.adminLn, a.eventsLn} {
 		if ln != nil {
 			ln.Close()
 		}

@@ -4,6 +4,8 @@ package main
 // against the real Dovecot: what is pushed, for which mailbox, and when.
 
 import (
+	"fmt"
+	"net"
 	"slices"
 	"testing"
 	"time"
@@ -13,25 +15,57 @@ import (
 
 	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/internal/apnstest"
+	"github.com/xapsproxy/xapsproxy/internal/dovecottest"
 	"github.com/xapsproxy/xapsproxy/watch"
 )
 
 // sources are the event sources tested here, each with what it needs.
 var sources = []struct {
 	name  string
-	setup func(*stack)
+	stack func(*testing.T) *stack
 }{
-	{"idle", func(s *stack) { s.cfg.Watch.Source = config.SourceIdle }},
+	{"dovecot", newEventsStack},
+	{"idle", func(t *testing.T) *stack {
+		s := newStack(t)
+		s.cfg.Watch.Source = config.SourceIdle
+		return s
+	}},
 }
 
-// newSourceStack is newStack with source, a short change_delay, a poll
+// eventsSecret is what Dovecot and xapsproxy share in the tests.
+const eventsSecret = "test-events-secret-0123456789"
+
+// newEventsStack is a stack whose Dovecot posts its own events to
+// xapsproxy through the shipped script and snippet (watch.source = "auto"
+// picks them).
+func newEventsStack(t *testing.T) *stack {
+	t.Helper()
+	addr := freeAddr(t)
+	s := newStackWith(t, dovecottest.Options{ExtraConfig: dovecottest.EventsHook(t, "http://"+addr+"/dovecot/events", eventsSecret)},
+		fmt.Sprintf("\n[events]\nlisten = %q\nsecret = %q\n", addr, eventsSecret))
+	s.dovecot.InstallEventsScript(t)
+	s.secrets = append(s.secrets, eventsSecret)
+	return s
+}
+
+// freeAddr is a loopback address with a port free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// newSourceStack is a source's stack with a short change_delay, a poll
 // interval short enough for mailboxes the IDLE source does not idle on,
 // and Notes and Junk created.
-func newSourceStack(t *testing.T, setup func(*stack)) *stack {
+func newSourceStack(t *testing.T, newStack func(*testing.T) *stack) *stack {
 	s := newStack(t)
 	s.cfg.Watch.ChangeDelay = time.Second
 	s.cfg.Watch.PollInterval = time.Second
-	setup(s)
 	for _, mb := range []string{"Notes", "Junk"} {
 		s.dovecot.Doveadm(t, "mailbox", "create", "-u", "alice", mb)
 	}
@@ -100,7 +134,7 @@ func TestSourcesNewMail(t *testing.T) {
 	for _, src := range sources {
 		t.Run(src.name, func(t *testing.T) {
 			t.Parallel()
-			s := newSourceStack(t, src.setup)
+			s := newSourceStack(t, src.stack)
 			s.start()
 			s.connect().loginAndRegister(v2Line, "2") // INBOX and Notes
 			s.deliver("to INBOX")
@@ -120,7 +154,7 @@ func TestSourcesChanges(t *testing.T) {
 	for _, src := range sources {
 		t.Run(src.name, func(t *testing.T) {
 			t.Parallel()
-			s := newSourceStack(t, src.setup)
+			s := newSourceStack(t, src.stack)
 			for range 10 {
 				s.deliver("old")
 			}
@@ -158,6 +192,30 @@ func TestSourcesChanges(t *testing.T) {
 			s.deliver("new during the delay")
 			r = s.expectPushes(2, v2Token, v2Account) // and none later
 			wantMailboxes(t, r, "INBOX")
+		})
+	}
+}
+
+// Mail delivered while xapsproxy is stopped is delivered all the same
+// (Dovecot's hook gives up on the closed port at once) and pushed once
+// when xapsproxy is back; mail delivered the moment a registration is
+// answered is pushed too.
+func TestSourcesRestartAndRightAfterRegistration(t *testing.T) {
+	t.Parallel()
+	for _, src := range sources {
+		t.Run(src.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSourceStack(t, src.stack)
+			s.deliver("already there") // not news
+			s.start()
+			s.connect().loginAndRegister(v2Line, "2")
+			s.deliver("right after the OK")
+			s.expectPushes(1, v2Token, v2Account)
+
+			s.stop()
+			s.deliver("while xapsproxy is stopped")
+			s.start()
+			wantMailboxes(t, s.expectPushes(2, v2Token, v2Account), "INBOX")
 		})
 	}
 }
