@@ -371,9 +371,7 @@ func (w *Watch) validate() error {
 		return keyError("watch.master_separator", "must not be empty")
 	}
 	switch w.Source {
-	case SourceAuto, SourceIdle, SourceDovecot:
-	case SourceNotify:
-		return keyError("watch.source", `"notify" is not available in this version; use "auto", "dovecot" or "idle"`)
+	case SourceAuto, SourceIdle, SourceDovecot, SourceNotify:
 	default:
 		return keyError("watch.source", "%q is not one of auto, dovecot, notify, idle", w.Source)
 	}

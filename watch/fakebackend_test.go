@@ -226,6 +226,7 @@ func newFakeEnv(t *testing.T, b *fakeBackend, n int, edit func(*watch.Options)) 
 		Notifier:   e.rec,
 		Backend:    config.Backend{Address: b.addr()},
 		Watch:      masterLogin("master", "masterpw"),
+		Source:     watch.SourceIdle,
 		MinBackoff: 50 * time.Millisecond,
 		MaxBackoff: 500 * time.Millisecond,
 		Logger:     logger,

@@ -161,6 +161,7 @@ func (e *env) options() watch.Options {
 		Notifier:   e.rec,
 		Backend:    config.Backend{Address: e.d.IMAPAddr, TLS: config.BackendTLSNone},
 		Watch:      masterLogin(e.d.MasterUser, e.d.MasterPassword),
+		Source:     watch.SourceIdle, // notify_test.go runs the NOTIFY source
 		MinBackoff: 50 * time.Millisecond,
 		MaxBackoff: 500 * time.Millisecond,
 		Logger:     e.log,

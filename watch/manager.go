@@ -24,6 +24,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/config"
@@ -37,6 +38,12 @@ const (
 	SourceEvents = "dovecot"
 	// SourceIdle: one backend connection per account, in IDLE.
 	SourceIdle = "idle"
+	// SourceNotify: one backend connection per account, in NOTIFY
+	// (RFC 5465); IDLE if the backend turns out not to offer it.
+	SourceNotify = "notify"
+	// SourceAuto: SourceNotify when the backend offers NOTIFY after
+	// login, else SourceIdle.
+	SourceAuto = "auto"
 )
 
 // Defaults for Options fields left zero.
@@ -77,7 +84,8 @@ type Options struct {
 	Watch config.Watch
 	// Credentials log watchers in; nil means MasterCredentials from Watch.
 	Credentials Credentials
-	// Source is SourceEvents or SourceIdle; "" means SourceIdle.
+	// Source is SourceEvents, SourceAuto, SourceNotify or SourceIdle; ""
+	// means SourceAuto.
 	Source string
 	// PollInterval is how often SourceIdle looks at the registered
 	// mailboxes other than the one in IDLE, with STATUS; zero means
@@ -107,8 +115,9 @@ type Manager struct {
 	owners map[string]*owner   // written by Run only; read by Hint
 	wake   chan struct{}
 
-	hints   chan queuedHint // to the hint workers
-	catchUp *catchUp        // accounts to look at (SourceEvents)
+	hints    chan queuedHint // to the hint workers
+	noNotify atomic.Bool     // SourceAuto: the backend was found without NOTIFY
+	catchUp  *catchUp        // accounts to look at (SourceEvents)
 
 	creds  Credentials
 	logins limiter // shared by the watchers
@@ -122,7 +131,7 @@ func New(opts Options) *Manager {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Source == "" {
-		opts.Source = SourceIdle
+		opts.Source = SourceAuto
 	}
 	if opts.CatchUpRate <= 0 {
 		opts.CatchUpRate = DefaultCatchUpRate

@@ -61,6 +61,10 @@ type Stats struct {
 	// event source that feeds them (SourceEvents or SourceIdle).
 	Owners int
 	Source string
+	// NotifySessions and IdleSessions count the accounts' backend
+	// connections by what they wait with (SourceAuto, SourceNotify and
+	// SourceIdle), connecting ones included.
+	NotifySessions, IdleSessions int
 	// Hints counts the hints applied to an owner; HintsUnregistered those
 	// about a mailbox no device registered; HintsUnwatched those for a user
 	// with no registrations (for Dovecot's events: every other user, or a
@@ -86,6 +90,7 @@ type counters struct {
 	hints, hintsUnregistered, hintsUnwatched, hintsOverflowed atomic.Uint64
 	events                                                    atomic.Uint64
 	catchUps, catchUpFailures                                 atomic.Uint64
+	notifySessions, idleSessions                              atomic.Int64
 }
 
 // Stats returns the current statistics. It is safe to call from any
@@ -101,6 +106,8 @@ func (m *Manager) Stats() Stats {
 		Probes:             c.probes.Load(),
 		Owners:             m.Owners(),
 		Source:             m.opts.Source,
+		NotifySessions:     int(c.notifySessions.Load()),
+		IdleSessions:       int(c.idleSessions.Load()),
 		Hints:              c.hints.Load(),
 		HintsUnregistered:  c.hintsUnregistered.Load(),
 		HintsUnwatched:     c.hintsUnwatched.Load(),

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-imap/v2"
@@ -27,6 +28,9 @@ type watcher struct {
 	log  *slog.Logger
 
 	changed chan struct{} // 1-buffered: the owner's mailboxes changed
+
+	mu        sync.Mutex
+	interrupt context.CancelFunc // ends a NOTIFY session's wait; nil if none
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -70,6 +74,24 @@ func (w *watcher) mailboxesChanged() {
 	case w.changed <- struct{}{}:
 	default:
 	}
+	w.mu.Lock()
+	if w.interrupt != nil {
+		w.interrupt()
+	}
+	w.mu.Unlock()
+}
+
+// setInterrupt sets what mailboxesChanged calls besides signalling
+// changed (nil: nothing). It returns false, setting nothing, when a change
+// is already signalled.
+func (w *watcher) setInterrupt(f context.CancelFunc) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if f != nil && len(w.changed) > 0 {
+		return false
+	}
+	w.interrupt = f
+	return true
 }
 
 // run keeps a backend session going. When the backend cannot be reached,
@@ -135,7 +157,28 @@ func (w *watcher) troubled() {
 	}
 }
 
-// session logs in, catches up, and waits in IDLE until the connection fails
+// session runs one backend session of the account's source: NOTIFY when
+// the source is SourceNotify, or SourceAuto and the backend was not found
+// without NOTIFY yet; otherwise IDLE.
+func (w *watcher) session(ctx context.Context) (time.Time, error) {
+	m := w.m
+	if m.opts.Source == SourceNotify || m.opts.Source == SourceAuto && !m.noNotify.Load() {
+		m.stats.notifySessions.Add(1)
+		loggedIn, err := w.notifySession(ctx)
+		m.stats.notifySessions.Add(-1)
+		if !errors.Is(err, errNoNotify) {
+			return loggedIn, err
+		}
+		if !m.noNotify.Swap(true) {
+			m.log.Warn("the backend does not offer NOTIFY after login; watching with IDLE instead")
+		}
+	}
+	m.stats.idleSessions.Add(1)
+	defer m.stats.idleSessions.Add(-1)
+	return w.idleSession(ctx)
+}
+
+// idleSession logs in, catches up, and waits in IDLE until the connection fails
 // or ctx is done. It returns when it logged in (zero if it did not).
 //
 // The first registered mailbox (INBOX when registered) is the one in IDLE,
@@ -144,7 +187,7 @@ func (w *watcher) troubled() {
 // EXISTS there ends the IDLE and that mailbox alone is looked at again. The
 // other registered mailboxes are looked at with STATUS every PollInterval;
 // an account with one mailbox never leaves IDLE for them.
-func (w *watcher) session(ctx context.Context) (loggedIn time.Time, err error) {
+func (w *watcher) idleSession(ctx context.Context) (loggedIn time.Time, err error) {
 	sig := newSignals()
 	var c *imapclient.Client
 	err = w.connect(ctx, func(ctx context.Context) (err error) {

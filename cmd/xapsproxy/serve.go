@@ -254,11 +254,13 @@ func watchSource(cfg *config.Config) (source, why string) {
 		return watch.SourceEvents, "watch.source = dovecot"
 	case config.SourceIdle:
 		return watch.SourceIdle, "watch.source = idle"
+	case config.SourceNotify:
+		return watch.SourceNotify, "watch.source = notify"
 	}
 	if cfg.Events.Secret != "" {
 		return watch.SourceEvents, "watch.source = auto, and [events] has a secret: Dovecot's own events"
 	}
-	return watch.SourceIdle, "watch.source = auto, and [events] has no secret"
+	return watch.SourceAuto, "watch.source = auto, and [events] has no secret: NOTIFY where the backend offers it after login, else IDLE"
 }
 
 func listen(addr, key string) (net.Listener, error) {

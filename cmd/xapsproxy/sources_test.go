@@ -25,6 +25,11 @@ var sources = []struct {
 	stack func(*testing.T) *stack
 }{
 	{"dovecot", newEventsStack},
+	{"notify", func(t *testing.T) *stack {
+		s := newStack(t) // auto, without [events]: NOTIFY, which Dovecot offers
+		s.cfg.Watch.Source = config.SourceAuto
+		return s
+	}},
 	{"idle", func(t *testing.T) *stack {
 		s := newStack(t)
 		s.cfg.Watch.Source = config.SourceIdle
@@ -78,10 +83,10 @@ func (s *stack) waitSourceReady() {
 	s.t.Helper()
 	waitUntil(s.t, "alice's source", func() bool {
 		st := s.app.watch.Stats()
-		if st.Source == watch.SourceIdle {
-			return st.Watchers[watch.StateWatching] == 1
+		if st.Source == watch.SourceEvents {
+			return st.Owners == 1
 		}
-		return st.Owners == 1
+		return st.Watchers[watch.StateWatching] == 1
 	})
 }
 
