@@ -207,7 +207,14 @@ func (d *device) loginAndRegister(line, version string) {
 // loginAndRegisterWith is loginAndRegister with alice's password.
 func (d *device) loginAndRegisterWith(password, line, version string) {
 	d.t.Helper()
-	reply := d.command("a1 LOGIN alice " + password)
+	d.loginAsAndRegister("alice", password, line, version)
+}
+
+// loginAndRegisterAs is loginAndRegisterWith for another spelling of
+// alice's name.
+func (d *device) loginAsAndRegister(user, password, line, version string) {
+	d.t.Helper()
+	reply := d.command("a1 LOGIN " + user + " " + password)
 	last := reply[len(reply)-1]
 	if !strings.HasPrefix(last, "a1 OK [CAPABILITY ") || !strings.Contains(last, " XAPPLEPUSHSERVICE") {
 		d.t.Fatalf("LOGIN reply %q does not advertise XAPPLEPUSHSERVICE", last)

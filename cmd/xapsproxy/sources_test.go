@@ -4,6 +4,7 @@ package main
 // against the real Dovecot: what is pushed, for which mailbox, and when.
 
 import (
+	"context"
 	"fmt"
 	"net"
 	"slices"
@@ -221,6 +222,30 @@ func TestSourcesRestartAndRightAfterRegistration(t *testing.T) {
 			s.deliver("while xapsproxy is stopped")
 			s.start()
 			wantMailboxes(t, s.expectPushes(2, v2Token, v2Account), "INBOX")
+		})
+	}
+}
+
+// A phone that logs in as Alice@Example.COM gets pushes for the mail
+// Dovecot files under alice (auth_username_format = %Ln in the test
+// Dovecot): with backend.username_format set to the same, the
+// registration is stored under alice, and every source's news of alice
+// (Dovecot's events name her so; watchers log in as her) finds it.
+func TestSourcesCanonicalUser(t *testing.T) {
+	t.Parallel()
+	for _, src := range sources {
+		t.Run(src.name, func(t *testing.T) {
+			t.Parallel()
+			s := newSourceStack(t, src.stack)
+			s.cfg.Backend.UsernameFormat = "%Ln"
+			s.start()
+			s.connect().loginAsAndRegister("Alice@Example.COM", "alicepw", v2Line, "2")
+			users, err := s.app.store.Users(context.Background())
+			if err != nil || len(users) != 1 || users[0] != "alice" {
+				t.Fatalf("registered users %v, %v; want [alice]", users, err)
+			}
+			s.deliver("to alice")
+			wantMailboxes(t, s.expectPushes(1, v2Token, v2Account), "INBOX")
 		})
 	}
 }
