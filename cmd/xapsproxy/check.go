@@ -55,14 +55,22 @@ func checkCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("backend %s: %w", cfg.Backend.Address, err)
 	}
 	fmt.Fprintf(stdout, "backend %s (tls %s): reachable\n", cfg.Backend.Address, cfg.Backend.TLS)
+	source, why := watchSource(cfg)
 	if *user != "" {
 		fmt.Fprintf(stdout, "master login as %s%s%s: ok\n", *user, cfg.Watch.MasterSeparator, cfg.Watch.MasterUser)
-		if !slices.Contains(caps, "IDLE") {
-			return fmt.Errorf("the backend does not offer IDLE after login (capabilities: %s)", strings.Join(caps, " "))
+		notify := slices.Contains(caps, "NOTIFY")
+		switch {
+		case (source == watch.SourceAuto || source == watch.SourceNotify) && notify:
+			source, why = watch.SourceNotify, why+"; the backend offers NOTIFY after login"
+		case source == watch.SourceAuto || source == watch.SourceNotify:
+			source, why = watch.SourceIdle, why+"; the backend does not offer NOTIFY after login"
 		}
-		fmt.Fprintln(stdout, "backend offers IDLE: ok")
+		if source == watch.SourceIdle && !slices.Contains(caps, "IDLE") {
+			return fmt.Errorf("the backend offers neither NOTIFY nor IDLE after login (capabilities: %s)", strings.Join(caps, " "))
+		}
 	} else if cfg.Watch.Auth == config.AuthMaster {
 		fmt.Fprintln(stdout, "master login not tried: pass -user NAME to test it")
 	}
+	fmt.Fprintf(stdout, "event source: %s (%s)\n", source, why)
 	return nil
 }

@@ -23,7 +23,7 @@ func TestOperatorCommands(t *testing.T) {
 	if err != nil {
 		t.Fatalf("check: %v\n%s", err, out)
 	}
-	for _, want := range []string{"topic " + topic, "reachable", "master login as alice*master: ok", "backend offers IDLE: ok"} {
+	for _, want := range []string{"topic " + topic, "reachable", "master login as alice*master: ok", "event source: notify (watch.source = auto, and [events] has no secret: NOTIFY where the backend offers it after login, else IDLE; the backend offers NOTIFY after login)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}
