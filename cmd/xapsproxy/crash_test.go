@@ -19,6 +19,21 @@ import (
 
 const crashAccounts = 200
 
+// crashTimeout bounds each wait of the test: 200 logins, deliveries and
+// pushes on a loaded 2-core machine take a while.
+const crashTimeout = time.Minute
+
+func waitLong(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(crashTimeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", crashTimeout, what)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+	}
+}
+
 // crashDovecot is a Dovecot for crashAccounts users, with room for one
 // connection each and the shipped events hook posting to eventsURL ("" for
 // none).
@@ -29,11 +44,10 @@ func crashDovecot(t *testing.T, eventsURL string) dovecottest.Options {
 	}
 	// Every connection of a single-uid Dovecot takes one of the uid's
 	// inotify instances (fs.inotify.max_user_instances, 128 on Debian);
-	// past it Dovecot looks for changes every mailbox_idle_check_interval
-	// (30 s by default), here every second (README: Dovecot's limits).
+	// past it Dovecot looks for changes every mailbox_idle_check_interval,
+	// which the test template sets to 1s (README: Dovecot's limits).
 	extra := `
 default_client_limit = 2000
-mailbox_idle_check_interval = 1s
 service imap {
   process_limit = 1000
 }
@@ -41,7 +55,7 @@ service imap {
 	if eventsURL != "" {
 		extra += dovecottest.EventsHook(t, eventsURL, eventsSecret)
 	}
-	return dovecottest.Options{Users: users, ExtraConfig: extra}
+	return dovecottest.Options{Users: users, ExtraConfig: extra, Exclusive: true}
 }
 
 func crashUser(i int) string { return fmt.Sprintf("user%03d", i) }
@@ -71,7 +85,7 @@ func TestDovecotKilledUnderLoad(t *testing.T) {
 			s.cfg.Watch.MaxConcurrentLogins = 16
 			registerCrashAccounts(t, s.cfg.Store.Path)
 			s.start()
-			waitUntil(t, "every account watched", func() bool {
+			waitLong(t, "every account watched", func() bool {
 				st := s.app.watch.Stats()
 				if source == config.SourceDovecot {
 					return st.Owners == crashAccounts && st.CatchUps == crashAccounts
@@ -87,15 +101,15 @@ func TestDovecotKilledUnderLoad(t *testing.T) {
 			s.dovecot.Restart(t)
 			deliverEach(t, s, half, crashAccounts)
 
-			reqs := s.apns.WaitRequests(t, crashAccounts, 60*time.Second)
+			reqs := s.apns.WaitRequests(t, crashAccounts, crashTimeout)
 			// Nothing more: every account is watched again, and a last
 			// mail to each of a few accounts is its next push.
-			waitUntil(t, "every account watched again", func() bool {
+			waitLong(t, "every account watched again", func() bool {
 				st := s.app.watch.Stats()
 				return source == config.SourceDovecot || st.Watchers[watch.StateWatching] == crashAccounts
 			})
 			deliverEach(t, s, 0, 3)
-			deadline := time.Now().Add(waitTimeout)
+			deadline := time.Now().Add(crashTimeout)
 			for len(s.apns.Requests()) < crashAccounts+3 && time.Now().Before(deadline) {
 				time.Sleep(50 * time.Millisecond) // polling the fake APNs
 			}

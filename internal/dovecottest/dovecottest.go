@@ -31,6 +31,12 @@ type Options struct {
 	Hibernate bool
 	// Users maps user names to passwords; nil means alice:alicepw, bob:bobpw.
 	Users map[string]string
+	// Exclusive runs the instance alone: its test holds hundreds of
+	// connections, and every test instance runs under one uid, which Linux
+	// gives 128 inotify instances; while they are used up, other instances
+	// neither see changes at once nor hibernate. Start waits until no other
+	// instance runs (in any test process), and others wait for it.
+	Exclusive bool
 	// ExtraConfig is appended to the config, e.g.
 	// "login_trusted_networks = 127.0.0.0/8".
 	ExtraConfig string
@@ -64,6 +70,8 @@ func Start(t testing.TB, opts Options) *Dovecot {
 		}
 		t.Skip("dovecottest: dovecot not found; " + installHint)
 	}
+	unlock := lockInstances(t, opts.Exclusive)
+	t.Cleanup(unlock) // after the instance's own cleanup, registered below
 	inst, err := dovecotrun.Start(dovecotrun.Options{
 		Hibernate:     opts.Hibernate,
 		Users:         opts.Users,
