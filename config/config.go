@@ -406,7 +406,7 @@ func (w *Watch) validateMaster() error {
 	case w.MasterPassword != "" && w.MasterPasswordFile != "":
 		return keyError("watch.master_password", "set master_password or master_password_file, not both")
 	case w.MasterPasswordFile != "":
-		data, err := ReadFile("watch.master_password_file", w.MasterPasswordFile)
+		data, err := ReadSecretFile("watch.master_password_file", w.MasterPasswordFile)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package config
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -304,5 +305,47 @@ func TestCanonicalUser(t *testing.T) {
 	doc := strings.Replace(minimal, "[backend]\n", "[backend]\nusername_format = \"%d\"\n", 1)
 	if _, err := Parse(doc, "/etc/xapsproxy"); err == nil || !strings.Contains(err.Error(), "backend.username_format") {
 		t.Errorf("username_format %%d: %v", err)
+	}
+}
+
+// A file holding the events secret or the master password that every local
+// user may read gives them what it protects: with the events secret,
+// anyone can post events for any user (a made-up UIDNEXT silences a
+// mailbox's pushes); with the master password, log in as anyone.
+func TestSecretFilesOpenToOthersRefused(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		key, doc string
+	}{
+		{"events.secret_file", minimal + "[events]\nsecret_file = \"s\"\n"},
+		{"watch.master_password_file", strings.Replace(minimal, `master_password = "pw"`, `master_password_file = "s"`, 1)},
+	} {
+		for _, mode := range []os.FileMode{0o644, 0o604, 0o602, 0o601} {
+			path := filepath.Join(dir, "s")
+			os.Remove(path)
+			if err := os.WriteFile(path, []byte("0123456789abcdef0123456789abcdef\n"), mode); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Chmod(path, mode); err != nil { // whatever the umask
+				t.Fatal(err)
+			}
+			_, err := Parse(tt.doc, dir)
+			want := fmt.Sprintf("%s %s: is open to others (mode %04o) — chmod o-rwx %s", tt.key, path, mode, path)
+			if err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("mode %04o: %v, want %q", mode, err, want)
+			}
+			if err != nil && strings.Contains(err.Error(), "0123456789") {
+				t.Errorf("the error shows the secret: %v", err)
+			}
+		}
+		// Its owner and group may read it.
+		path := filepath.Join(dir, "s")
+		if err := os.Chmod(path, 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Parse(tt.doc, dir); err != nil {
+			t.Errorf("%s mode 0640: %v", tt.key, err)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -61,6 +62,32 @@ func FileError(key, path string, err error) *Error {
 // ReadFile reads the file that key names; its error is a FileError.
 func ReadFile(key, path string) ([]byte, error) {
 	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, FileError(key, path, err)
+	}
+	return data, nil
+}
+
+// ReadSecretFile is ReadFile for a file holding a secret (the master
+// password, the events secret): it also refuses one that others than its
+// owner and group may read, write or run, since every local user could
+// then take the secret. The mode is that of the file opened, not of a name
+// that could be swapped after the check.
+func ReadSecretFile(key, path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, FileError(key, path, err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, FileError(key, path, err)
+	}
+	if perm := fi.Mode().Perm(); perm&0o007 != 0 {
+		return nil, &Error{Key: key, Value: path, Err: fmt.Errorf("is open to others (mode %04o)", perm),
+			Fix: "chmod o-rwx " + path + " (every local user could read the secret)"}
+	}
+	data, err := io.ReadAll(f)
 	if err != nil {
 		return nil, FileError(key, path, err)
 	}

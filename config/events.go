@@ -19,7 +19,7 @@ func (e *Events) validate() error {
 		return keyError(key, "set secret or secret_file, not both")
 	case e.SecretFile != "":
 		key = "events.secret_file"
-		data, err := ReadFile(key, e.SecretFile)
+		data, err := ReadSecretFile(key, e.SecretFile)
 		if err != nil {
 			return err
 		}

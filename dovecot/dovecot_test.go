@@ -376,8 +376,14 @@ func TestProxyUnreachable(t *testing.T) {
 			if el > tt.max {
 				t.Errorf("STORE took %v, want at most %v", el, tt.max)
 			}
+			// The imap process's warning reaches the log through Dovecot's
+			// log process, maybe after the STORE is answered.
+			failed := "lua: xapsproxy: POST " + url + " failed: "
 			log := d.Log()
-			if n := strings.Count(log, "lua: xapsproxy: POST "+url+" failed: "); n != tt.count+1 {
+			for deadline := time.Now().Add(5 * time.Second); strings.Count(log, failed) < tt.count+1 && time.Now().Before(deadline); log = d.Log() {
+				time.Sleep(20 * time.Millisecond)
+			}
+			if n := strings.Count(log, failed); n != tt.count+1 {
 				t.Errorf("%d warnings about the failed POST, want %d:\n%s", n, tt.count+1, log)
 			}
 			if !strings.Contains(log, tt.log) {

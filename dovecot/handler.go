@@ -25,8 +25,9 @@
 // answer before it answers its own client (the MTA, the IMAP client). It
 // sends one hint per (mailbox, what) per request. A missing or wrong secret
 // is 401, another method 405, a body over Options.MaxBody 413, anything else
-// malformed 400 with a one-line reason. The secret is compared in constant
-// time and never logged.
+// malformed 400 with a one-line reason; the connection of a refused request
+// is closed after the answer. The secret is compared in constant time and
+// never logged.
 package dovecot
 
 import (
@@ -142,6 +143,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.unauthorized.Add(1)
 		h.refusals.note(r, http.StatusUnauthorized, "no or a wrong bearer secret: set xapsproxy_secret in Dovecot to events.secret")
 		w.Header().Set("WWW-Authenticate", `Bearer realm="xapsproxy"`)
+		w.Header().Set("Connection", "close")
 		http.Error(w, "no or a wrong bearer secret", http.StatusUnauthorized)
 		return
 	}
@@ -172,8 +174,11 @@ func (h *Handler) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(sum[:], h.secretSum[:]) == 1
 }
 
+// refuse answers status and closes the connection afterwards: only
+// Dovecot's accepted requests keep one open (see MaxConns).
 func (h *Handler) refuse(w http.ResponseWriter, r *http.Request, status int, reason string) {
 	h.refused.Add(1)
 	h.refusals.note(r, status, reason)
+	w.Header().Set("Connection", "close")
 	http.Error(w, reason, status)
 }

@@ -27,7 +27,7 @@ const testSecret = "0123456789abcdef-test-secret"
 const (
 	confScript = "lua:file=/etc/dovecot/xapsproxy.lua"
 	confURL    = "http://127.0.0.1:9144/dovecot/events"
-	confSecret = "xapsproxy_secret = CHANGE-ME"
+	confSecret = "xapsproxy_secret = </etc/xapsproxy/events-secret"
 )
 
 // posted is one request the sink received, with the handler's answer.

@@ -141,7 +141,18 @@ func (m *Manager) lookAt(ctx context.Context, o *owner, mailboxes []string) erro
 // this moment on is news to the owner even before its source is running.
 // It is called after the registration is stored and before the device is
 // answered; it waits for a login slot and gives up when ctx ends.
+//
+// The baselines of one account run one at a time: each holds a login slot
+// that every account shares for as long as it looks, and a user could
+// otherwise send registration after registration from many sessions (of
+// mailboxes that do not exist, which never get a baseline) and hold them
+// all, so that no other account's connection could log in.
 func (m *Manager) Baseline(ctx context.Context, user string, mailboxes []string) error {
+	unlock, err := m.baselines.lock(ctx, user)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	var missing []string
 	for _, mb := range mailboxes {
 		sctx, cancel := context.WithTimeout(ctx, storeTimeout)
@@ -167,4 +178,45 @@ func (m *Manager) Baseline(ctx context.Context, user string, mailboxes []string)
 	o := newOwner(m, user, missing)
 	o.baselineOnly = true
 	return m.lookAt(ctx, o, missing)
+}
+
+// userLocks is one mutex per user, made while someone holds or waits for
+// it, so that the map is bounded by the users at work.
+type userLocks struct {
+	mu sync.Mutex
+	m  map[string]*userLock
+}
+
+type userLock struct {
+	held chan struct{} // 1-buffered: full while held
+	refs int           // holders and waiters, under userLocks.mu
+}
+
+// lock takes user's mutex, waiting until ctx is done; unlock gives it back.
+func (l *userLocks) lock(ctx context.Context, user string) (unlock func(), err error) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = make(map[string]*userLock)
+	}
+	u := l.m[user]
+	if u == nil {
+		u = &userLock{held: make(chan struct{}, 1)}
+		l.m[user] = u
+	}
+	u.refs++
+	l.mu.Unlock()
+	forget := func() {
+		l.mu.Lock()
+		if u.refs--; u.refs == 0 {
+			delete(l.m, user)
+		}
+		l.mu.Unlock()
+	}
+	select {
+	case u.held <- struct{}{}:
+		return func() { <-u.held; forget() }, nil
+	case <-ctx.Done():
+		forget()
+		return nil, ctx.Err()
+	}
 }

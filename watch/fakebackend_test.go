@@ -40,6 +40,8 @@ type fakeBackend struct {
 	down       bool
 	opening    int // connections accepted and not logged in
 	maxOpening int
+	active     int // sessions open, logged in or not
+	maxActive  int
 	acceptedDn int // connections turned away while down
 	conns      []net.Conn
 }
@@ -67,6 +69,8 @@ func startFakeBackend(t *testing.T, n int, holdLogins bool) *fakeBackend {
 			b.mu.Lock()
 			b.opening++
 			b.maxOpening = max(b.maxOpening, b.opening)
+			b.active++
+			b.maxActive = max(b.maxActive, b.active)
 			b.mu.Unlock()
 			return &fakeSession{Session: mem.NewSession(), b: b}, nil, nil
 		},
@@ -183,7 +187,17 @@ func (s *fakeSession) Login(username, password string) error {
 
 func (s *fakeSession) Close() error {
 	s.done()
+	s.b.mu.Lock()
+	s.b.active--
+	s.b.mu.Unlock()
 	return s.Session.Close()
+}
+
+// mostActive returns the most sessions ever open at once.
+func (b *fakeBackend) mostActive() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.maxActive
 }
 
 // chanListener is a net.Listener whose connections come from a channel.

@@ -118,6 +118,8 @@ type Manager struct {
 	hints    chan queuedHint // to the hint workers
 	noNotify atomic.Bool     // SourceAuto: the backend was found without NOTIFY
 	catchUp  *catchUp        // accounts to look at (SourceEvents)
+	// baselines: one Baseline per account at a time
+	baselines userLocks
 
 	creds  Credentials
 	logins limiter // shared by the watchers

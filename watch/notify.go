@@ -17,6 +17,16 @@ import (
 // NOTIFY after login: the account is watched with IDLE instead.
 var errNoNotify = errors.New("the backend does not offer NOTIFY")
 
+// A backend that loses notifications (NOTIFICATIONOVERFLOW, "* NO NOTIFY
+// error") within quickOverflow of each NOTIFY, maxQuickOverflows times in a
+// row, ends the session: asking again at once would make a broken or
+// hostile server and the proxy trade NOTIFY commands (and log lines) as
+// fast as they can, so the watcher's backoff paces the next tries instead.
+const (
+	quickOverflow     = time.Second
+	maxQuickOverflows = 3
+)
+
 // notifySession is session for a backend with NOTIFY (RFC 5465): one
 // connection, no mailbox selected, told about every registered mailbox at
 // once. It logs in, asks for notifications, takes the STATUS the backend
@@ -38,6 +48,7 @@ func (w *watcher) notifySession(ctx context.Context) (loggedIn time.Time, err er
 	stop := context.AfterFunc(ctx, func() { c.Close() })
 	defer stop()
 
+	quick := 0 // overflows in a row within quickOverflow of their NOTIFY
 	for {
 		select {
 		case <-w.changed: // taken into account by the Notify below
@@ -46,6 +57,7 @@ func (w *watcher) notifySession(ctx context.Context) (loggedIn time.Time, err er
 		if err := w.notifyAll(ctx, c); err != nil {
 			return loggedIn, err
 		}
+		notified := time.Now()
 		w.watching()
 		// mailboxesChanged cancels the wait in Next.
 		wctx, cancel := context.WithCancel(ctx)
@@ -61,6 +73,11 @@ func (w *watcher) notifySession(ctx context.Context) (loggedIn time.Time, err er
 			return loggedIn, ctx.Err()
 		case errors.Is(err, context.Canceled): // the mailboxes changed
 		case errors.Is(err, imapnotify.ErrOverflow):
+			if time.Since(notified) >= quickOverflow {
+				quick = 0
+			} else if quick++; quick >= maxQuickOverflows {
+				return loggedIn, fmt.Errorf("notify: the backend lost notifications %d times in a row within %v of asking for them", quick, quickOverflow)
+			}
 			w.log.Info("the backend lost notifications; looking at every mailbox again")
 		default:
 			return loggedIn, fmt.Errorf("notify: %w", err)

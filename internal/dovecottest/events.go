@@ -13,7 +13,7 @@ import (
 const (
 	hookScript = "lua:file=/etc/dovecot/xapsproxy.lua"
 	hookURL    = "http://127.0.0.1:9144/dovecot/events"
-	hookSecret = "xapsproxy_secret = CHANGE-ME"
+	hookSecret = "xapsproxy_secret = </etc/xapsproxy/events-secret"
 )
 
 // EventsHook is the ExtraConfig that makes Dovecot post its mail events to
