@@ -94,6 +94,8 @@ type Watch struct {
 	// CatchUpRate bounds the accounts a second looked at after a start
 	// with Dovecot's events.
 	CatchUpRate float64 `toml:"catchup_rate"`
+	// CatchUpInterval is how often that look is repeated; 0 never.
+	CatchUpInterval time.Duration `toml:"catchup_interval"`
 	// MaxConcurrentLogins bounds the backend connections being opened and
 	// logged in at once, over all watchers.
 	MaxConcurrentLogins int `toml:"max_concurrent_logins"`
@@ -165,6 +167,7 @@ const (
 	DefaultSource          = SourceAuto
 	DefaultPollInterval    = 2 * time.Minute
 	DefaultCatchUpRate     = 50
+	DefaultCatchUpInterval = 6 * time.Hour
 	DefaultEndpoint        = EndpointProduction
 	DefaultStorePath       = "xapsproxy.db"
 	// DefaultSecretKeyFile is the key file of auth = "captured", in the
@@ -212,7 +215,7 @@ func Parse(doc, dir string) (*Config, error) {
 		},
 		Backend: Backend{TLS: DefaultBackendTLS, UsernameFormat: DefaultUsernameFormat},
 		Watch: Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Source: DefaultSource, PollInterval: DefaultPollInterval,
-			CatchUpRate: DefaultCatchUpRate, MaxConcurrentLogins: DefaultMaxConcurrentLogins, ChangeDelay: DefaultChangeDelay},
+			CatchUpRate: DefaultCatchUpRate, CatchUpInterval: DefaultCatchUpInterval, MaxConcurrentLogins: DefaultMaxConcurrentLogins, ChangeDelay: DefaultChangeDelay},
 		APNS:   APNS{Endpoint: DefaultEndpoint, MailboxHash: true},
 		Store:  Store{Path: DefaultStorePath},
 		Admin:  Admin{Listen: DefaultAdminListen},
@@ -380,6 +383,9 @@ func (w *Watch) validate() error {
 	}
 	if w.CatchUpRate <= 0 {
 		return keyError("watch.catchup_rate", "must be more than 0 (accounts per second)")
+	}
+	if w.CatchUpInterval != 0 && w.CatchUpInterval < time.Minute {
+		return keyError("watch.catchup_interval", `%v is too short: at least "1m", or "0s" for never (default "6h")`, w.CatchUpInterval)
 	}
 	if w.MaxConcurrentLogins < 1 {
 		return keyError("watch.max_concurrent_logins", "must be at least 1")

@@ -95,6 +95,9 @@ type Options struct {
 	// CatchUpRate bounds the accounts looked at per second by the catch-up
 	// of SourceEvents; zero means DefaultCatchUpRate.
 	CatchUpRate float64
+	// CatchUpInterval is how often SourceEvents looks at every account
+	// again after the start; zero means never.
+	CatchUpInterval time.Duration
 	// MinBackoff and MaxBackoff bound the jittered exponential wait between
 	// reconnects; zero means the defaults.
 	MinBackoff, MaxBackoff time.Duration
@@ -209,6 +212,15 @@ func (m *Manager) Run(ctx context.Context) error {
 	resync := time.NewTicker(resyncInterval)
 	defer resync.Stop()
 	m.syncAll(ctx)
+	// With SourceEvents, every account is looked at after the start and
+	// then every CatchUpInterval: an event Dovecot could not post (the
+	// proxy hung, its listener full) is found that late at the latest.
+	var sweep <-chan time.Time
+	if m.opts.Source == SourceEvents && m.opts.CatchUpInterval > 0 {
+		t := time.NewTicker(m.opts.CatchUpInterval)
+		defer t.Stop()
+		sweep = t.C
+	}
 	starting := true
 	for {
 		select {
@@ -216,6 +228,8 @@ func (m *Manager) Run(ctx context.Context) error {
 			return nil
 		case <-resync.C:
 			m.syncAll(ctx)
+		case <-sweep:
+			starting = true
 		case <-m.wake:
 		}
 		m.mu.Lock()
@@ -226,7 +240,8 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.converge(ctx, user)
 		}
 		if starting && m.opts.Source == SourceEvents {
-			// Mail may have come while the proxy was away.
+			// Mail may have come while the proxy was away, or its
+			// event was lost.
 			m.mu.Lock()
 			for user := range m.owners {
 				m.catchUp.add(user)

@@ -7,6 +7,7 @@ package watch_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/xapsproxy/xapsproxy/event"
 	"github.com/xapsproxy/xapsproxy/store"
@@ -155,4 +156,16 @@ func containsEvent(list []event.Event, ev event.Event) bool {
 		}
 	}
 	return false
+}
+
+// Every CatchUpInterval the accounts are looked at again: mail whose
+// event never came (here: none is sent) is found.
+func TestCatchUpRepeats(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *watch.Options) { o.Source = watch.SourceEvents; o.CatchUpInterval = 200 * time.Millisecond })
+	e.register("alice", 1, "INBOX")
+	e.run()
+	e.waitBaseline("alice", "INBOX")
+	e.deliver("alice") // its event is lost: nothing posts it
+	wantEvents(t, e.rec.wait(t, 1), newEvent("alice", "INBOX"))
 }

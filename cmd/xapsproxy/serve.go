@@ -148,16 +148,17 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 	source, why := watchSource(cfg)
 	a.sourceWhy = why
 	a.watch = watch.New(watch.Options{
-		Store:        a.store,
-		Notifier:     a.pusher,
-		Backend:      cfg.Backend,
-		BackendTLS:   backendTLS,
-		Watch:        cfg.Watch,
-		Credentials:  creds,
-		Source:       source,
-		PollInterval: cfg.Watch.PollInterval,
-		CatchUpRate:  cfg.Watch.CatchUpRate,
-		Logger:       log.With("part", "watch"),
+		Store:           a.store,
+		Notifier:        a.pusher,
+		Backend:         cfg.Backend,
+		BackendTLS:      backendTLS,
+		Watch:           cfg.Watch,
+		Credentials:     creds,
+		Source:          source,
+		PollInterval:    cfg.Watch.PollInterval,
+		CatchUpRate:     cfg.Watch.CatchUpRate,
+		CatchUpInterval: cfg.Watch.CatchUpInterval,
+		Logger:          log.With("part", "watch"),
 	})
 	a.proxy = proxy.New(proxy.Options{
 		Backend:             cfg.Backend,
