@@ -22,6 +22,9 @@ const (
 	DefaultCommandTimeout = 30 * time.Second
 	DefaultKeepalive      = 25 * time.Minute
 	DefaultMaxResponse    = 64 << 10
+	// DefaultMaxIdle is the longest NextUpdate waits in one IDLE: servers
+	// may end a connection idle for 30 minutes (RFC 9051 section 6.3.13).
+	DefaultMaxIdle = 29 * time.Minute
 )
 
 // readBufferSize is the connection's read buffer: a STATUS or LIST fits
@@ -44,6 +47,9 @@ var (
 	ErrBye = errors.New("BYE from the server")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("imapnotify: client closed")
+	// ErrIdleExpired is returned by NextUpdate once an IDLE has lasted
+	// Options.MaxIdle: call Done, and Idle again.
+	ErrIdleExpired = errors.New("imapnotify: IDLE ran for its longest time")
 )
 
 // ResponseError is a NO or BAD answer to a command.
@@ -105,6 +111,10 @@ type Options struct {
 	// A longer one is skipped; if it was one the client needs, that is a
 	// protocol error. Zero means DefaultMaxResponse.
 	MaxResponse int
+	// MaxIdle bounds the wait for updates in one IDLE: NextUpdate returns
+	// ErrIdleExpired when an IDLE has run this long. Zero means
+	// DefaultMaxIdle.
+	MaxIdle time.Duration
 }
 
 // Client is one connection to an IMAP server. See the package doc.
@@ -129,6 +139,11 @@ type Client struct {
 	boxes     map[string]*box // watched mailboxes by nameKey of both spellings
 	pending   []event.Hint    // hints seen while a command ran, oldest first
 
+	selected  bool      // a mailbox is selected (Examine succeeded)
+	idleTag   string    // the IDLE running, "" if none
+	idleSince time.Time // when the server accepted it
+	updates   []Update  // updates on the selected mailbox not yet taken, oldest first
+
 	err error // sticky: the connection is unusable
 
 	closeMu sync.Mutex
@@ -146,6 +161,9 @@ func New(conn net.Conn, opts Options) *Client {
 	}
 	if opts.MaxResponse <= 0 {
 		opts.MaxResponse = DefaultMaxResponse
+	}
+	if opts.MaxIdle <= 0 {
+		opts.MaxIdle = DefaultMaxIdle
 	}
 	log := opts.Logger
 	if log == nil {
