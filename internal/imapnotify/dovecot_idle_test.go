@@ -26,7 +26,7 @@ func idleAlice(t *testing.T, d *dovecottest.Dovecot) (*Client, *recConn, Mailbox
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Idle(ctx); err != nil {
+	if err := c.Idle(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
 	return c, rec, mb
@@ -92,7 +92,7 @@ func TestDovecotIdle(t *testing.T) {
 	if mb, err := c.Examine(ctx, "INBOX"); err != nil || mb.Messages != 2 || mb.UIDNext != 4 {
 		t.Fatalf("Examine again = %+v, %v", mb, err)
 	}
-	if err := c.Idle(ctx); err != nil {
+	if err := c.Idle(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Done(ctx); err != nil {

@@ -117,7 +117,7 @@ func FuzzIdle(f *testing.F) {
 		if mb, err := c.Examine(ctx, "INBOX"); err != nil || mb != (Mailbox{UIDValidity: 1796178071, UIDNext: 3, Messages: 2}) {
 			t.Fatalf("Examine = %+v, %v", mb, err)
 		}
-		if err := c.Idle(ctx); err != nil {
+		if err := c.Idle(ctx, 0); err != nil {
 			t.Fatal(err)
 		}
 		for i := 0; ; i++ {

@@ -107,16 +107,20 @@ func codeNumber(arg string) uint32 {
 	return uint32(n)
 }
 
-// Idle starts IDLE (RFC 2177) and returns once the server has accepted it
-// ("+ idling"): then call NextUpdate to wait for the server, and Done to
-// end IDLE before any other command. A refusal is a *ResponseError (the
+// Idle starts IDLE (RFC 2177) for at most d (Options.MaxIdle when d is
+// zero or longer) and returns once the server has accepted it ("+
+// idling"): then call NextUpdate to wait for the server, and Done to end
+// IDLE before any other command. A refusal is a *ResponseError (the
 // connection stays usable).
-func (c *Client) Idle(ctx context.Context) error {
+func (c *Client) Idle(ctx context.Context, d time.Duration) error {
 	if err := c.usable(); err != nil {
 		return err
 	}
 	if c.idleTag != "" {
 		return errors.New("imapnotify: IDLE: already in IDLE")
+	}
+	if d <= 0 || d > c.opts.MaxIdle {
+		d = c.opts.MaxIdle
 	}
 	stop := c.watchContext(ctx)
 	tag, r, err := c.startIdle(ctx)
@@ -127,7 +131,7 @@ func (c *Client) Idle(ctx context.Context) error {
 	if r != nil {
 		return answer("IDLE", r)
 	}
-	c.idleTag, c.idleSince = tag, time.Now()
+	c.idleTag, c.idleEnd = tag, time.Now().Add(d)
 	return nil
 }
 
@@ -198,11 +202,12 @@ func (c *Client) TakeUpdate() (Update, bool) {
 
 // NextUpdate returns the next update: one not yet taken, else, in IDLE,
 // the next one the server sends, waiting for it. Other responses meanwhile
-// (Dovecot's "* OK Still here", "* 1 RECENT") are read and skipped. ctx
-// ending makes it return ctx's error with the connection still usable
-// (ending while a response is being read is fatal), as does an IDLE that
-// has lasted Options.MaxIdle, with ErrIdleExpired. A BYE is an error
-// wrapping ErrBye; it and any other error are fatal.
+// (Dovecot's "* OK Still here", "* 1 RECENT") are read and skipped. The
+// wait ends, with the connection still usable, when ctx ends (with ctx's
+// error; ending while a response is being read is fatal), when the IDLE
+// has lasted the time Idle gave it (ErrIdleExpired), and after Interrupt
+// (ErrInterrupted). A BYE is an error wrapping ErrBye; it and any other
+// error are fatal.
 func (c *Client) NextUpdate(ctx context.Context) (Update, error) {
 	for {
 		if u, ok := c.TakeUpdate(); ok {
@@ -223,19 +228,61 @@ func (c *Client) NextUpdate(ctx context.Context) (Update, error) {
 	}
 }
 
+// Interrupt makes the wait in NextUpdate return ErrInterrupted, or the
+// next wait if none is running; the connection stays usable, and a
+// command that runs meanwhile is not disturbed. It is safe from any
+// goroutine: it is how another goroutine wakes the owner without a
+// context per wait.
+func (c *Client) Interrupt() {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	if c.closed {
+		return
+	}
+	c.interrupted = true
+	if c.waiting {
+		c.raw.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// startWait sets the read deadline of a wait, unless an Interrupt came
+// first, which it takes.
+func (c *Client) startWait(deadline time.Time) error {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	if c.interrupted {
+		c.interrupted = false
+		return ErrInterrupted
+	}
+	c.waiting = true
+	return c.raw.SetReadDeadline(deadline)
+}
+
+// endWait ends a wait. An Interrupt that came meanwhile is kept for the
+// next.
+func (c *Client) endWait() {
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
+	c.waiting = false
+}
+
 // awaitIdle waits in IDLE for the next response and handles it.
 func (c *Client) awaitIdle(ctx context.Context) error {
 	stop := c.watchContext(ctx)
 	defer stop()
-	deadline := c.idleSince.Add(c.opts.MaxIdle)
 	for {
-		if err := c.raw.SetReadDeadline(deadline); err != nil {
+		if err := c.startWait(c.idleEnd); err != nil {
+			if err == ErrInterrupted {
+				return err
+			}
 			return c.fail(err)
 		}
 		if ctx.Err() != nil {
+			c.endWait()
 			return context.Cause(ctx)
 		}
-		_, err := c.br.Peek(1)
+		err := c.waitInput()
+		c.endWait()
 		if err == nil {
 			break
 		}
@@ -244,8 +291,8 @@ func (c *Client) awaitIdle(ctx context.Context) error {
 			return c.fail(fmt.Errorf("imapnotify: IDLE: read: %w", err))
 		case ctx.Err() != nil:
 			return context.Cause(ctx) // nothing was consumed: still usable
-		case time.Now().Before(deadline):
-			continue // a deadline left over from an earlier cancellation
+		case time.Now().Before(c.idleEnd):
+			continue // interrupted, or a deadline left over from an earlier cancellation
 		}
 		return ErrIdleExpired
 	}

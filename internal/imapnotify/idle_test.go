@@ -49,7 +49,7 @@ func idling(t *testing.T, opts Options) (*Client, *fake, string) {
 		tag = f.expect("IDLE")
 		f.send("+ idling")
 	})
-	if err := c.Idle(ctxT(t)); err != nil {
+	if err := c.Idle(ctxT(t), 0); err != nil {
 		t.Fatal(err)
 	}
 	wait()
@@ -161,8 +161,9 @@ func TestIdleUpdates(t *testing.T) {
 	}
 }
 
-// Waiting in IDLE ends with ctx, and after MaxIdle, leaving the connection
-// usable; DONE is answered and IDLE can start again.
+// Waiting in IDLE ends with ctx, and after MaxIdle (or the shorter time
+// Idle was given), leaving the connection usable; DONE is answered and
+// IDLE can start again.
 func TestIdleWaitEnds(t *testing.T) {
 	c, f, tag := idling(t, Options{MaxIdle: 300 * time.Millisecond})
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -181,7 +182,7 @@ func TestIdleWaitEnds(t *testing.T) {
 	if _, _, err := c.Status(ctxT(t), "INBOX"); err == nil || c.usable() != nil {
 		t.Errorf("Status in IDLE = %v, want a harmless error", err)
 	}
-	if err := c.Idle(ctxT(t)); err == nil || c.usable() != nil {
+	if err := c.Idle(ctxT(t), 0); err == nil || c.usable() != nil {
 		t.Errorf("Idle in IDLE = %v, want a harmless error", err)
 	}
 	wait := script(t, func() {
@@ -198,11 +199,18 @@ func TestIdleWaitEnds(t *testing.T) {
 	if err := c.Done(ctxT(t)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.Idle(ctxT(t)); err != nil {
+	if err := c.Idle(ctxT(t), 100*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
 	if u := nextUpdate(t, c); u != (Update{Kind: UpdateExists, Num: 4}) {
 		t.Errorf("update = %+v", u)
+	}
+	start = time.Now()
+	if _, err := c.NextUpdate(ctxT(t)); err != ErrIdleExpired {
+		t.Fatalf("NextUpdate past the IDLE's time = %v, want ErrIdleExpired", err)
+	}
+	if took := time.Since(start); took > 250*time.Millisecond {
+		t.Errorf("ErrIdleExpired after %v, want about 100ms", took)
 	}
 	var re *ResponseError
 	if err := c.Done(ctxT(t)); !errors.As(err, &re) || re.Status != "NO" {
@@ -211,10 +219,60 @@ func TestIdleWaitEnds(t *testing.T) {
 	if err := c.Done(ctxT(t)); err == nil {
 		t.Error("Done outside IDLE succeeded")
 	}
-	if err := c.Idle(ctxT(t)); !errors.As(err, &re) || re.Status != "BAD" || c.usable() != nil {
+	if err := c.Idle(ctxT(t), 0); !errors.As(err, &re) || re.Status != "BAD" || c.usable() != nil {
 		t.Errorf("Idle refused = %v (usable: %v), want a BAD", err, c.usable())
 	}
 	wait()
+}
+
+// Interrupt ends the wait in progress, or the next one; one that comes
+// while a command runs waits for the next wait and leaves the command
+// alone.
+func TestIdleInterrupt(t *testing.T) {
+	c, f, tag := idling(t, Options{})
+	done := make(chan error, 1)
+	go func() { _, err := c.NextUpdate(ctxT(t)); done <- err }()
+	time.AfterFunc(20*time.Millisecond, c.Interrupt)
+	select {
+	case err := <-done:
+		if err != ErrInterrupted {
+			t.Fatalf("NextUpdate interrupted = %v, want ErrInterrupted", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Interrupt did not end the wait")
+	}
+	// Before the wait: the next wait ends at once, the one after waits.
+	c.Interrupt()
+	if _, err := c.NextUpdate(ctxT(t)); err != ErrInterrupted {
+		t.Fatalf("NextUpdate after Interrupt = %v, want ErrInterrupted", err)
+	}
+	f.send("* 4 EXISTS")
+	if u := nextUpdate(t, c); u.Kind != UpdateExists {
+		t.Fatalf("update = %+v", u)
+	}
+	// While DONE's answer is awaited.
+	wait := script(t, func() {
+		f.line() // DONE
+		c.Interrupt()
+		f.send(tag + " OK Idle completed")
+		f.expect("IDLE")
+		f.send("+ idling")
+	})
+	if err := c.Done(ctxT(t)); err != nil {
+		t.Fatalf("Done, interrupted meanwhile: %v", err)
+	}
+	if err := c.Idle(ctxT(t), 0); err != nil {
+		t.Fatal(err)
+	}
+	wait()
+	if _, err := c.NextUpdate(ctxT(t)); err != ErrInterrupted {
+		t.Fatalf("NextUpdate after an Interrupt during DONE = %v, want ErrInterrupted", err)
+	}
+	if c.usable() != nil {
+		t.Errorf("the client is unusable: %v", c.usable())
+	}
+	c.Close()
+	c.Interrupt() // after Close: nothing
 }
 
 // A BYE in IDLE ends the connection, as does the server ending IDLE on its
@@ -256,7 +314,7 @@ func TestIdleFatal(t *testing.T) {
 func TestIdleWithoutContinuation(t *testing.T) {
 	c, f := examined(t, Options{})
 	wait := script(t, func() { f.answer("IDLE", "OK done") })
-	if err := c.Idle(ctxT(t)); err == nil || c.usable() == nil {
+	if err := c.Idle(ctxT(t), 0); err == nil || c.usable() == nil {
 		t.Fatalf("Idle answered OK at once = %v, want a fatal error", err)
 	}
 	wait()
