@@ -20,7 +20,7 @@
 // Every backend connection (IDLE, NOTIFY, the catch-up's looks, Probe) is
 // internal/imapnotify's client, which starts no goroutine: an account's
 // connection is read and written by its watcher's goroutine alone. An
-// account watched with IDLE costs about 12 KiB of heap and stack
+// account watched with IDLE costs 12-13 KiB of heap and stack
 // (TestMemoryPerIdleAccount).
 package watch
 
