@@ -7,14 +7,10 @@ import (
 	"fmt"
 	"net"
 	"slices"
-	"strings"
-	"sync/atomic"
-	"time"
-
-	"github.com/emersion/go-imap/v2"
-	"github.com/emersion/go-imap/v2/imapclient"
 
 	"github.com/xapsproxy/xapsproxy/config"
+	"github.com/xapsproxy/xapsproxy/internal/imapnotify"
+	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 )
 
 // errGreetingTimeout is the cause of a connection given up because the
@@ -34,112 +30,30 @@ func isRefused(err error) bool {
 	return errors.As(err, &r)
 }
 
-// temporaryLoginCodes are the response codes of a NO to LOGIN that say the
-// failure is the server's and may pass (RFC 5530).
-var temporaryLoginCodes = []imap.ResponseCode{
-	imap.ResponseCodeUnavailable, imap.ResponseCodeServerBug, imap.ResponseCodeLimit, imap.ResponseCodeInUse,
-}
-
-// timed runs commands on c, closing c if they take longer than
-// commandTimeout (imapclient commands take no context).
-func timed(c *imapclient.Client, f func() error) error {
-	t := time.AfterFunc(commandTimeout, func() { c.Close() })
-	defer t.Stop()
-	return f()
-}
-
-// login logs in as user with what the Credentials give for them. A NO
-// that is not temporary is a refusedError, and the Credentials are told.
-func (m *Manager) login(ctx context.Context, c *imapclient.Client, user string) error {
-	login, password, err := m.creds.For(ctx, user)
-	if err != nil {
-		return err
+// clientOptions are the options of a backend connection for user ("" for
+// none) other than a NOTIFY session's: every response waited for at most
+// commandTimeout.
+func (m *Manager) clientOptions(user string) imapnotify.Options {
+	log := m.log
+	if user != "" {
+		log = log.With("user", user)
 	}
-	err = timed(c, func() error { return c.Login(login, password).Wait() })
-	if err == nil {
-		return nil
-	}
-	err = fmt.Errorf("log in as %s: %w", login, err)
-	var imapErr *imap.Error
-	if errors.As(err, &imapErr) && imapErr.Type == imap.StatusResponseTypeNo && !slices.Contains(temporaryLoginCodes, imapErr.Code) {
-		m.creds.Refused(ctx, user, login, password)
-		return &refusedError{err}
-	}
-	return err
-}
-
-// signals are what a connection in IDLE hears from the backend outside a
-// command: exists on an EXISTS (new mail, or a count change), changed on
-// an EXPUNGE or on a FETCH of a message that was there at the last look
-// (flags changed; Dovecot also sends the flags of new messages). Both are
-// 1-buffered and never block the connection's reader.
-type signals struct {
-	exists, changed chan struct{}
-	// looked is the number of messages at the last look at the mailbox in
-	// IDLE, less those expunged since.
-	looked atomic.Uint32
-}
-
-func newSignals() *signals {
-	return &signals{exists: make(chan struct{}, 1), changed: make(chan struct{}, 1)}
-}
-
-func raise(ch chan struct{}) {
-	select {
-	case ch <- struct{}{}:
-	default:
-	}
-}
-
-// onlyRecent reports whether flags are \Recent alone: what Dovecot sends
-// for a message when an IDLE connection comes back from hibernation, with
-// no change behind it. (A change that leaves only \Recent, such as marking
-// the one new message unread again, is missed; the next event brings it.)
-func onlyRecent(flags []imap.Flag) bool {
-	return len(flags) == 1 && strings.EqualFold(string(flags[0]), `\Recent`)
+	return imapnotify.Options{User: user, Logger: log, CommandTimeout: commandTimeout}
 }
 
 // dial connects to the backend with the configured TLS and reads the
-// greeting. Data the backend sends outside a command is raised on sig
-// (nil: ignored). Its errors are unreachableErrors, unless ctx ended.
+// greeting. Its errors are unreachableErrors, unless ctx ended.
 //
 // The TCP connect is bounded by connectTimeout; TLS and the greeting
 // together by the greeting timeout, which is much shorter: a backend that
 // accepted the connection and does not greet within it is overloaded, or
 // lost the connection in its listen queue, and waiting longer only delays
 // the retry.
-func (m *Manager) dial(ctx context.Context, sig *signals) (*imapclient.Client, error) {
+func (m *Manager) dial(ctx context.Context, opts imapnotify.Options) (*imapnotify.Client, error) {
 	b := m.opts.Backend
 	tc := m.opts.BackendTLS
 	if tc == nil {
 		tc = b.BaseTLSConfig()
-	}
-	opts := &imapclient.Options{TLSConfig: tc}
-	if sig != nil {
-		opts.UnilateralDataHandler = &imapclient.UnilateralDataHandler{
-			Mailbox: func(d *imapclient.UnilateralDataMailbox) {
-				if d.NumMessages != nil {
-					raise(sig.exists)
-				}
-			},
-			Expunge: func(uint32) {
-				if n := sig.looked.Load(); n > 0 {
-					sig.looked.Store(n - 1)
-				}
-				raise(sig.changed)
-			},
-			// imapclient runs this in a goroutine of its own, and its
-			// reader waits until the data is read.
-			Fetch: func(msg *imapclient.FetchMessageData) {
-				buf, err := msg.Collect()
-				if err == nil && onlyRecent(buf.Flags) {
-					return
-				}
-				if msg.SeqNum <= sig.looked.Load() {
-					raise(sig.changed)
-				}
-			},
-		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	var d net.Dialer
@@ -151,16 +65,9 @@ func (m *Manager) dial(ctx context.Context, sig *signals) (*imapclient.Client, e
 		}
 		return nil, unreachable(fmt.Errorf("dial backend: %w", err))
 	}
-	// Closing the connection is what interrupts imapclient, which takes no
-	// context.
 	gctx, cancel := context.WithTimeoutCause(ctx, m.opts.GreetingTimeout, errGreetingTimeout)
 	defer cancel()
-	stop := context.AfterFunc(gctx, func() { conn.Close() })
 	c, err := greet(gctx, conn, b.TLS, tc, opts)
-	if !stop() && err == nil {
-		c.Close()
-		err = errors.New("connection closed")
-	}
 	switch {
 	case err == nil:
 		return c, nil
@@ -173,58 +80,108 @@ func (m *Manager) dial(ctx context.Context, sig *signals) (*imapclient.Client, e
 	return nil, unreachable(err)
 }
 
-// greet sets up TLS as configured on conn and waits for the greeting,
-// closing conn on failure.
-func greet(ctx context.Context, conn net.Conn, mode string, tc *tls.Config, opts *imapclient.Options) (*imapclient.Client, error) {
-	var c *imapclient.Client
-	var err error
-	switch mode {
-	case config.BackendTLSImplicit:
+// greet sets up TLS as configured and reads the greeting, closing conn on
+// failure.
+func greet(ctx context.Context, conn net.Conn, mode string, tc *tls.Config, opts imapnotify.Options) (*imapnotify.Client, error) {
+	if mode == config.BackendTLSImplicit {
 		tlsConn := tls.Client(conn, tc)
 		if err := tlsConn.HandshakeContext(ctx); err != nil {
 			conn.Close()
 			return nil, fmt.Errorf("backend TLS: %w", err)
 		}
-		c = imapclient.New(tlsConn, opts)
-	case config.BackendTLSStartTLS:
-		if c, err = imapclient.NewStartTLS(conn, opts); err != nil {
-			return nil, fmt.Errorf("backend STARTTLS: %w", err)
-		}
-	default:
-		c = imapclient.New(conn, opts)
+		conn = tlsConn
 	}
-	if err := c.WaitGreeting(); err != nil {
+	c := imapnotify.New(conn, opts)
+	if err := c.Greeting(ctx); err != nil {
 		c.Close()
 		return nil, fmt.Errorf("backend greeting: %w", err)
 	}
+	if mode == config.BackendTLSStartTLS {
+		if err := c.StartTLS(ctx, tc); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("backend STARTTLS: %w", err)
+		}
+	}
 	return c, nil
+}
+
+// login logs in as user with what the Credentials give for them. A NO
+// that is not temporary is a refusedError, and the Credentials are told.
+func (m *Manager) login(ctx context.Context, c *imapnotify.Client, user string) error {
+	login, password, err := m.creds.For(ctx, user)
+	if err != nil {
+		return err
+	}
+	err = c.Login(ctx, login, password)
+	if err == nil {
+		return nil
+	}
+	err = fmt.Errorf("log in as %s: %w", login, err)
+	var re *imapnotify.ResponseError
+	if errors.As(err, &re) && re.Status == "NO" && !re.Temporary() {
+		m.creds.Refused(ctx, user, login, password)
+		return &refusedError{err}
+	}
+	return err
+}
+
+// login dials the backend with opts and logs in as the watcher's user.
+// Failures before the login are unreachableErrors (see dial); a refused
+// login is a refusedError.
+func (w *watcher) login(ctx context.Context, opts imapnotify.Options) (*imapnotify.Client, error) {
+	m := w.m
+	c, err := m.dial(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.login(ctx, c, w.user); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// backendName is the name to give the backend for a registered (wire)
+// mailbox name: its modified UTF-7 spelling, as the backend reads names
+// from a client that has not enabled UTF8=ACCEPT. It is false for a name
+// that is not valid modified UTF-7 (nor UTF-8).
+func backendName(mb string) (string, bool) {
+	name, err := imapwire.DecodeMailbox(mb)
+	if err != nil {
+		return "", false
+	}
+	return imapwire.EncodeMailbox(name), true
+}
+
+// skippable returns nil for a refusal by the server (NO/BAD), which concerns
+// one mailbox, and err for anything else, which ends the session.
+func skippable(err error) error {
+	var re *imapnotify.ResponseError
+	if err == nil || errors.As(err, &re) {
+		return nil
+	}
+	return err
 }
 
 // Probe connects to the backend as a watcher would and returns its
 // capabilities; with a user, it also logs in as that user through the master
 // user. It is for `xapsproxy check`.
 func (m *Manager) Probe(ctx context.Context, user string) ([]string, error) {
-	c, err := m.dial(ctx, nil)
+	c, err := m.dial(ctx, m.clientOptions(user))
 	if err != nil {
 		return nil, err
 	}
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
 	if user != "" {
 		if err := m.login(ctx, c, user); err != nil {
 			return nil, err
 		}
 	}
-	var caps imap.CapSet
-	if err := timed(c, func() (err error) { caps, err = c.Capability().Wait(); return err }); err != nil {
+	caps, err := c.Capabilities(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("capability: %w", err)
 	}
-	names := make([]string, 0, len(caps))
-	for name := range caps {
-		names = append(names, string(name))
-	}
-	slices.Sort(names)
-	c.Logout().Wait()
-	return names, nil
+	slices.Sort(caps)
+	c.Logout(ctx)
+	return caps, nil
 }

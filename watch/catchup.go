@@ -9,7 +9,6 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/xapsproxy/xapsproxy/event"
-	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 	"github.com/xapsproxy/xapsproxy/store"
 )
 
@@ -108,31 +107,29 @@ func (c *catchUp) run(ctx context.Context) {
 // state of each mailbox with STATUS and applies it as a look. The caller
 // holds a login slot.
 func (m *Manager) lookAt(ctx context.Context, o *owner, mailboxes []string) error {
-	c, err := m.dial(ctx, nil)
+	c, err := m.dial(ctx, m.clientOptions(o.user))
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	stop := context.AfterFunc(ctx, func() { c.Close() })
-	defer stop()
 	if err := m.login(ctx, c, o.user); err != nil {
 		return err
 	}
 	for _, mb := range mailboxes {
-		name, err := imapwire.DecodeMailbox(mb)
-		if err != nil {
+		name, ok := backendName(mb)
+		if !ok {
 			continue // not modified UTF-7: no such mailbox on the backend
 		}
-		st, err := mailboxState(c, name, false)
+		uidValidity, uidNext, err := c.Status(ctx, name)
 		if err := skippable(err); err != nil {
 			return fmt.Errorf("status %s: %w", mb, err)
 		}
 		if err != nil {
 			continue // refused, e.g. a mailbox that does not exist
 		}
-		o.apply(ctx, event.Hint{User: o.user, Mailbox: decodedName(mb), UIDValidity: st.UIDValidity, UIDNext: st.UIDNext})
+		o.apply(ctx, event.Hint{User: o.user, Mailbox: decodedName(mb), UIDValidity: uidValidity, UIDNext: uidNext})
 	}
-	c.Logout()
+	c.Logout(ctx)
 	return nil
 }
 

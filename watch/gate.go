@@ -151,7 +151,7 @@ func (g *gate) probe(ctx context.Context) (int, bool) {
 			return n - 1, false
 		}
 		g.m.stats.probes.Add(1)
-		c, err := g.m.dial(ctx, nil)
+		c, err := g.m.dial(ctx, g.m.clientOptions(""))
 		if err == nil {
 			c.Close()
 			return n, true

@@ -16,6 +16,12 @@
 //
 // Every source only reports hints; owner.apply compares them with the
 // stored state and notifies the Notifier of new mail and changes.
+//
+// Every backend connection (IDLE, NOTIFY, the catch-up's looks, Probe) is
+// internal/imapnotify's client, which starts no goroutine: an account's
+// connection is read and written by its watcher's goroutine alone. An
+// account watched with IDLE costs 12-13 KiB of heap and stack
+// (TestMemoryPerIdleAccount).
 package watch
 
 import (

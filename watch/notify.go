@@ -2,13 +2,10 @@ package watch
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
-	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/event"
 	"github.com/xapsproxy/xapsproxy/internal/imapnotify"
 )
@@ -36,7 +33,7 @@ const (
 func (w *watcher) notifySession(ctx context.Context) (loggedIn time.Time, err error) {
 	var c *imapnotify.Client
 	err = w.connect(ctx, func(ctx context.Context) (err error) {
-		c, err = w.loginNotify(ctx)
+		c, err = w.login(ctx, imapnotify.Options{User: w.user, Logger: w.log})
 		return err
 	})
 	if err != nil {
@@ -128,90 +125,4 @@ func (w *watcher) follow(ctx context.Context, c *imapnotify.Client) error {
 		}
 		w.o.apply(ctx, h)
 	}
-}
-
-// loginNotify dials the backend for a NOTIFY session and logs in. Like
-// dial, failures before the login are unreachableErrors; a refused login
-// is a refusedError, and the Credentials are told.
-func (w *watcher) loginNotify(ctx context.Context) (*imapnotify.Client, error) {
-	m := w.m
-	c, err := m.dialNotify(ctx, w.user)
-	if err != nil {
-		return nil, err
-	}
-	login, password, err := m.creds.For(ctx, w.user)
-	if err == nil {
-		err = c.Login(ctx, login, password)
-	}
-	var re *imapnotify.ResponseError
-	switch {
-	case err == nil:
-		return c, nil
-	case errors.As(err, &re) && re.Status == "NO" && !re.Temporary():
-		m.creds.Refused(ctx, w.user, login, password)
-		err = &refusedError{fmt.Errorf("log in as %s: %w", login, err)}
-	case errors.Is(err, ErrNoCredential):
-	default:
-		err = fmt.Errorf("log in as %s: %w", login, err)
-	}
-	c.Close()
-	return nil, err
-}
-
-// dialNotify connects to the backend with the configured TLS and reads the
-// greeting, within the same bounds as dial.
-func (m *Manager) dialNotify(ctx context.Context, user string) (*imapnotify.Client, error) {
-	b := m.opts.Backend
-	tc := m.opts.BackendTLS
-	if tc == nil {
-		tc = b.BaseTLSConfig()
-	}
-	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
-	var d net.Dialer
-	conn, err := d.DialContext(cctx, "tcp", b.Address)
-	cancel()
-	if err != nil {
-		if ctx.Err() != nil {
-			return nil, ctx.Err()
-		}
-		return nil, unreachable(fmt.Errorf("dial backend: %w", err))
-	}
-	gctx, cancel := context.WithTimeoutCause(ctx, m.opts.GreetingTimeout, errGreetingTimeout)
-	defer cancel()
-	c, err := greetNotify(gctx, conn, b.TLS, tc, imapnotify.Options{User: user, Logger: m.log.With("user", user)})
-	switch {
-	case err == nil:
-		return c, nil
-	case ctx.Err() != nil:
-		return nil, ctx.Err()
-	case errors.Is(context.Cause(gctx), errGreetingTimeout):
-		m.stats.greetingTimeouts.Add(1)
-		return nil, unreachable(fmt.Errorf("backend greeting: %w (%v)", errGreetingTimeout, m.opts.GreetingTimeout))
-	}
-	return nil, unreachable(err)
-}
-
-// greetNotify sets up TLS as configured and reads the greeting, closing
-// conn on failure.
-func greetNotify(ctx context.Context, conn net.Conn, mode string, tc *tls.Config, opts imapnotify.Options) (*imapnotify.Client, error) {
-	if mode == config.BackendTLSImplicit {
-		tlsConn := tls.Client(conn, tc)
-		if err := tlsConn.HandshakeContext(ctx); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("backend TLS: %w", err)
-		}
-		conn = tlsConn
-	}
-	c := imapnotify.New(conn, opts)
-	if err := c.Greeting(ctx); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("backend greeting: %w", err)
-	}
-	if mode == config.BackendTLSStartTLS {
-		if err := c.StartTLS(ctx, tc); err != nil {
-			c.Close()
-			return nil, fmt.Errorf("backend STARTTLS: %w", err)
-		}
-	}
-	return c, nil
 }

@@ -22,10 +22,13 @@ const (
 	DefaultCommandTimeout = 30 * time.Second
 	DefaultKeepalive      = 25 * time.Minute
 	DefaultMaxResponse    = 64 << 10
+	// DefaultMaxIdle is the longest NextUpdate waits in one IDLE: servers
+	// may end a connection idle for 30 minutes (RFC 9051 section 6.3.13).
+	DefaultMaxIdle = 29 * time.Minute
 )
 
-// readBufferSize is the connection's read buffer: a STATUS or LIST fits
-// many times over; longer responses are assembled in Client.buf.
+// readBufferSize is a connection's read buffer while it reads: a STATUS or
+// LIST fits many times over; longer responses are assembled in Client.buf.
 const readBufferSize = 1 << 10
 
 // keepBuffer is the largest response buffer kept between responses; a
@@ -44,6 +47,11 @@ var (
 	ErrBye = errors.New("BYE from the server")
 	// ErrClosed is returned after Close.
 	ErrClosed = errors.New("imapnotify: client closed")
+	// ErrIdleExpired is returned by NextUpdate once an IDLE has lasted
+	// the time Idle gave it: call Done, and Idle again.
+	ErrIdleExpired = errors.New("imapnotify: IDLE ran for its time")
+	// ErrInterrupted is returned by NextUpdate after Interrupt.
+	ErrInterrupted = errors.New("imapnotify: wait interrupted")
 )
 
 // ResponseError is a NO or BAD answer to a command.
@@ -105,15 +113,21 @@ type Options struct {
 	// A longer one is skipped; if it was one the client needs, that is a
 	// protocol error. Zero means DefaultMaxResponse.
 	MaxResponse int
+	// MaxIdle bounds the time one IDLE lasts (see Idle). Zero means
+	// DefaultMaxIdle.
+	MaxIdle time.Duration
 }
 
 // Client is one connection to an IMAP server. See the package doc.
 type Client struct {
-	raw  net.Conn      // deadlines and Close; the TCP connection under any TLS
-	rw   io.ReadWriter // what commands and responses go through (TLS after StartTLS)
-	br   *bufio.Reader
-	opts Options
-	log  *slog.Logger
+	raw net.Conn      // deadlines and Close; the TCP connection under any TLS
+	rw  io.ReadWriter // what commands and responses go through (TLS after StartTLS)
+	br  *bufio.Reader // borrowed from readerPool while reading; nil while waiting (see waitInput)
+	// first and pre hold the start of what a wait read, before br.
+	first [firstSize]byte
+	pre   prefixReader
+	opts  Options
+	log   *slog.Logger
 
 	buf       []byte   // the response being parsed
 	tagN      uint64   // last tag number used
@@ -129,10 +143,17 @@ type Client struct {
 	boxes     map[string]*box // watched mailboxes by nameKey of both spellings
 	pending   []event.Hint    // hints seen while a command ran, oldest first
 
+	selected bool      // a mailbox is selected (Examine succeeded)
+	idleTag  string    // the IDLE running, "" if none
+	idleEnd  time.Time // when it has lasted the time Idle gave it
+	updates  []Update  // updates on the selected mailbox not yet taken, oldest first
+
 	err error // sticky: the connection is unusable
 
-	closeMu sync.Mutex
-	closed  bool
+	closeMu     sync.Mutex // Close and Interrupt, from any goroutine
+	closed      bool
+	waiting     bool // NextUpdate waits for the server
+	interrupted bool // Interrupt was called; the next (or current) wait returns
 }
 
 // New returns a client for conn, which is connected and, if it is to be,
@@ -147,6 +168,9 @@ func New(conn net.Conn, opts Options) *Client {
 	if opts.MaxResponse <= 0 {
 		opts.MaxResponse = DefaultMaxResponse
 	}
+	if opts.MaxIdle <= 0 {
+		opts.MaxIdle = DefaultMaxIdle
+	}
 	log := opts.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -154,7 +178,6 @@ func New(conn net.Conn, opts Options) *Client {
 	return &Client{
 		raw:       conn,
 		rw:        conn,
-		br:        bufio.NewReaderSize(conn, readBufferSize),
 		opts:      opts,
 		log:       log,
 		lastWrite: time.Now(),
@@ -254,7 +277,7 @@ func (c *Client) readResponse(ctx context.Context) (r *resp, tooLong bool, err e
 	if cap(c.buf) > keepBuffer {
 		c.buf = nil
 	}
-	c.buf, tooLong, err = readWhole(c.br, c.buf[:0], c.opts.MaxResponse)
+	c.buf, tooLong, err = readWhole(c.reader(), c.buf[:0], c.opts.MaxResponse)
 	if err != nil {
 		if errors.Is(err, io.EOF) {
 			err = io.ErrUnexpectedEOF

@@ -91,6 +91,9 @@ func (c *Client) run(ctx context.Context, name string, chunks []chunk, hook func
 	if err := c.usable(); err != nil {
 		return nil, err
 	}
+	if c.idleTag != "" {
+		return nil, fmt.Errorf("imapnotify: %s during IDLE: call Done first", name)
+	}
 	stop := c.watchContext(ctx)
 	r, err := c.exchange(ctx, chunks, hook)
 	stop()
@@ -127,21 +130,32 @@ func (c *Client) exchange(ctx context.Context, chunks []chunk, hook func(*resp) 
 			}
 		}
 	}
+	return c.answerTo(ctx, tag, hook)
+}
+
+// answerTo reads responses until the tagged answer to the command tag,
+// handling the others (see run).
+func (c *Client) answerTo(ctx context.Context, tag string, hook func(*resp) bool) (*resp, error) {
 	for {
 		r, tooLong, err := c.readResponse(ctx)
 		if err != nil {
 			return nil, err
 		}
 		if r.tag == tag {
-			if !isStatusKind(r.kind) || r.kind == "BYE" || r.kind == "PREAUTH" {
-				return nil, fmt.Errorf("%w: tagged %s", errProtocol, r.kind)
-			}
-			return r, nil
+			return r, checkTagged(r)
 		}
 		if err := c.handle(r, tooLong, hook); err != nil {
 			return nil, err
 		}
 	}
+}
+
+// checkTagged refuses a tagged response that no command may get.
+func checkTagged(r *resp) error {
+	if !isStatusKind(r.kind) || r.kind == "BYE" || r.kind == "PREAUTH" {
+		return fmt.Errorf("%w: tagged %s", errProtocol, r.kind)
+	}
+	return nil
 }
 
 var errProtocol = errors.New("protocol error")
@@ -159,6 +173,8 @@ func (c *Client) handle(r *resp, tooLong bool, hook func(*resp) bool) error {
 		return nil
 	case r.tag != "*":
 		return fmt.Errorf("%w: answer %q to no command", errProtocol, r.tag)
+	case tooLong && r.kind == "FETCH":
+		// Its flags were cut off: an update all the same.
 	case tooLong:
 		if r.kind == "STATUS" || r.kind == "LIST" {
 			c.lost("a " + r.kind + " longer than the response limit")
@@ -202,6 +218,12 @@ func (c *Client) untagged(r *resp) error {
 				c.condstore = true
 			}
 		}
+	case "EXISTS", "EXPUNGE", "FETCH":
+		if !r.hasNum || !c.selected {
+			c.log.Debug("imapnotify: ignored response", "kind", r.kind)
+			return nil
+		}
+		c.update(r)
 	case "STATUS":
 		c.onStatus(r.data)
 	case "LIST":

@@ -83,3 +83,60 @@ func FuzzResponses(f *testing.F) {
 		}
 	})
 }
+
+// fuzzIdleSetup is what the server says before the fuzzed part of
+// FuzzIdle: the greeting, the answers to LOGIN (n1), EXAMINE INBOX (n2) and
+// IDLE (n3), as Dovecot 2.3.19 does.
+const fuzzIdleSetup = "* OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE] Dovecot (Debian) ready.\r\n" +
+	"n1 OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE NOTIFY] Logged in\r\n" +
+	"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n" +
+	"* OK [PERMANENTFLAGS ()] Read-only mailbox.\r\n" +
+	"* 2 EXISTS\r\n* 0 RECENT\r\n" +
+	"* OK [UIDVALIDITY 1796178071] UIDs valid\r\n* OK [UIDNEXT 3] Predicted next UID\r\n" +
+	"n2 OK [READ-ONLY] Examine completed (0.001 + 0.000 secs).\r\n" +
+	"+ idling\r\n"
+
+// FuzzIdle feeds a client in IDLE arbitrary server output. Whatever it is,
+// the client must not panic, must end (at the end of the input), keeps a
+// bounded number of updates, and reports only updates of the known kinds.
+func FuzzIdle(f *testing.F) {
+	// testdata/fuzz/FuzzIdle holds what Dovecot sent in TestDovecotIdle and
+	// TestDovecotIdleHibernated.
+	f.Add([]byte("* 4 EXISTS\r\n* 4 FETCH (FLAGS (\\Recent))\r\n"))
+	f.Add([]byte("* 2 FETCH (UID 2 MODSEQ (12) FLAGS (\\Seen) BODY[HEADER] {4}\r\nab\r\n)\r\n* OK Still here\r\n* BYE Server shutting down.\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		stream := append([]byte(fuzzIdleSetup), data...)
+		c := New(&streamConn{r: bytes.NewReader(stream)}, Options{User: "alice", MaxResponse: 512})
+		ctx := context.Background()
+		if err := c.Greeting(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Login(ctx, "alice*master", "pw"); err != nil {
+			t.Fatal(err)
+		}
+		if mb, err := c.Examine(ctx, "INBOX"); err != nil || mb != (Mailbox{UIDValidity: 1796178071, UIDNext: 3, Messages: 2}) {
+			t.Fatalf("Examine = %+v, %v", mb, err)
+		}
+		if err := c.Idle(ctx, 0); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; ; i++ {
+			if i > len(data)+10 {
+				t.Fatal("more updates than input bytes")
+			}
+			if n := len(c.updates); n > maxUpdates+1 {
+				t.Fatalf("%d updates kept", n)
+			}
+			u, err := c.NextUpdate(ctx)
+			if err != nil {
+				if c.usable() == nil {
+					t.Fatalf("NextUpdate failed (%v) but the client is still usable", err)
+				}
+				return
+			}
+			if u.Kind < UpdateExists || u.Kind > UpdateLost || u.OnlyRecent && u.Kind != UpdateFetch {
+				t.Fatalf("update %+v", u)
+			}
+		}
+	})
+}

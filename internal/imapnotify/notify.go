@@ -389,7 +389,7 @@ func (c *Client) await(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
-		_, err := c.br.Peek(1)
+		err := c.waitInput()
 		if err == nil {
 			break
 		}

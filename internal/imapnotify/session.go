@@ -82,7 +82,7 @@ func (c *Client) StartTLS(ctx context.Context, cfg *tls.Config) error {
 	if err := answer("STARTTLS", r); err != nil {
 		return err
 	}
-	if c.br.Buffered() > 0 {
+	if c.br != nil && c.br.Buffered() > 0 {
 		// Bytes sent before the handshake would be read as if protected.
 		return c.fail(fmt.Errorf("imapnotify: STARTTLS: %w: data after the answer", errProtocol))
 	}
@@ -93,8 +93,8 @@ func (c *Client) StartTLS(ctx context.Context, cfg *tls.Config) error {
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return c.fail(fmt.Errorf("imapnotify: TLS handshake: %w", err))
 	}
+	c.releaseReader()
 	c.rw = tc
-	c.br.Reset(tc)
 	c.caps = nil
 	return nil
 }

@@ -235,6 +235,28 @@ func TestDecodeMailbox(t *testing.T) {
 	}
 }
 
+func TestEncodeMailbox(t *testing.T) {
+	t.Parallel()
+	for _, tt := range []struct{ in, want string }{
+		{"INBOX", "INBOX"},
+		{"inbox", "INBOX"},
+		{"Sent Messages", "Sent Messages"},
+		{"Entwürfe", "Entw&APw-rfe"},
+		{"&amp", "&-amp"},
+		{"日本語", "&ZeVnLIqe-"},
+		{"Gelöschte Elemente", "Gel&APY-schte Elemente"},
+		{"a😀b", "a&2D3eAA-b"},
+		{"tab\there", "tab&AAk-here"},
+	} {
+		if got := EncodeMailbox(tt.in); got != tt.want {
+			t.Errorf("EncodeMailbox(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+		if back, err := DecodeMailbox(tt.want); err != nil || !strings.EqualFold(back, tt.in) {
+			t.Errorf("DecodeMailbox(%q) = %q, %v; want %q back", tt.want, back, err, tt.in)
+		}
+	}
+}
+
 func TestQuote(t *testing.T) {
 	t.Parallel()
 	if got := Quote(`a"b\c`); got != `"a\"b\\c"` {

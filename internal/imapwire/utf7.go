@@ -63,3 +63,40 @@ func DecodeMailbox(name string) (string, error) {
 	}
 	return sb.String(), nil
 }
+
+// EncodeMailbox converts a mailbox name from UTF-8 to modified UTF-7 (RFC
+// 3501 section 5.1.3), the form a server that has not enabled UTF8=ACCEPT
+// reads: printable ASCII stays as it is ("&" becomes "&-"), every run of
+// other characters is "&", their UTF-16 in modified base64, "-". INBOX in
+// any case is INBOX.
+func EncodeMailbox(name string) string {
+	if strings.EqualFold(name, "INBOX") {
+		return "INBOX"
+	}
+	var sb strings.Builder
+	for i := 0; i < len(name); {
+		c := name[i]
+		if c >= 0x20 && c <= 0x7e {
+			sb.WriteByte(c)
+			if c == '&' {
+				sb.WriteByte('-')
+			}
+			i++
+			continue
+		}
+		start := i
+		for i < len(name) && (name[i] < 0x20 || name[i] > 0x7e) {
+			i++
+		}
+		var raw []byte
+		for _, r := range name[start:i] { // invalid UTF-8 is U+FFFD
+			for _, u := range utf16.Encode([]rune{r}) {
+				raw = append(raw, byte(u>>8), byte(u))
+			}
+		}
+		sb.WriteByte('&')
+		sb.WriteString(mutf7.EncodeToString(raw))
+		sb.WriteByte('-')
+	}
+	return sb.String()
+}
