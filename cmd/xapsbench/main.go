@@ -145,6 +145,8 @@ func main() {
 		err = connmemCmd(ctx, args[1:], os.Stdout, os.Stderr)
 	case len(args) > 0 && args[0] == "reconnect":
 		err = reconnectCmd(ctx, args[1:], os.Stdout, os.Stderr)
+	case len(args) > 0 && args[0] == "sources":
+		err = sourcesCmd(ctx, args[1:], os.Stdout, os.Stderr)
 	case len(args) > 0 && args[0] == "connmem-server": // connmem's child
 		err = connmemServerCmd(args[1:], os.Stdin, os.Stdout)
 	default:
