@@ -28,6 +28,7 @@ type sourcesSettings struct {
 	memIdle        int
 	memEvents      int
 	settle         time.Duration
+	afterGC        bool
 	timeout        time.Duration
 	sources        []string
 	dovecotUser    string
@@ -67,10 +68,11 @@ func parseSourcesSettings(args []string, stderr io.Writer) (sourcesSettings, err
 	fs.Float64Var(&s.rate, "rate", 20, "deliveries a second (the IDLE sources spread theirs over one poll interval instead)")
 	fs.DurationVar(&s.pollInterval, "poll-interval", 0, "xapsproxy's watch.poll_interval for the IDLE sources (default 1m, quick 2s; xapsproxy's own default is 2m)")
 	fs.IntVar(&s.hookDeliveries, "hook-deliveries", 0, "deliveries with Dovecot's events hook on and as many with it off (default 300, quick 10)")
-	fs.IntVar(&s.memNotify, "mem-notify", 0, "watched accounts of the NOTIFY memory run (default 10000, quick 100)")
-	fs.IntVar(&s.memIdle, "mem-idle", 0, "watched accounts of the IDLE memory run (default 10000, quick 100)")
-	fs.IntVar(&s.memEvents, "mem-events", 0, "registered accounts of the Dovecot events memory run (default 100000, quick 1000)")
+	fs.IntVar(&s.memNotify, "mem-notify", -1, "watched accounts of the NOTIFY memory run, 0 for none (default 10000, quick 100)")
+	fs.IntVar(&s.memIdle, "mem-idle", -1, "watched accounts of the IDLE memory run, 0 for none (default 10000, quick 100)")
+	fs.IntVar(&s.memEvents, "mem-events", -1, "registered accounts of the Dovecot events memory run, 0 for none (default 100000, quick 1000)")
 	noMemory := fs.Bool("no-memory", false, "leave the memory runs at scale out")
+	fs.BoolVar(&s.afterGC, "after-gc", false, "in the memory runs, also measure after xapsproxy's next garbage collection (the Go runtime forces one after 2 minutes without: up to that much longer per run)")
 	fs.DurationVar(&s.settle, "settle", 0, "longest wait for an RSS to settle (default 10s, quick 500ms)")
 	fs.DurationVar(&s.timeout, "timeout", 0, "longest wait for every account to be watched (default 5m, quick 1m)")
 	fs.StringVar(&sources, "sources", "dovecot,notify,idle,idle-hibernate", `the sources to measure against Dovecot, in order ("none": the memory runs only)`)
@@ -96,9 +98,14 @@ func parseSourcesSettings(args []string, stderr io.Writer) (sourcesSettings, err
 	def(&s.accounts, 1000, 10)
 	def(&s.deliveries, 200, 3)
 	def(&s.hookDeliveries, 300, 10)
-	def(&s.memNotify, 10000, 100)
-	def(&s.memIdle, 10000, 100)
-	def(&s.memEvents, 100000, 1000)
+	for _, m := range []struct {
+		v           *int
+		full, quick int
+	}{{&s.memNotify, 10000, 100}, {&s.memIdle, 10000, 100}, {&s.memEvents, 100000, 1000}} {
+		if *m.v < 0 {
+			*m.v = map[bool]int{false: m.full, true: m.quick}[s.quick]
+		}
+	}
 	defDur(&s.pollInterval, time.Minute, 2*time.Second)
 	defDur(&s.settle, 10*time.Second, 500*time.Millisecond)
 	defDur(&s.timeout, 5*time.Minute, time.Minute)
@@ -121,8 +128,8 @@ func parseSourcesSettings(args []string, stderr io.Writer) (sourcesSettings, err
 		return s, fmt.Errorf("-deliveries %d: each delivery goes to an account of its own, so 2 x deliveries (INBOX and Notes) must not exceed -accounts %d", s.deliveries, s.accounts)
 	case s.pollInterval < time.Second:
 		return s, fmt.Errorf("-poll-interval: xapsproxy takes no less than 1s")
-	case s.inotify < 0 || s.memNotify < 0 || s.memIdle < 0 || s.memEvents < 0:
-		return s, fmt.Errorf("-inotify-instances and the memory runs' sizes must not be negative")
+	case s.inotify < 0:
+		return s, fmt.Errorf("-inotify-instances must not be negative")
 	}
 	return s, nil
 }

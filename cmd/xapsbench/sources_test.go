@@ -80,6 +80,10 @@ func TestSourcesSettings(t *testing.T) {
 	if s, err := parseSourcesSettings([]string{"-no-memory"}, io.Discard); err != nil || s.memNotify+s.memIdle+s.memEvents != 0 {
 		t.Errorf("-no-memory: %+v, %v", s, err)
 	}
+	if s, err := parseSourcesSettings([]string{"-quick", "-mem-idle", "0", "-sources", "none"}, io.Discard); err != nil ||
+		s.memIdle != 0 || s.memNotify != 100 || len(s.sources) != 0 {
+		t.Errorf("-quick -mem-idle 0 -sources none: %+v, %v", s, err)
+	}
 }
 
 // The fake IMAP server answers xapsproxy's NOTIFY client as a server with

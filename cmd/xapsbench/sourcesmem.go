@@ -16,6 +16,8 @@ type memRun struct {
 	kind         sourceKind
 	accounts     int
 	base, loaded proxySample
+	afterGC      *proxySample  // with -after-gc: after the next collection
+	gcWait       time.Duration // from loaded to that collection
 	fill         time.Duration // to store every registration
 	load         time.Duration // exec to every account watched
 	fakeConns    int64         // the fake server's open connections when measured
@@ -109,19 +111,42 @@ func (sb *sourcesBench) memoryRun(ctx context.Context, fake *fakeIMAP, storeDir 
 		return r, err
 	}
 	defer x.stop()
-	m, err := waitMetrics(ctx, x, start.Add(sb.s.timeout), "every account watched", watchedCond(k, n))
-	if err != nil {
+	if _, err := waitMetrics(ctx, x, start.Add(sb.s.timeout), "every account watched", watchedCond(k, n)); err != nil {
 		return r, err
 	}
 	r.load = time.Since(start)
-	r.catchUps = [2]float64{m[metricCatchUpsOK], m[metricCatchUpsFailed]}
 	if r.loaded, err = sb.sampleProxy(ctx, x); err != nil {
 		return r, err
 	}
+	m, err := scrapeMetrics(ctx, "http://"+x.admin+"/metrics")
+	if err != nil {
+		return r, err
+	}
+	r.catchUps = [2]float64{m[metricCatchUpsOK], m[metricCatchUpsFailed]}
 	r.fakeConns = fake.conns.Load()
 	fmt.Fprintf(sb.progress, "memory run %s: all watched after %.1f s; RSS %d -> %d KiB\n", k.name, r.load.Seconds(), r.base.rss, r.loaded.rss)
+	if sb.s.afterGC {
+		fmt.Fprintf(sb.progress, "memory run %s: waiting for xapsproxy's next garbage collection (at most %v)\n", k.name, gcWaitLimit)
+		waited := time.Now()
+		gcs := m[metricGCs]
+		if _, err := waitMetrics(ctx, x, waited.Add(gcWaitLimit), "a garbage collection", func(m metrics) bool { return m[metricGCs] > gcs }); err != nil {
+			return r, err
+		}
+		r.gcWait = time.Since(waited)
+		s, err := sb.sampleProxy(ctx, x)
+		if err != nil {
+			return r, err
+		}
+		r.afterGC = &s
+	}
 	return r, nil
 }
+
+// gcWaitLimit bounds the wait for a garbage collection: the Go runtime
+// forces one when there was none for 2 minutes.
+const gcWaitLimit = 150 * time.Second
+
+const metricGCs = "go_gc_duration_seconds_count"
 
 // fillStore stores n registrations (INBOX and Notes, one device each) and
 // the state of both mailboxes as the fake IMAP server has them, so that
