@@ -173,6 +173,10 @@ func sourcesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if env.fileLimit, err = raiseFileLimit(uint64(8*max(s.accounts, s.memNotify, s.memIdle) + 4096)); err != nil {
 		return err
 	}
+	if need := uint64(max(s.accounts, s.memNotify, s.memIdle) + 1024); env.fileLimit < need {
+		return fmt.Errorf("RLIMIT_NOFILE is %d, %d connections need about %d: raise it (ulimit -n) or lower -accounts, -mem-notify, -mem-idle",
+			env.fileLimit, max(s.accounts, s.memNotify, s.memIdle), need)
+	}
 	res := &sourcesResults{}
 	if res.inotifyLimit, err = inotifyLimit(); err != nil {
 		return err

@@ -140,8 +140,10 @@ func (sb *sourcesBench) runSource(ctx context.Context, k sourceKind, index int) 
 	run.watched = time.Since(start)
 	run.catchUps = [2]float64{m[metricCatchUpsOK], m[metricCatchUpsFailed]}
 	fmt.Fprintf(sb.progress, "  %s: all %d watched %.2f s after the start; Dovecot's and xapsproxy's memory\n", k.name, n, run.watched.Seconds())
-	pids := func() []int { return groupPids(dc.Pid()) }
-	if _, _, err := settledRSS(ctx, pids, sb.s.settle); err != nil { // hibernation, process exits
+	// Processes come and go meanwhile (hibernation moves sessions out of
+	// theirs): sampleGroup skips those that exit.
+	group := func() (int64, error) { return sampleGroup(dc.Pid()).rss, nil }
+	if _, _, err := settled(ctx, group, sb.s.settle); err != nil {
 		return nil, nil, err
 	}
 	run.dovecot = sampleGroup(dc.Pid())
