@@ -83,6 +83,18 @@ func sampleGroup(pgid int) groupSample {
 	return s
 }
 
+// groupRSS sums VmRSS of the processes of group pgid, in KiB, skipping
+// those that exit meanwhile.
+func groupRSS(pgid int) int64 {
+	var sum int64
+	for _, pid := range groupPids(pgid) {
+		if kib, err := rssKiB(pid); err == nil {
+			sum += kib
+		}
+	}
+	return sum
+}
+
 // pssKiB returns the Pss line of /proc/PID/smaps_rollup, 0 if unreadable.
 func pssKiB(pid int) int64 {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/smaps_rollup", pid))

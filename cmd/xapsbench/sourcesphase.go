@@ -142,7 +142,7 @@ func (sb *sourcesBench) runSource(ctx context.Context, k sourceKind, index int) 
 	fmt.Fprintf(sb.progress, "  %s: all %d watched %.2f s after the start; Dovecot's and xapsproxy's memory\n", k.name, n, run.watched.Seconds())
 	// Processes come and go meanwhile (hibernation moves sessions out of
 	// theirs): sampleGroup skips those that exit.
-	group := func() (int64, error) { return sampleGroup(dc.Pid()).rss, nil }
+	group := func() (int64, error) { return groupRSS(dc.Pid()), nil }
 	if _, _, err := settled(ctx, group, sb.s.settle); err != nil {
 		return nil, nil, err
 	}
