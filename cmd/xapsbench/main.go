@@ -54,10 +54,27 @@
 // -inotify-instances N raises that limit for the run and puts it back after.
 // About 9 minutes; -quick in under half a minute.
 //
+// Latest `sources -inotify-instances 2048 -after-gc` (2 CPUs, Go 1.26.8,
+// Dovecot 2.3.19, 1000 accounts per source, 200 deliveries per mailbox; ms
+// from the LMTP reply to the APNs request, p50 / p99; IDLE polls Notes every
+// minute; xapsproxy's memory from the runs at scale):
+//
+//	source              INBOX        Notes          Dovecot PSS   xapsproxy per account
+//	dovecot (events)    0.2 / 1.5    0.2 / 1.9      14 MiB        1.9 KiB, 0 goroutines (100 000 accounts)
+//	notify              503 / 504    503 / 505      738 MiB       26 KiB, 1 goroutine (10 000)
+//	idle                503 / 507    31 s / 60 s    767 MiB       42 KiB, 3 goroutines (10 000)
+//	idle, hibernation   17 / 6850    35 s / 59 s    40 MiB        as idle
+//
+// The events hook adds 1.5 ms to an LMTP delivery at p50 (2.8 -> 4.3 ms).
+// With the system's fs.inotify.max_user_instances (128), NOTIFY and IDLE
+// push INBOX only after 11 to 13 s at p50 and no session hibernates.
+// README.md's Performance section has the rest.
+//
 // It needs Dovecot (apt-get install dovecot-imapd dovecot-lmtpd) and Go;
 // nginx is optional (apt-get install nginx libnginx-mod-mail): without it,
 // the nginx columns and the goals that compare with it are left out. Run as
-// root, Dovecot's processes and nginx's workers run as nobody. Everything
+// root, Dovecot's processes and nginx's workers run as nobody (those of
+// `sources`, as dovecot). Everything
 // lives in a temporary directory and is removed on exit, Ctrl-C included.
 package main
 
