@@ -57,6 +57,15 @@ type sourceKind struct {
 
 func (k sourceKind) idle() bool { return k.source == "idle" }
 
+// kindNamed returns the source kind called name, and whether there is one.
+func kindNamed(name string) (sourceKind, bool) {
+	i := slices.IndexFunc(sourceKinds, func(k sourceKind) bool { return k.name == name })
+	if i < 0 {
+		return sourceKind{}, false
+	}
+	return sourceKinds[i], true
+}
+
 func parseSourcesSettings(args []string, stderr io.Writer) (sourcesSettings, error) {
 	fs := flag.NewFlagSet("xapsbench sources", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -116,7 +125,7 @@ func parseSourcesSettings(args []string, stderr io.Writer) (sourcesSettings, err
 		if name == "none" {
 			continue
 		}
-		if !slices.ContainsFunc(sourceKinds, func(k sourceKind) bool { return k.name == name }) {
+		if _, ok := kindNamed(name); !ok {
 			return s, fmt.Errorf("-sources: unknown source %q (want dovecot, notify, idle, idle-hibernate)", name)
 		}
 		s.sources = append(s.sources, name)
@@ -217,7 +226,7 @@ func sourcesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	sb := &sourcesBench{s: s, env: env, dir: dir, xb: xb, progress: progress,
 		clientTLS: &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: "localhost"}}
 	for i, name := range s.sources {
-		k := sourceKinds[slices.IndexFunc(sourceKinds, func(k sourceKind) bool { return k.name == name })]
+		k, _ := kindNamed(name)
 		fmt.Fprintf(progress, "source %d/%d: %s, %d accounts\n", i+1, len(s.sources), k.name, s.accounts)
 		run, hook, err := sb.runSource(ctx, k, i)
 		if err != nil {

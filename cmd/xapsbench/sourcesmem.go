@@ -62,15 +62,12 @@ func (sb *sourcesBench) memoryRuns(ctx context.Context) ([]memRun, error) {
 			}
 			defer os.RemoveAll(storeDir)
 		}
-		for _, k := range sourceKinds {
-			if k.name == p.kind {
-				r, err := sb.memoryRun(ctx, fake, storeDir, k, p.n)
-				if err != nil {
-					return nil, fmt.Errorf("memory run %s: %w", k.name, err)
-				}
-				runs = append(runs, r)
-			}
+		k, _ := kindNamed(p.kind)
+		r, err := sb.memoryRun(ctx, fake, storeDir, k, p.n)
+		if err != nil {
+			return nil, fmt.Errorf("memory run %s: %w", k.name, err)
 		}
+		runs = append(runs, r)
 	}
 	return runs, nil
 }
