@@ -55,6 +55,8 @@ func TestWatcherMetrics(t *testing.T) {
 	s.Watchers[watch.StateWatching] = 498
 	s.Watchers[watch.StateConnecting] = 2
 	s.GreetingTimeouts, s.Reconnects = 3, 517
+	s.Owners, s.NotifySessions, s.IdleSessions = 500, 499, 1
+	s.CatchUpPending, s.CatchUps, s.CatchUpFailures = 7, 493, 2
 	srv := httptest.NewServer(Handler(st, fixedStats(s)))
 	defer srv.Close()
 	res, err := http.Get(srv.URL + "/metrics")
@@ -73,6 +75,13 @@ func TestWatcherMetrics(t *testing.T) {
 		"xapsproxy_backend_reconnects_total 517",
 		"# TYPE xapsproxy_backend_reconnects_total counter",
 		"# TYPE xapsproxy_watchers gauge",
+		"xapsproxy_accounts 500",
+		`xapsproxy_backend_sessions{wait="notify"} 499`,
+		`xapsproxy_backend_sessions{wait="idle"} 1`,
+		"xapsproxy_catchup_pending 7",
+		`xapsproxy_catchups_total{result="ok"} 493`,
+		`xapsproxy_catchups_total{result="failed"} 2`,
+		"# TYPE xapsproxy_catchups_total counter",
 	} {
 		if !strings.Contains(body, want+"\n") {
 			t.Errorf("/metrics lacks %q:\n%s", want, grepLines(body, "xapsproxy_"))

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/xapsproxy/xapsproxy/dovecot"
 	"github.com/xapsproxy/xapsproxy/event"
 	"github.com/xapsproxy/xapsproxy/internal/dovecotrun"
@@ -179,22 +177,17 @@ const testMsg = "From: sender@example.com\r\n" +
 // lmtp is one LMTP connection, for deliveries to several recipients at
 // once and for timing deliveries one after another.
 type lmtp struct {
-	c *smtp.Client
+	l *dovecotrun.LMTP
 }
 
 func dialLMTP(t testing.TB, addr string) *lmtp {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	l, err := dovecotrun.DialLMTP(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := smtp.NewClientLMTP(conn)
-	c.CommandTimeout, c.SubmissionTimeout = 10*time.Second, 10*time.Second
-	if err := c.Hello("localhost"); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	return &lmtp{c}
+	t.Cleanup(func() { l.Close() })
+	return &lmtp{l}
 }
 
 // deliver delivers msg to every rcpt in one transaction and returns how
@@ -202,8 +195,8 @@ func dialLMTP(t testing.TB, addr string) *lmtp {
 func (l *lmtp) deliver(t testing.TB, msg string, rcpts ...string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	if err := l.c.SendMail("sender@example.com", rcpts, strings.NewReader(msg)); err != nil {
-		t.Fatalf("LMTP delivery to %v: %v", rcpts, err)
+	if err := l.l.Deliver([]byte(msg), rcpts...); err != nil {
+		t.Fatal(err)
 	}
 	return time.Since(start)
 }

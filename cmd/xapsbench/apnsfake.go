@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
 	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,7 +14,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -22,19 +23,19 @@ import (
 // 127.0.0.1 with the bench's server certificate, demanding and verifying a
 // client certificate issued by the bench's CA (the APNs certificate
 // xapsproxy is configured with). It records when each request arrives and
-// checks that it is the Mail push xapsproxy must send for the registered
-// device; every request is answered 200 with an apns-id, well formed or
-// not, and the mismatches are counted as errors in the report.
+// checks that it is the Mail push xapsproxy must send for one of the
+// devices added (addDevice); every request is answered 200 with an
+// apns-id, well formed or not, and the mismatches are counted as errors in
+// the report.
 type fakeAPNs struct {
-	url       string
-	token     string // the device token pushes must be for
-	accountID string // the aps-account-id it registered with
-	srv       *http.Server
-	served    chan struct{} // closed when Serve has returned
-	log       *tailBuffer   // the HTTP server's own log (TLS handshake errors and the like)
+	url    string
+	srv    *http.Server
+	served chan struct{} // closed when Serve has returned
+	log    *tailBuffer   // the HTTP server's own log (TLS handshake errors and the like)
 
 	mu       sync.Mutex
-	pending  []pushArrival // arrivals not yet taken by the phase
+	devices  map[string]fakeDevice // by lower-case token
+	pending  []pushArrival         // arrivals not yet taken by the phase
 	requests int
 	conns    int
 	problems []string
@@ -42,14 +43,22 @@ type fakeAPNs struct {
 	wake     chan struct{} // 1-buffered: an arrival was recorded
 }
 
+// fakeDevice is what pushes to one device token must carry.
+type fakeDevice struct {
+	accountID string
+	mailboxes map[string]string // MD5 hex -> name, of the mailboxes it registered
+}
+
 // pushArrival is one request to the fake APNs.
 type pushArrival struct {
-	at time.Time // when its headers had arrived (the handler started)
-	ok bool      // well formed
+	at        time.Time // when its headers had arrived (the handler started)
+	ok        bool      // well formed
+	token     string    // lower case, from the path
+	mailboxes []string  // named by m, when well formed
 }
 
 // startFakeAPNs listens on a free loopback port. Close stops it.
-func startFakeAPNs(p *pki, token, accountID string) (*fakeAPNs, error) {
+func startFakeAPNs(p *pki) (*fakeAPNs, error) {
 	cert, err := tls.LoadX509KeyPair(p.serverCert, p.serverKey)
 	if err != nil {
 		return nil, fmt.Errorf("fake APNs certificate: %w", err)
@@ -62,7 +71,7 @@ func startFakeAPNs(p *pki, token, accountID string) (*fakeAPNs, error) {
 	if err != nil {
 		return nil, fmt.Errorf("fake APNs: %w", err)
 	}
-	f := &fakeAPNs{url: "https://" + l.Addr().String(), token: token, accountID: accountID,
+	f := &fakeAPNs{url: "https://" + l.Addr().String(), devices: make(map[string]fakeDevice),
 		served: make(chan struct{}), log: &tailBuffer{max: 16 << 10}, wake: make(chan struct{}, 1)}
 	f.srv = &http.Server{
 		Handler: http.HandlerFunc(f.handle),
@@ -90,6 +99,29 @@ func startFakeAPNs(p *pki, token, accountID string) (*fakeAPNs, error) {
 	return f, nil
 }
 
+// addDevice makes pushes to token well formed when they carry accountID and
+// name some of mailboxes (as the device registered them), and only those.
+func (f *fakeAPNs) addDevice(token, accountID string, mailboxes ...string) {
+	d := fakeDevice{accountID: accountID, mailboxes: make(map[string]string, len(mailboxes))}
+	for _, mb := range mailboxes {
+		d.mailboxes[mailboxHash(mb)] = mb
+	}
+	f.mu.Lock()
+	f.devices[strings.ToLower(token)] = d
+	f.mu.Unlock()
+}
+
+// pushMailboxHash is the MD5 hex of "INBOX", which the push phase's
+// device registers alone.
+const pushMailboxHash = "7e33429f656f1e6e9d79b29c3f82c57e"
+
+// mailboxHash is what a push's m says for a mailbox: the MD5 hex of its
+// name as the device registered it.
+func mailboxHash(name string) string {
+	sum := md5.Sum([]byte(name))
+	return hex.EncodeToString(sum[:])
+}
+
 // endpoint is how xapsproxy is told to push here.
 func (f *fakeAPNs) endpoint(p *pki) apnsEndpoint { return apnsEndpoint{url: f.url, caFile: p.caFile} }
 
@@ -106,7 +138,12 @@ func (f *fakeAPNs) handle(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		bad = append(bad, fmt.Sprintf("reading the body: %v", err))
 	}
-	bad = append(bad, checkPush(r, body, f.token, f.accountID)...)
+	token := strings.ToLower(strings.TrimPrefix(r.URL.Path, "/3/device/"))
+	f.mu.Lock()
+	dev, known := f.devices[token]
+	f.mu.Unlock()
+	mailboxes, problems := checkPush(r, body, dev, known)
+	bad = append(bad, problems...)
 
 	f.mu.Lock()
 	f.requests++
@@ -116,7 +153,7 @@ func (f *fakeAPNs) handle(w http.ResponseWriter, r *http.Request) {
 	if f.tlsState == "" && r.TLS != nil {
 		f.tlsState = fmt.Sprintf("%s, %s", tls.VersionName(r.TLS.Version), r.Proto)
 	}
-	f.pending = append(f.pending, pushArrival{at: at, ok: len(bad) == 0})
+	f.pending = append(f.pending, pushArrival{at: at, ok: len(bad) == 0, token: token, mailboxes: mailboxes})
 	f.mu.Unlock()
 	select {
 	case f.wake <- struct{}{}:
@@ -126,11 +163,12 @@ func (f *fakeAPNs) handle(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 }
 
-// checkPush lists how r differs from a Mail push for token: POST
-// /3/device/<token> over HTTP/2, apns-topic the certificate's topic,
-// apns-push-type background, body exactly {"aps":{"account-id":"<id>","m":[<INBOX>]}}, from
-// a client certificate whose subject UID is the topic.
-func checkPush(r *http.Request, body []byte, token, accountID string) []string {
+// checkPush lists how r differs from a Mail push for dev (known: a device
+// added): POST /3/device/<token> over HTTP/2, apns-topic the certificate's
+// topic, apns-push-type background, body exactly
+// {"aps":{"account-id":"<id>","m":[<hashes>]}}, from a client certificate
+// whose subject UID is the topic. It returns the mailboxes m names.
+func checkPush(r *http.Request, body []byte, dev fakeDevice, known bool) ([]string, []string) {
 	var bad []string
 	if r.Method != http.MethodPost {
 		bad = append(bad, fmt.Sprintf("method %s, want POST", r.Method))
@@ -138,8 +176,8 @@ func checkPush(r *http.Request, body []byte, token, accountID string) []string {
 	if r.ProtoMajor != 2 {
 		bad = append(bad, fmt.Sprintf("protocol %s, want HTTP/2.0", r.Proto))
 	}
-	if got, ok := strings.CutPrefix(r.URL.Path, "/3/device/"); !ok || !strings.EqualFold(got, token) {
-		bad = append(bad, fmt.Sprintf("path %q, want /3/device/%s", r.URL.Path, token))
+	if !known || !strings.HasPrefix(r.URL.Path, "/3/device/") {
+		bad = append(bad, fmt.Sprintf("path %q, want /3/device/<a registered device's token>", r.URL.Path))
 	}
 	if got := r.Header.Get("apns-topic"); got != apnsTopic {
 		bad = append(bad, fmt.Sprintf("apns-topic %q, want %q", got, apnsTopic))
@@ -147,7 +185,8 @@ func checkPush(r *http.Request, body []byte, token, accountID string) []string {
 	if got := r.Header.Get("apns-push-type"); got != "background" {
 		bad = append(bad, fmt.Sprintf("apns-push-type %q, want background", got))
 	}
-	if err := checkPayload(body, accountID); err != nil {
+	mailboxes, err := checkPayload(body, dev)
+	if known && err != nil {
 		bad = append(bad, fmt.Sprintf("body %q: %v", body, err))
 	}
 	uid := ""
@@ -161,36 +200,39 @@ func checkPush(r *http.Request, body []byte, token, accountID string) []string {
 	if uid != apnsTopic {
 		bad = append(bad, fmt.Sprintf("client certificate UID %q, want %q", uid, apnsTopic))
 	}
-	return bad
+	return mailboxes, bad
 }
 
-// pushMailboxHash is the "m" of every push the bench expects: the MD5 hex
-// of "INBOX", the one mailbox its device registers.
-const pushMailboxHash = "7e33429f656f1e6e9d79b29c3f82c57e"
-
 // checkPayload accepts exactly
-// {"aps":{"account-id":"<accountID>","m":["<md5 of INBOX>"]}}: no other
-// keys (compared exactly), nothing after the object.
-func checkPayload(body []byte, accountID string) error {
+// {"aps":{"account-id":"<dev's account>","m":[<hashes>]}}: no other keys
+// (compared exactly), nothing after the object, m not empty and naming
+// only mailboxes dev registered. It returns their names, in m's order.
+func checkPayload(body []byte, dev fakeDevice) ([]string, error) {
 	var top map[string]map[string]json.RawMessage
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if err := dec.Decode(&top); err != nil {
-		return err
+		return nil, err
 	}
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("data after the JSON object")
+		return nil, errors.New("data after the JSON object")
 	}
 	aps, ok := top["aps"]
 	if len(top) != 1 || !ok {
-		return errors.New(`want exactly one key "aps"`)
+		return nil, errors.New(`want exactly one key "aps"`)
 	}
 	var id string
 	var m []string
-	if len(aps) != 2 || json.Unmarshal(aps["account-id"], &id) != nil || id != accountID ||
-		json.Unmarshal(aps["m"], &m) != nil || !slices.Equal(m, []string{pushMailboxHash}) {
-		return fmt.Errorf(`want exactly {"account-id":%q,"m":[%q]} in aps`, accountID, pushMailboxHash)
+	if len(aps) != 2 || json.Unmarshal(aps["account-id"], &id) != nil || id != dev.accountID ||
+		json.Unmarshal(aps["m"], &m) != nil || len(m) == 0 {
+		return nil, fmt.Errorf(`want exactly {"account-id":%q,"m":[...]} in aps, m not empty`, dev.accountID)
 	}
-	return nil
+	names := make([]string, len(m))
+	for i, h := range m {
+		if names[i], ok = dev.mailboxes[h]; !ok {
+			return nil, fmt.Errorf("m names %s, not a mailbox the device registered", h)
+		}
+	}
+	return names, nil
 }
 
 // next waits up to timeout for the next arrival not yet taken.

@@ -79,12 +79,16 @@ func TestXapsproxyConfigLoads(t *testing.T) {
 	if m := listeningRE().FindStringSubmatch(`time=x level=INFO msg=listening tls=127.0.0.1:4321`); m == nil || m[1] != "127.0.0.1:4321" {
 		t.Errorf("listening line not recognised: %q", m)
 	}
-	doc = xapsproxyConfig(p, "/tmp/x.db", instance{backend: "127.0.0.1:143", admin: true, watch: []string{"max_concurrent_logins = 3"}})
+	doc = xapsproxyConfig(p, "/tmp/x.db", instance{backend: "127.0.0.1:143", admin: true, events: "127.0.0.1:9144",
+		watch: []string{"max_concurrent_logins = 3", `source = "dovecot"`}})
 	if cfg, err = config.Parse(doc, t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Admin.Listen != "127.0.0.1:0" || cfg.Watch.MaxConcurrentLogins != 3 {
 		t.Errorf("admin listener %q, max_concurrent_logins %d; want 127.0.0.1:0 and 3", cfg.Admin.Listen, cfg.Watch.MaxConcurrentLogins)
+	}
+	if cfg.Events.Listen != "127.0.0.1:9144" || cfg.Events.Secret != eventsSecret || cfg.Watch.Source != config.SourceDovecot {
+		t.Errorf("events %+v, source %q; want the listener with the bench's secret, source dovecot", cfg.Events, cfg.Watch.Source)
 	}
 	if m := adminRE().FindStringSubmatch(`time=x level=INFO msg="admin listening" addr=127.0.0.1:4322`); m == nil || m[1] != "127.0.0.1:4322" {
 		t.Errorf("admin listening line not recognised: %q", m)

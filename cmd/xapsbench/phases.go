@@ -35,7 +35,7 @@ func (b *bench) dovecotPhases(ctx context.Context, dc *dovecotrun.Instance) erro
 	var apns *fakeAPNs
 	if b.s.wants("push") {
 		var err error
-		if apns, err = startFakeAPNs(b.xb.pki, newDeviceToken(), pushAccountID); err != nil {
+		if apns, err = startFakeAPNs(b.xb.pki); err != nil {
 			return err
 		}
 		defer apns.Close() // after xapsproxy has stopped

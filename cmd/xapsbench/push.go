@@ -5,8 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/internal/dovecotrun"
@@ -77,8 +77,11 @@ func measurePush(ctx context.Context, b *bench, dc *dovecotrun.Instance, x *prox
 	defer idle.Close()
 
 	fmt.Fprintf(b.progress, "push: registering a device for %s through xapsproxy, waiting for its watcher\n", pushUser)
+	token := newDeviceToken()
+	apns.addDevice(token, pushAccountID, "INBOX")
 	registered := time.Now()
-	if err := registerDevice(ctx, target{name: "xapsproxy", addr: x.addr, tls: b.clientTLS}, pushUser, password, apns.token); err != nil {
+	dev := device{user: pushUser, password: password, token: token, accountID: pushAccountID, mailboxes: []string{"INBOX"}}
+	if err := registerDevice(ctx, target{name: "xapsproxy", addr: x.addr, tls: b.clientTLS}, dev); err != nil {
 		return nil, fmt.Errorf("push: %w", err)
 	}
 	// The watcher takes a UIDNEXT baseline before it IDLEs, and mail from
@@ -178,10 +181,18 @@ func measureOne(ctx context.Context, dc *dovecotrun.Instance, rcpt string, seq, 
 	return nil
 }
 
+// device is one iPhone Mail account to register.
+type device struct {
+	user, password string
+	token          string
+	accountID      string
+	mailboxes      []string // plain atoms, INBOX first
+}
+
 // registerDevice does what iPhone Mail does to register for pushes: TLS,
-// LOGIN, XAPPLEPUSHSERVICE for INBOX; it checks the answer names INBOX and
-// then the certificate's topic.
-func registerDevice(ctx context.Context, t target, user, password, token string) error {
+// LOGIN, XAPPLEPUSHSERVICE for d's mailboxes; it checks the answer names
+// each mailbox and then the certificate's topic.
+func registerDevice(ctx context.Context, t target, d device) error {
 	c, err := dialIMAP(ctx, t, 4096)
 	if err != nil {
 		return err
@@ -190,29 +201,27 @@ func registerDevice(ctx context.Context, t target, user, password, token string)
 	if err := c.deadline(ctx, 30*time.Second); err != nil {
 		return err
 	}
-	if _, err := c.tagged("a1", "LOGIN "+user+" "+password); err != nil {
+	if _, err := c.tagged("a1", "LOGIN "+d.user+" "+d.password); err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
-	untagged, err := c.tagged("a2", "XAPPLEPUSHSERVICE aps-version 2 aps-account-id "+pushAccountID+
-		" aps-device-token "+token+" aps-subtopic com.apple.mobilemail mailboxes (INBOX)")
+	untagged, err := c.tagged("a2", "XAPPLEPUSHSERVICE aps-version 2 aps-account-id "+d.accountID+
+		" aps-device-token "+d.token+" aps-subtopic com.apple.mobilemail mailboxes ("+strings.Join(d.mailboxes, " ")+")")
 	if err != nil {
 		return fmt.Errorf("register: %w", err)
 	}
 	// As Apple's server answers: a line per registered mailbox, then the
 	// version and topic.
-	re := regexp.MustCompile(`^\* XAPPLEPUSHSERVICE aps-version "2" aps-topic "([^"]*)"\r\n$`)
-	var topic string
-	inbox := false
-	for _, line := range untagged {
-		if m := re.FindSubmatch(line); m != nil {
-			topic = string(m[1])
-		}
-		if string(line) == "* XAPPLEPUSHSERVICE \"mailbox\" \"INBOX\"\r\n" && topic == "" {
-			inbox = true
-		}
+	var want []string
+	for _, mb := range d.mailboxes {
+		want = append(want, "* XAPPLEPUSHSERVICE \"mailbox\" \""+mb+"\"\r\n")
 	}
-	if topic != apnsTopic || !inbox {
-		return fmt.Errorf("register: XAPPLEPUSHSERVICE answered %q, want \"mailbox\" \"INBOX\", then aps-version \"2\" aps-topic %q", untagged, apnsTopic)
+	want = append(want, "* XAPPLEPUSHSERVICE aps-version \"2\" aps-topic \""+apnsTopic+"\"\r\n")
+	got := make([]string, len(untagged))
+	for i, line := range untagged {
+		got[i] = string(line)
+	}
+	if !slices.Equal(got, want) {
+		return fmt.Errorf("register: XAPPLEPUSHSERVICE answered %q, want %q", got, want)
 	}
 	c.tagged("a3", "LOGOUT") // the registration is stored; the answer does not matter
 	return nil

@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,11 +25,12 @@ func TestFakeAPNs(t *testing.T) {
 		t.Fatal(err)
 	}
 	token := newDeviceToken()
-	f, err := startFakeAPNs(p, token, pushAccountID)
+	f, err := startFakeAPNs(p)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
+	f.addDevice(token, pushAccountID, "INBOX", "Notes")
 	cfg, err := config.Parse(xapsproxyConfig(p, filepath.Join(dir, "x.db"), instance{backend: "127.0.0.1:143", apns: f.endpoint(p)}), dir)
 	if err != nil {
 		t.Fatal(err)
@@ -56,8 +58,13 @@ func TestFakeAPNs(t *testing.T) {
 	}
 	good := push.Notification{DeviceToken: token, Topic: creds.Topic, AccountID: pushAccountID, Mailboxes: []string{"INBOX"}}
 	send(good)
-	if a, ok, err := f.next(ctx, time.Second); !ok || err != nil || !a.ok {
+	if a, ok, err := f.next(ctx, time.Second); !ok || err != nil || !a.ok || a.token != token || !slices.Equal(a.mailboxes, []string{"INBOX"}) {
 		t.Fatalf("well-formed push: arrival %+v, %v, %v", a, ok, err)
+	}
+	good.Mailboxes = []string{"INBOX", "Notes"}
+	send(good)
+	if a, ok, err := f.next(ctx, time.Second); !ok || err != nil || !a.ok || !slices.Equal(a.mailboxes, []string{"INBOX", "Notes"}) {
+		t.Fatalf("push for INBOX and Notes: arrival %+v, %v, %v", a, ok, err)
 	}
 	if _, _, problems, tlsState := f.stats(); len(problems) > 0 || !strings.Contains(tlsState, "HTTP/2.0") {
 		t.Fatalf("well-formed push: problems %q, connection %q", problems, tlsState)
@@ -70,8 +77,8 @@ func TestFakeAPNs(t *testing.T) {
 		t.Fatalf("malformed push: arrival %+v, %v; want one, not ok", a, ok)
 	}
 	requests, conns, problems, _ := f.stats()
-	if requests != 2 || conns != 1 || len(problems) != 2 {
-		t.Fatalf("requests %d, connections %d, problems %q; want 2, 1 and two (path, body)", requests, conns, problems)
+	if requests != 3 || conns != 1 || len(problems) != 1 {
+		t.Fatalf("requests %d, connections %d, problems %q; want 3, 1 and one (the path of a device never added)", requests, conns, problems)
 	}
 	if len(f.take()) != 0 {
 		t.Error("take after next: arrivals left")
@@ -84,31 +91,36 @@ func TestFakeAPNs(t *testing.T) {
 		resp.Body.Close()
 		t.Fatalf("request without client certificate: %s", resp.Status)
 	}
-	if n, _, _, _ := f.stats(); n != 2 {
+	if n, _, _, _ := f.stats(); n != 3 {
 		t.Errorf("request without client certificate was recorded")
 	}
 }
 
 func TestCheckPayload(t *testing.T) {
-	if sum := md5.Sum([]byte("INBOX")); hex.EncodeToString(sum[:]) != pushMailboxHash {
+	if sum := md5.Sum([]byte("INBOX")); hex.EncodeToString(sum[:]) != pushMailboxHash || mailboxHash("INBOX") != pushMailboxHash {
 		t.Fatalf("pushMailboxHash %s is not the MD5 of INBOX", pushMailboxHash)
 	}
+	dev := fakeDevice{accountID: "A", mailboxes: map[string]string{pushMailboxHash: "INBOX", mailboxHash("Notes"): "Notes"}}
 	const m = `"m":["7e33429f656f1e6e9d79b29c3f82c57e"]`
+	notes := mailboxHash("Notes")
+	both := `"m":["` + min(notes, pushMailboxHash) + `","` + max(notes, pushMailboxHash) + `"]`
 	for body, ok := range map[string]bool{
-		`{"aps":{"account-id":"A",` + m + `}}`:             true,
-		` {"aps": {` + m + `, "account-id": "A"}} `:        true,
-		`{"aps":{"account-id":"A"}}`:                       false,
-		`{"aps":{"account-id":"B",` + m + `}}`:             false,
-		`{"aps":{"account-id":"A","m":[]}}`:                false,
-		`{"aps":{"account-id":"A","m":["INBOX"]}}`:         false,
-		`{"aps":{"account-id":"A",` + m + `,"sound":"x"}}`: false,
-		`{"aps":{"Account-Id":"A",` + m + `}}`:             false,
-		`{"aps":{"account-id":"A",` + m + `},"x":{}}`:      false,
-		`{"aps":{"account-id":"A",` + m + `}}{}`:           false,
-		`{"aps":{"account-id":1,` + m + `}}`:               false,
-		`[]`:                                               false,
+		`{"aps":{"account-id":"A",` + m + `}}`:                        true,
+		` {"aps": {` + m + `, "account-id": "A"}} `:                   true,
+		`{"aps":{"account-id":"A",` + both + `}}`:                     true,
+		`{"aps":{"account-id":"A","m":["` + mailboxHash("X") + `"]}}`: false,
+		`{"aps":{"account-id":"A"}}`:                                  false,
+		`{"aps":{"account-id":"B",` + m + `}}`:                        false,
+		`{"aps":{"account-id":"A","m":[]}}`:                           false,
+		`{"aps":{"account-id":"A","m":["INBOX"]}}`:                    false,
+		`{"aps":{"account-id":"A",` + m + `,"sound":"x"}}`:            false,
+		`{"aps":{"Account-Id":"A",` + m + `}}`:                        false,
+		`{"aps":{"account-id":"A",` + m + `},"x":{}}`:                 false,
+		`{"aps":{"account-id":"A",` + m + `}}{}`:                      false,
+		`{"aps":{"account-id":1,` + m + `}}`:                          false,
+		`[]`:                                                          false,
 	} {
-		if err := checkPayload([]byte(body), "A"); (err == nil) != ok {
+		if _, err := checkPayload([]byte(body), dev); (err == nil) != ok {
 			t.Errorf("checkPayload(%s) = %v, want ok %v", body, err, ok)
 		}
 	}

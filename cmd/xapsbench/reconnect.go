@@ -277,22 +277,7 @@ func (r *reconnectBench) waitWatched(ctx context.Context, x *proxyProc, since ti
 // session, so that the next run starts against an idle Dovecot.
 func (r *reconnectBench) stopAndSettle(ctx context.Context, x *proxyProc) error {
 	x.stop()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		n, err := sessions(r.dc)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("dovecot still has %d sessions 30s after xapsproxy stopped", n)
-		}
-		if err := sleep(ctx, 100*time.Millisecond); err != nil {
-			return err
-		}
-	}
+	return waitNoSessions(ctx, r.dc, 30*time.Second)
 }
 
 // sessions counts Dovecot's IMAP sessions (`doveadm who -1`: one line per

@@ -130,11 +130,16 @@ func openIdle(ctx context.Context, t target, n, concurrency int) ([]*imapConn, t
 // (2 s) lie within 0.5 % (or 256 KiB) of each other, or until timeout; it
 // returns the last sample and whether it settled.
 func settledRSS(ctx context.Context, pids func() []int, timeout time.Duration) (int64, bool, error) {
+	return settled(ctx, func() (int64, error) { return totalRSS(pids()) }, timeout)
+}
+
+// settled is settledRSS for any sample in KiB.
+func settled(ctx context.Context, sample func() (int64, error), timeout time.Duration) (int64, bool, error) {
 	const window = 8
 	deadline := time.Now().Add(timeout)
 	var samples []int64
 	for {
-		kib, err := totalRSS(pids())
+		kib, err := sample()
 		if err != nil {
 			return 0, false, err
 		}

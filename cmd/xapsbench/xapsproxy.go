@@ -46,7 +46,17 @@ type instance struct {
 	// watch are extra lines for the [watch] section, e.g.
 	// "max_concurrent_logins = 16".
 	watch []string
+	// events, when set, is the [events] listener's address: Dovecot's own
+	// events, with eventsSecret.
+	events string
+	// store is the database; "" means the instance's own in the run's
+	// directory.
+	store string
 }
+
+// eventsSecret is what the bench's Dovecots and xapsproxys share for
+// Dovecot's own events.
+const eventsSecret = "xapsbench-events-secret-0123456789"
 
 // xapsproxyConfig is a complete configuration for a benchmark instance:
 // TLS on a free loopback port, no connection limits, no admin listener
@@ -64,6 +74,10 @@ func xapsproxyConfig(p *pki, storePath string, inst instance) string {
 	watch := ""
 	for _, l := range inst.watch {
 		watch += l + "\n"
+	}
+	events := ""
+	if inst.events != "" {
+		events = fmt.Sprintf("\n[events]\nlisten = %q\nsecret = %q\n", inst.events, eventsSecret)
 	}
 	return fmt.Sprintf(`# written by xapsbench
 [proxy]
@@ -91,7 +105,7 @@ path = %q
 
 [admin]
 listen = %q
-`, p.serverCert, p.serverKey, inst.backend, watch, p.apnsPEM, apns.url, apns.caFile, storePath, admin)
+%s`, p.serverCert, p.serverKey, inst.backend, watch, p.apnsPEM, apns.url, apns.caFile, storePath, admin, events)
 }
 
 // proxyProc is a running `xapsproxy serve`.
@@ -127,7 +141,11 @@ func (b *xapsproxyBuild) storePath(name string) string { return filepath.Join(b.
 // the addresses are read from its log, so no port is guessed.
 func (b *xapsproxyBuild) start(ctx context.Context, name string, inst instance) (*proxyProc, error) {
 	cfgPath := filepath.Join(b.dir, name+".toml")
-	cfg := xapsproxyConfig(b.pki, b.storePath(name), inst)
+	storePath := inst.store
+	if storePath == "" {
+		storePath = b.storePath(name)
+	}
+	cfg := xapsproxyConfig(b.pki, storePath, inst)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return nil, fmt.Errorf("%s config: %w", name, err)
 	}

@@ -63,6 +63,12 @@ type Options struct {
 	// KeepOnFailure keeps the instance directory when Start fails, for
 	// inspection; the error names it.
 	KeepOnFailure bool
+	// RunAs is the account every Dovecot process runs as when we are root;
+	// "" means nobody. Per-user limits such as the kernel's inotify
+	// instances (fs.inotify.max_user_instances) count per account, so an
+	// instance with many sessions can be kept from using up those of the
+	// instances the tests run as nobody. Ignored when we are not root.
+	RunAs string
 }
 
 // Instance is a running Dovecot.
@@ -72,6 +78,7 @@ type Instance struct {
 	Dir            string // instance directory (config, users, mail, log)
 	MasterUser     string // log in as "USER*master" with MasterPassword
 	MasterPassword string
+	User           string // the account every Dovecot process runs as
 
 	usersMu sync.Mutex // guards users and the users file, for SetPassword
 	users   map[string]string
@@ -127,7 +134,7 @@ func Start(opts Options) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dovecot template: %w", err)
 	}
-	userName, groupName, cred, err := identity()
+	userName, groupName, cred, err := identity(opts.RunAs)
 	if err != nil {
 		return nil, err
 	}
@@ -135,7 +142,7 @@ func Start(opts Options) (*Instance, error) {
 	if err != nil {
 		return nil, fmt.Errorf("instance directory: %w", err)
 	}
-	d := &Instance{Dir: dir, MasterUser: "master", MasterPassword: "masterpw", users: opts.Users, cred: cred}
+	d := &Instance{Dir: dir, User: userName, MasterUser: "master", MasterPassword: "masterpw", users: opts.Users, cred: cred}
 	if d.users == nil {
 		d.users = map[string]string{"alice": "alicepw", "bob": "bobpw"}
 	}
@@ -242,13 +249,17 @@ func ModuleRoot() (string, error) {
 	}
 }
 
-// identity returns the account Dovecot runs as: nobody when we are root
-// (Dovecot's login and mail processes refuse root), otherwise ourselves.
-func identity() (userName, groupName string, cred *syscall.Credential, err error) {
+// identity returns the account Dovecot runs as: runAs (or nobody) when we
+// are root (Dovecot's login and mail processes refuse root), otherwise
+// ourselves.
+func identity(runAs string) (userName, groupName string, cred *syscall.Credential, err error) {
 	root := os.Geteuid() == 0
 	u, err := user.Current()
 	if err == nil && root {
-		u, err = user.Lookup("nobody")
+		if runAs == "" {
+			runAs = "nobody"
+		}
+		u, err = user.Lookup(runAs)
 	}
 	var g *user.Group
 	if err == nil {

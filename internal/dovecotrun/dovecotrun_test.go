@@ -2,8 +2,13 @@ package dovecotrun_test
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/xapsproxy/xapsproxy/internal/dovecotrun"
@@ -63,5 +68,38 @@ func TestBadTemplate(t *testing.T) {
 	_, err := dovecotrun.Start(dovecotrun.Options{Template: tmpl})
 	if err == nil || !strings.Contains(err.Error(), "dovecot stdout/stderr") {
 		t.Errorf("Start with a bad config: err = %v, want diagnostics", err)
+	}
+}
+
+// RunAs puts every Dovecot process under another account (when root).
+func TestRunAs(t *testing.T) {
+	if !dovecotrun.Available() {
+		t.Skip(dovecotrun.ErrNotInstalled)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("only root starts Dovecot as another account")
+	}
+	u, err := user.Lookup("daemon")
+	if err != nil {
+		t.Skip("no account daemon:", err)
+	}
+	d, err := dovecotrun.Start(dovecotrun.Options{RunAs: "daemon"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Deliver("alice@example.com", []byte("Subject: x\r\n\r\nbody\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(filepath.Join(d.Dir, "mail", "alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if uid := st.Sys().(*syscall.Stat_t).Uid; d.User != "daemon" || strconv.Itoa(int(uid)) != u.Uid {
+		t.Errorf("User %q, mail owned by uid %d; want daemon (%s)", d.User, uid, u.Uid)
+	}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.Pid()))
+	if err != nil || !strings.Contains(string(status), "\nUid:\t"+u.Uid+"\t") {
+		t.Errorf("master process (pid %d) status %q, %v; want Uid %s", d.Pid(), status, err, u.Uid)
 	}
 }

@@ -165,22 +165,62 @@ func (d *Instance) Diagnostics() string {
 // Like any MTA delivery, the stored message gains trace header fields:
 // Dovecot prepends Return-Path, Delivered-To and Received.
 func (d *Instance) Deliver(rcpt string, msg []byte) error {
-	conn, err := net.DialTimeout("tcp", d.LMTPAddr, 5*time.Second)
+	l, err := DialLMTP(d.LMTPAddr)
 	if err == nil {
-		c := smtp.NewClientLMTP(conn)
-		defer c.Close()
-		c.CommandTimeout, c.SubmissionTimeout = 10*time.Second, 10*time.Second
-		if err = c.Hello("localhost"); err == nil { // LHLO
-			err = c.SendMail("sender@example.com", []string{rcpt}, bytes.NewReader(msg))
-		}
-		if err == nil {
-			err = c.Quit()
+		defer l.Close()
+		if err = l.Deliver(msg, rcpt); err == nil {
+			err = l.c.Quit()
 		}
 	}
 	if err != nil {
 		return fmt.Errorf("LMTP delivery to %s: %w", rcpt, err)
 	}
 	return nil
+}
+
+// LMTP is one LMTP connection kept open, as an MTA keeps one, for
+// deliveries one after another (and to several recipients at once).
+type LMTP struct {
+	c *smtp.Client
+}
+
+// DialLMTP connects to addr and says LHLO.
+func DialLMTP(addr string) (*LMTP, error) {
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("LMTP: %w", err)
+	}
+	c := smtp.NewClientLMTP(conn)
+	c.CommandTimeout, c.SubmissionTimeout = 10*time.Second, 10*time.Second
+	if err := c.Hello("localhost"); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("LMTP: LHLO: %w", err)
+	}
+	return &LMTP{c: c}, nil
+}
+
+// Deliver delivers msg to every rcpt in one transaction, from
+// sender@example.com, and returns once the server has answered the end of
+// the data for every recipient: then the mail is stored.
+func (l *LMTP) Deliver(msg []byte, rcpts ...string) error {
+	if err := l.c.SendMail("sender@example.com", rcpts, bytes.NewReader(msg)); err != nil {
+		return fmt.Errorf("LMTP delivery to %v: %w", rcpts, err)
+	}
+	return nil
+}
+
+// Close closes the connection (without QUIT).
+func (l *LMTP) Close() error { return l.c.Close() }
+
+// Pid is the process ID of Dovecot's master process, 0 when it is not
+// running. Every Dovecot process is in its process group.
+func (d *Instance) Pid() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
 }
 
 // Doveadm runs `doveadm -c DIR/dovecot.conf args...` as Dovecot's account
