@@ -20,7 +20,6 @@
 package cyrusrun
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -36,6 +35,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/xapsproxy/xapsproxy/internal/serverproc"
 )
 
 // InstallHint says how to install what Start needs. Debian's cyrus-imapd
@@ -87,9 +88,9 @@ type Instance struct {
 	LMTPAddr string // 127.0.0.1:port
 	Dir      string // instance directory
 
-	userName string              // the account Cyrus runs as
-	cred     *syscall.Credential // nil: run as ourselves
-	out      syncBuffer          // the master's stdout and stderr
+	userName string                // the account Cyrus runs as
+	cred     *syscall.Credential   // nil: run as ourselves
+	out      serverproc.SyncBuffer // the master's stdout and stderr
 
 	mu    sync.Mutex
 	users map[string]string
@@ -178,11 +179,11 @@ func (c *Instance) setup(users map[string]string) error {
 	// Free ports are found by listening on :0 and closing again, so another
 	// process may grab one before Cyrus binds it: retry with fresh ports.
 	for attempt := 1; ; attempt++ {
-		imapPort, err := freePort()
+		imapPort, err := serverproc.FreePort()
 		if err != nil {
 			return err
 		}
-		lmtpPort, err := freePort()
+		lmtpPort, err := serverproc.FreePort()
 		if err != nil {
 			return err
 		}
@@ -276,9 +277,9 @@ func (c *Instance) launch() error {
 
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		err := probe(c.IMAPAddr, "* OK")
+		err := serverproc.Probe(c.IMAPAddr, "* OK")
 		if err == nil {
-			err = probe(c.LMTPAddr, "220")
+			err = serverproc.Probe(c.LMTPAddr, "220")
 		}
 		if err == nil {
 			return nil
@@ -292,24 +293,6 @@ func (c *Instance) launch() error {
 			return fmt.Errorf("cyrus not ready after 15s: %w", err)
 		}
 	}
-}
-
-// probe connects to addr and checks that the greeting starts with prefix.
-func probe(addr, prefix string) error {
-	conn, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	conn.SetDeadline(time.Now().Add(2 * time.Second))
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("%s: reading greeting: %w", addr, err)
-	}
-	if !strings.HasPrefix(line, prefix) {
-		return fmt.Errorf("%s: unexpected greeting %q", addr, line)
-	}
-	return nil
 }
 
 // SetPassword creates user or changes their password, at once: the
@@ -428,31 +411,4 @@ func (c *Instance) writeFile(name, content string) error {
 		return fmt.Errorf("write %s: %w", name, err)
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

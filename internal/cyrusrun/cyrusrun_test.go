@@ -6,6 +6,8 @@ import (
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapclient"
+
+	"github.com/xapsproxy/xapsproxy/internal/serverproc"
 )
 
 func login(t *testing.T, c *Instance, user, password string, opts *imapclient.Options) (*imapclient.Client, error) {
@@ -99,7 +101,7 @@ func TestStop(t *testing.T) {
 	if err := c.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	if err := probe(c.IMAPAddr, "* OK"); err == nil {
+	if err := serverproc.Probe(c.IMAPAddr, "* OK"); err == nil {
 		t.Fatal("IMAP still answers after Stop")
 	}
 }

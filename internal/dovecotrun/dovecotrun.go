@@ -16,8 +16,6 @@
 package dovecotrun
 
 import (
-	"bufio"
-	"bytes"
 	"fmt"
 	"maps"
 	"net"
@@ -30,6 +28,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/xapsproxy/xapsproxy/internal/serverproc"
 )
 
 // InstallHint says how to install what Start needs.
@@ -82,8 +82,8 @@ type Instance struct {
 
 	usersMu sync.Mutex // guards users and the users file, for SetPassword
 	users   map[string]string
-	cred    *syscall.Credential // nil: run as ourselves
-	out     syncBuffer          // Dovecot's stdout and stderr
+	cred    *syscall.Credential   // nil: run as ourselves
+	out     serverproc.SyncBuffer // Dovecot's stdout and stderr
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -187,11 +187,11 @@ func (d *Instance) setup(tmpl, userName, groupName string, opts Options) error {
 	// Free ports are found by listening on :0 and closing again, so another
 	// process may grab one before Dovecot binds it: retry with fresh ports.
 	for attempt := 1; ; attempt++ {
-		imapPort, err := freePort()
+		imapPort, err := serverproc.FreePort()
 		if err != nil {
 			return err
 		}
-		lmtpPort, err := freePort()
+		lmtpPort, err := serverproc.FreePort()
 		if err != nil {
 			return err
 		}
@@ -276,15 +276,6 @@ func identity(runAs string) (userName, groupName string, cred *syscall.Credentia
 	return u.Username, g.Name, cred, nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // writeFile writes DIR/name (mode 0644), owned by Dovecot's account.
 func (d *Instance) writeFile(name, content string) error {
 	p := filepath.Join(d.Dir, name)
@@ -319,9 +310,9 @@ func (d *Instance) launch() error {
 
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		err := probe(d.IMAPAddr, "* OK")
+		err := serverproc.Probe(d.IMAPAddr, "* OK")
 		if err == nil {
-			err = probe(d.LMTPAddr, "220")
+			err = serverproc.Probe(d.LMTPAddr, "220")
 		}
 		if err == nil {
 			return nil
@@ -335,40 +326,4 @@ func (d *Instance) launch() error {
 			return fmt.Errorf("dovecot not ready after 10s: %w", err)
 		}
 	}
-}
-
-// probe connects to addr and checks that the greeting starts with prefix.
-func probe(addr, prefix string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	c.SetDeadline(time.Now().Add(2 * time.Second))
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return fmt.Errorf("%s: reading greeting: %w", addr, err)
-	}
-	if !strings.HasPrefix(line, prefix) {
-		return fmt.Errorf("%s: unexpected greeting %q", addr, line)
-	}
-	return nil
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

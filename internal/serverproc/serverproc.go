@@ -1,0 +1,61 @@
+// Package serverproc holds what the test-server runners (internal/dovecotrun,
+// internal/cyrusrun) share: picking free loopback ports, waiting for a
+// server's greeting, and collecting a server's output.
+package serverproc
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+)
+
+// FreePort returns a loopback TCP port that was free a moment ago; the
+// caller retries with another when the server cannot bind it.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Probe connects to addr and checks that the greeting starts with prefix.
+func Probe(addr, prefix string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("%s: reading greeting: %w", addr, err)
+	}
+	if !strings.HasPrefix(line, prefix) {
+		return fmt.Errorf("%s: unexpected greeting %q", addr, line)
+	}
+	return nil
+}
+
+// SyncBuffer is a bytes.Buffer safe for concurrent use.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
