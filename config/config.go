@@ -125,6 +125,10 @@ type APNS struct {
 	// MailboxHash puts the mailboxes with news in each push ("m": the MD5
 	// of each name), as Apple's own server did. Default true.
 	MailboxHash bool `toml:"mailbox_hash"`
+	// Priority is the apns-priority header: 0 (the default) sends none, as
+	// the reference daemon did, so APNs assumes 10; 5 is what Apple's rules
+	// ask of background pushes; 10 is immediate delivery.
+	Priority int `toml:"priority"`
 }
 
 // Store is where registrations and mailbox state live.
@@ -450,6 +454,11 @@ func (w *Watch) validateCaptured() error {
 }
 
 func (a *APNS) validate() error {
+	switch a.Priority {
+	case 0, 5, 10:
+	default:
+		return keyError("apns.priority", "%d is not one of 0 (no header, the default), 5 or 10", a.Priority)
+	}
 	switch {
 	case a.CertificateFile != "" && a.TokenKeyFile != "":
 		return keyError("apns.certificate_file", "set certificate_file or token_key_file, not both")

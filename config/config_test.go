@@ -97,6 +97,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"long change delay", `master_password = "pw"`, "master_password = \"pw\"\nchange_delay = \"2h\"", `watch.change_delay: 2h0m0s is too long: at most "1h"`},
 		{"mailbox hash not a bool", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nmailbox_hash = \"no\"", "apns.mailbox_hash"},
 		{"no apns", `certificate_file = "apns.pem"`, ``, "apns.certificate_file: required"},
+		{"bad priority", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\npriority = 7", "apns.priority: 7 is not one of 0 (no header, the default), 5 or 10"},
 		{"token without topic", `certificate_file = "apns.pem"`, "token_key_file = \"k.p8\"\nkey_id = \"K\"\nteam_id = \"T\"", "apns.topic: required with token_key_file"},
 		{"both credentials", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\ntoken_key_file = \"k.p8\"", "apns.certificate_file: set certificate_file or token_key_file, not both"},
 		{"bad endpoint", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nendpoint = \"http://x\"", `apns.endpoint: "http://x" is not production, development or an https:// URL`},

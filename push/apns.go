@@ -43,6 +43,8 @@ type Notification struct {
 	// device registered them; the payload names each by the MD5 of that
 	// name. None = no "m" in the payload.
 	Mailboxes []string
+	// Priority is the apns-priority header; 0 sends none (APNs assumes 10).
+	Priority int
 }
 
 // Response is APNs's answer to one push.
@@ -93,15 +95,16 @@ func Payload(accountID string, mailboxes []string) []byte {
 }
 
 // apns2Notification is the single place where a Notification becomes an
-// APNs request, shared by APNs and LogSender: background push type, no
-// priority (APNs then uses its default, which a background push requires),
-// expiration, and the Mail payload.
+// APNs request, shared by APNs and LogSender: background push type, the
+// priority when set (none by default: APNs then assumes 10), expiration,
+// and the Mail payload.
 func (n Notification) apns2Notification() *apns2.Notification {
 	return &apns2.Notification{
 		DeviceToken: n.DeviceToken,
 		Topic:       n.Topic,
 		Expiration:  n.Expiration,
 		PushType:    apns2.PushTypeBackground,
+		Priority:    n.Priority,
 		Payload:     Payload(n.AccountID, n.Mailboxes),
 	}
 }

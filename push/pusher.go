@@ -77,6 +77,9 @@ type Options struct {
 	// device that misbehaves with it: without it Mail is not told which
 	// folder changed.
 	OmitMailboxes bool
+	// Priority is every push's apns-priority; 0 = no header (APNs then
+	// assumes 10), as the reference daemon sends.
+	Priority int
 	// Clock gives the time for timestamps and schedules and the timer Run
 	// waits on. nil = the real clock.
 	Clock Clock
@@ -96,6 +99,7 @@ type Pusher struct {
 	expiration    time.Duration
 	maxConcurrent int
 	omitMailboxes bool
+	priority      int
 	clock         Clock
 
 	wake    chan struct{} // 1-buffered: "events are waiting"
@@ -144,6 +148,7 @@ func New(opts Options) *Pusher {
 		expiration:    orDefault(opts.Expiration, DefaultExpiration),
 		maxConcurrent: opts.MaxConcurrent,
 		omitMailboxes: opts.OmitMailboxes,
+		priority:      opts.Priority,
 		clock:         opts.Clock,
 		wake:          make(chan struct{}, 1),
 		events:        map[eventKey]eventState{},
@@ -295,7 +300,7 @@ func (p *Pusher) notification(reg store.Registration, expires time.Time, mailbox
 	if p.omitMailboxes {
 		mailboxes = nil
 	}
-	return Notification{DeviceToken: reg.DeviceToken, Topic: topic, AccountID: reg.AccountID, Expiration: expires, Mailboxes: mailboxes}
+	return Notification{DeviceToken: reg.DeviceToken, Topic: topic, AccountID: reg.AccountID, Expiration: expires, Mailboxes: mailboxes, Priority: p.priority}
 }
 
 // pushOnce sends n for reg, records the outcome and prunes a dead token. It

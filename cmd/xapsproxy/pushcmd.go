@@ -39,7 +39,7 @@ func pushCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return storeError(cfg.Store.Path, err)
 	}
 	defer st.Close()
-	p := push.New(push.Options{Store: st, Sender: sender, Topic: creds.Topic, Logger: newLogger(io.Discard, false), OmitMailboxes: !cfg.APNS.MailboxHash})
+	p := push.New(push.Options{Store: st, Sender: sender, Topic: creds.Topic, Logger: newLogger(io.Discard, false), OmitMailboxes: !cfg.APNS.MailboxHash, Priority: cfg.APNS.Priority})
 	results, err := p.PushUser(ctx, cfg.Backend.CanonicalUser(*user))
 	if err != nil {
 		return err

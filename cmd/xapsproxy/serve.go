@@ -144,6 +144,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 
 		ChangeDelay:   cfg.Watch.ChangeDelay,
 		OmitMailboxes: !cfg.APNS.MailboxHash,
+		Priority:      cfg.APNS.Priority,
 	})
 	source, why := watchSource(cfg)
 	a.sourceWhy = why

@@ -259,8 +259,10 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 			reason = first(reason, bad("BadExpirationDate", "apns-expiration %v is %v away from now+24h", req.Expiration, d))
 		}
 	}
-	if v, ok := r.Header["Apns-Priority"]; ok {
-		reason = first(reason, bad("BadPriority", "apns-priority %q present, want none", v))
+	// No header (what the reference daemon sends; APNs assumes 10), or one
+	// of the priorities the product may be configured to send.
+	if v, ok := r.Header["Apns-Priority"]; ok && (len(v) != 1 || v[0] != "5" && v[0] != "10") {
+		reason = first(reason, bad("BadPriority", "apns-priority %q, want none, 5 or 10", v))
 	}
 	if id, m, err := decodeBody(body); err != nil {
 		reason = first(reason, bad("BadMessage", "body %q: %v", body, err))

@@ -128,7 +128,7 @@ func TestViolationsAreReported(t *testing.T) {
 		reason string
 		err    string
 	}{
-		"priority":        {mutate: func(r *request) { r.header["apns-priority"] = "5" }, reason: "BadPriority", err: "apns-priority"},
+		"priority":        {mutate: func(r *request) { r.header["apns-priority"] = "7" }, reason: "BadPriority", err: "apns-priority"},
 		"alert":           {mutate: func(r *request) { r.header["apns-push-type"] = "alert" }, reason: "InvalidPushType", err: "apns-push-type"},
 		"topic":           {mutate: func(r *request) { r.header["apns-topic"] = "com.example" }, reason: "BadTopic", err: "apns-topic"},
 		"no expiration":   {mutate: func(r *request) { delete(r.header, "apns-expiration") }, reason: "BadExpirationDate", err: "apns-expiration"},
