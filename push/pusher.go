@@ -112,6 +112,8 @@ type Pusher struct {
 
 	// Owned by the active Run (handed over through running).
 	jobs         map[jobKey]*job
+	due          dueHeap   // when each waiting job is due
+	gen          uint64    // the last generation given to a due entry
 	storeRetryAt time.Time // look events up again after a store error
 	storeErrors  int
 }

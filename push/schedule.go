@@ -1,10 +1,10 @@
 package push
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"math/rand/v2"
-	"slices"
 	"sync"
 	"time"
 
@@ -34,6 +34,7 @@ type job struct {
 	againNew  bool               // ... and it was new mail
 	againAt   time.Time          // ... latest change time, for the quiet delay
 	againIn   mailboxSet         // ... in these mailboxes
+	gen       uint64             // of its current entry in the due heap
 }
 
 // outcome is what a worker hands back to Run.
@@ -181,37 +182,43 @@ func (p *Pusher) schedule(reg store.Registration, st eventState, names []string,
 		j.mailboxes.add(names...)
 	default:
 		j.mailboxes.add(names...)
-		p.setDue(j, st.isNew, st.changedAt, now)
+		if p.setDue(j, st.isNew, st.changedAt, now) {
+			p.queue(k, j)
+		}
 	}
 }
 
-func (p *Pusher) setDue(j *job, isNew bool, changedAt, now time.Time) {
+// setDue makes j due for new mail (at once) or a change (ChangeDelay after
+// it); it reports whether j.due changed.
+func (p *Pusher) setDue(j *job, isNew bool, changedAt, now time.Time) bool {
 	switch {
 	case isNew:
+		if j.urgent && j.due.Equal(now) {
+			return false
+		}
 		j.urgent, j.due = true, now
+		return true
 	case !j.urgent:
 		if due := changedAt.Add(p.changeDelay); due.After(j.due) {
 			j.due = due
+			return true
 		}
 	}
+	return false
 }
 
 // dispatch starts workers for due jobs, earliest first, at most free of them,
-// and returns how many it started.
+// and returns how many it started. It takes them from the due heap, so its
+// cost does not grow with the jobs waiting.
 func (p *Pusher) dispatch(ctx context.Context, now time.Time, free int, wg *sync.WaitGroup, done chan<- outcome) int {
-	if free <= 0 {
-		return 0
-	}
-	var due []jobKey
-	for k, j := range p.jobs {
-		if !j.running && !j.due.After(now) {
-			due = append(due, k)
-		}
-	}
-	slices.SortFunc(due, func(a, b jobKey) int { return p.jobs[a].due.Compare(p.jobs[b].due) })
 	started := 0
-	for _, k := range due[:min(free, len(due))] {
-		j := p.jobs[k]
+	for started < free {
+		e, ok := p.top()
+		if !ok || e.due.After(now) {
+			break
+		}
+		heap.Pop(&p.due)
+		k, j := e.key, p.jobs[e.key]
 		if j.attempt == 0 {
 			j.expires = now.Add(p.expiration)
 		}
@@ -242,6 +249,7 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 		// Sent first thing by the next Run, with what came in flight.
 		j.due = now
 		j.foldAgain()
+		p.queue(out.key, j)
 	case res.Action == Pruned:
 		// DeleteToken removed the token for every user: forget all its jobs.
 		for k, other := range p.jobs {
@@ -260,6 +268,7 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 		}
 		j.due = next
 		j.foldAgain() // events that came in flight ride on the retry
+		p.queue(out.key, j)
 	default: // Delivered, Rejected
 		p.done(out.key, j, now)
 	}
@@ -279,6 +288,7 @@ func (p *Pusher) done(k jobKey, j *job, now time.Time) {
 	j.again, j.againNew, j.againAt = false, false, time.Time{}
 	j.urgent, j.due = false, time.Time{}
 	p.setDue(j, isNew, at, now)
+	p.queue(k, j)
 }
 
 // foldAgain makes the events that came while j was in flight part of its
@@ -293,17 +303,12 @@ func (j *job) foldAgain() {
 // started when a worker finishes, so they need no timer.
 func (p *Pusher) nextWake(now time.Time) time.Time {
 	var next time.Time
-	earliest := func(t time.Time) {
-		if t.After(now) && (next.IsZero() || t.Before(next)) {
-			next = t
-		}
+	if e, ok := p.top(); ok && e.due.After(now) {
+		next = e.due
 	}
-	for _, j := range p.jobs {
-		if !j.running {
-			earliest(j.due)
-		}
+	if t := p.storeRetryAt; t.After(now) && (next.IsZero() || t.Before(next)) {
+		next = t
 	}
-	earliest(p.storeRetryAt) // zero (no retry) is never after now
 	return next
 }
 
