@@ -247,8 +247,14 @@ func TestWrongSecret(t *testing.T) {
 	if st := s.Handler.Stats(); st.Unauthorized != 1 || st.Accepted != 0 {
 		t.Errorf("stats %+v", st)
 	}
+	// The warning reaches the log through Dovecot's log process, maybe
+	// after the delivery is answered.
+	refused := "lua: xapsproxy: POST " + s.URL + " refused (401)"
 	log := d.Log()
-	if !strings.Contains(log, "lua: xapsproxy: POST "+s.URL+" refused (401)") {
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(log, refused) && time.Now().Before(deadline); log = d.Log() {
+		time.Sleep(20 * time.Millisecond) // polling the log
+	}
+	if !strings.Contains(log, refused) {
 		t.Errorf("no warning about the refusal in Dovecot's log:\n%s", log)
 	}
 	if strings.Contains(log, wrong) {
