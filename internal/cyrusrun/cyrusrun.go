@@ -179,14 +179,11 @@ func (c *Instance) setup(users map[string]string) error {
 	// Free ports are found by listening on :0 and closing again, so another
 	// process may grab one before Cyrus binds it: retry with fresh ports.
 	for attempt := 1; ; attempt++ {
-		imapPort, err := serverproc.FreePort()
+		ports, err := serverproc.FreePorts(2)
 		if err != nil {
 			return err
 		}
-		lmtpPort, err := serverproc.FreePort()
-		if err != nil {
-			return err
-		}
+		imapPort, lmtpPort := ports[0], ports[1]
 		c.IMAPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(imapPort))
 		c.LMTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(lmtpPort))
 		if err := c.writeFile("cyrus.conf", c.cyrusConf()); err != nil {

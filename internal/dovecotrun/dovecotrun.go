@@ -187,14 +187,11 @@ func (d *Instance) setup(tmpl, userName, groupName string, opts Options) error {
 	// Free ports are found by listening on :0 and closing again, so another
 	// process may grab one before Dovecot binds it: retry with fresh ports.
 	for attempt := 1; ; attempt++ {
-		imapPort, err := serverproc.FreePort()
+		ports, err := serverproc.FreePorts(2)
 		if err != nil {
 			return err
 		}
-		lmtpPort, err := serverproc.FreePort()
-		if err != nil {
-			return err
-		}
+		imapPort, lmtpPort := ports[0], ports[1]
 		d.IMAPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(imapPort))
 		d.LMTPAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(lmtpPort))
 		r := strings.NewReplacer("@DIR@", d.Dir, "@IMAP_PORT@", strconv.Itoa(imapPort),

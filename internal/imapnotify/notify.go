@@ -379,8 +379,6 @@ func (c *Client) Next(ctx context.Context) (event.Hint, error) {
 // await waits for the next response and handles it, sending the keepalive
 // NOOP when it is due.
 func (c *Client) await(ctx context.Context) error {
-	stop := c.watchContext(ctx)
-	defer stop()
 	for {
 		deadline := c.idleDeadline()
 		if err := c.raw.SetReadDeadline(deadline); err != nil {
@@ -389,7 +387,12 @@ func (c *Client) await(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
+		// ctx may end only this wait, before anything is read: a
+		// keepalive sent or a response begun is finished whatever ctx
+		// does, within CommandTimeout, so the client stays usable.
+		stop := c.watchContext(ctx)
 		err := c.waitInput()
+		stop()
 		if err == nil {
 			break
 		}
@@ -405,16 +408,16 @@ func (c *Client) await(ctx context.Context) error {
 		}
 		c.noopTag = c.nextTag()
 		c.noopSent = time.Now()
-		if err := c.write(ctx, []byte(c.noopTag+" NOOP\r\n")); err != nil {
-			return c.fail(ctxErr(ctx, fmt.Errorf("imapnotify: keepalive: %w", err)))
+		if err := c.write(context.Background(), []byte(c.noopTag+" NOOP\r\n")); err != nil {
+			return c.fail(fmt.Errorf("imapnotify: keepalive: %w", err))
 		}
 	}
-	r, tooLong, err := c.readResponse(ctx)
+	r, tooLong, err := c.readResponse(context.Background())
 	if err == nil {
 		err = c.handle(r, tooLong, nil)
 	}
 	if err != nil {
-		return c.fail(ctxErr(ctx, fmt.Errorf("imapnotify: %w", err)))
+		return c.fail(fmt.Errorf("imapnotify: %w", err))
 	}
 	return nil
 }

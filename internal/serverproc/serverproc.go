@@ -13,15 +13,20 @@ import (
 	"time"
 )
 
-// FreePort returns a loopback TCP port that was free a moment ago; the
-// caller retries with another when the server cannot bind it.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("free port: %w", err)
+// FreePorts returns n different loopback TCP ports that were free a moment
+// ago (held all at once while they are picked, so no two are the same); the
+// caller retries with others when the server cannot bind one.
+func FreePorts(n int) ([]int, error) {
+	ports := make([]int, 0, n)
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("free port: %w", err)
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return ports, nil
 }
 
 // Probe connects to addr and checks that the greeting starts with prefix.
