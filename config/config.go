@@ -103,6 +103,9 @@ type Watch struct {
 	// mailbox wait for quiet before they are pushed: one push this long
 	// after the last change, or none of its own if new mail is pushed first.
 	ChangeDelay time.Duration `toml:"change_delay"`
+	// ChangeInterval is the storm guard: pushes for changes alone reach a
+	// device at most once per interval; 0 turns it off.
+	ChangeInterval time.Duration `toml:"change_interval"`
 }
 
 // APNs endpoints.
@@ -187,9 +190,10 @@ const DefaultMaxConcurrentLogins = 16
 
 // Bounds of watch.change_delay.
 const (
-	DefaultChangeDelay = 30 * time.Second
-	MinChangeDelay     = time.Second
-	MaxChangeDelay     = time.Hour
+	DefaultChangeDelay    = 30 * time.Second
+	DefaultChangeInterval = 2 * time.Minute
+	MinChangeDelay        = time.Second
+	MaxChangeDelay        = time.Hour
 )
 
 // Load reads and validates the file at path. Relative file names inside it are
@@ -219,7 +223,8 @@ func Parse(doc, dir string) (*Config, error) {
 		},
 		Backend: Backend{TLS: DefaultBackendTLS, UsernameFormat: DefaultUsernameFormat},
 		Watch: Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Source: DefaultSource, PollInterval: DefaultPollInterval,
-			CatchUpRate: DefaultCatchUpRate, CatchUpInterval: DefaultCatchUpInterval, MaxConcurrentLogins: DefaultMaxConcurrentLogins, ChangeDelay: DefaultChangeDelay},
+			CatchUpRate: DefaultCatchUpRate, CatchUpInterval: DefaultCatchUpInterval, MaxConcurrentLogins: DefaultMaxConcurrentLogins, ChangeDelay: DefaultChangeDelay,
+			ChangeInterval: DefaultChangeInterval},
 		APNS:   APNS{Endpoint: DefaultEndpoint, MailboxHash: true},
 		Store:  Store{Path: DefaultStorePath},
 		Admin:  Admin{Listen: DefaultAdminListen},
@@ -396,6 +401,9 @@ func (w *Watch) validate() error {
 	}
 	if w.ChangeDelay < MinChangeDelay {
 		return keyError("watch.change_delay", `%v is too short: at least "1s" (default "30s")`, w.ChangeDelay)
+	}
+	if w.ChangeInterval < 0 || w.ChangeInterval > 24*time.Hour {
+		return keyError("watch.change_interval", `%v is out of range: "0s" (no guard) to "24h" (default "2m")`, w.ChangeInterval)
 	}
 	if w.ChangeDelay > MaxChangeDelay {
 		return keyError("watch.change_delay", `%v is too long: at most "1h" (default "30s") — phones would show flags changed elsewhere that late`, w.ChangeDelay)

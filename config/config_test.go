@@ -40,7 +40,7 @@ func TestMinimalAndDefaults(t *testing.T) {
 		Proxy: Proxy{ListenTLS: "127.0.0.1:993", CertFile: "/etc/xapsproxy/cert.pem", KeyFile: "/etc/xapsproxy/key.pem",
 			MaxConnections: 10000, MaxConnectionsPerIP: 100, LoginTimeout: time.Minute, IdleTimeout: 35 * time.Minute, WriteTimeout: 5 * time.Minute},
 		Backend: Backend{Address: "127.0.0.1:143", TLS: "none", UsernameFormat: "%Lu"},
-		Watch:   Watch{Auth: "master", MasterUser: "xaps", MasterPassword: "pw", MasterSeparator: "*", Source: "auto", PollInterval: 2 * time.Minute, CatchUpRate: 50, CatchUpInterval: 6 * time.Hour, MaxConcurrentLogins: 16, ChangeDelay: 30 * time.Second},
+		Watch:   Watch{Auth: "master", MasterUser: "xaps", MasterPassword: "pw", MasterSeparator: "*", Source: "auto", PollInterval: 2 * time.Minute, CatchUpRate: 50, CatchUpInterval: 6 * time.Hour, MaxConcurrentLogins: 16, ChangeDelay: 30 * time.Second, ChangeInterval: 2 * time.Minute},
 		APNS:    APNS{CertificateFile: "/etc/xapsproxy/apns.pem", Endpoint: "production", MailboxHash: true},
 		Store:   Store{Path: "/etc/xapsproxy/xapsproxy.db"},
 		Admin:   Admin{Listen: "127.0.0.1:9143"},

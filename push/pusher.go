@@ -62,6 +62,11 @@ type Options struct {
 	// mail is pushed first, which then carries the changes too.
 	// 0 = DefaultChangeDelay (30s).
 	ChangeDelay time.Duration
+	// ChangeInterval is the storm guard: a push for changes alone goes to
+	// a registration at most once per ChangeInterval (counted from its last
+	// push of any kind), however many changes come; new mail is never held
+	// back by it. 0 = no guard.
+	ChangeInterval time.Duration
 	// RetryBase is the first retry delay after 429, 5xx or a transport
 	// error; it doubles per attempt, with jitter. 0 = DefaultRetryBase (1s).
 	RetryBase time.Duration
@@ -94,6 +99,7 @@ type Pusher struct {
 	onPrune       func(string)
 	topic         string
 	changeDelay   time.Duration
+	changeEvery   time.Duration
 	retryBase     time.Duration
 	retryMax      time.Duration
 	expiration    time.Duration
@@ -145,6 +151,7 @@ func New(opts Options) *Pusher {
 		onPrune:       opts.OnPrune,
 		topic:         opts.Topic,
 		changeDelay:   orDefault(opts.ChangeDelay, DefaultChangeDelay),
+		changeEvery:   opts.ChangeInterval,
 		retryBase:     orDefault(opts.RetryBase, DefaultRetryBase),
 		retryMax:      orDefault(opts.RetryMax, DefaultRetryMax),
 		expiration:    orDefault(opts.Expiration, DefaultExpiration),

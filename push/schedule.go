@@ -199,7 +199,11 @@ func (p *Pusher) setDue(j *job, isNew bool, changedAt, now time.Time) bool {
 		j.urgent, j.due = true, now
 		return true
 	case !j.urgent:
-		if due := changedAt.Add(p.changeDelay); due.After(j.due) {
+		due := changedAt.Add(p.changeDelay)
+		if guard := j.reg.LastPush.Add(p.changeEvery); p.changeEvery > 0 && !j.reg.LastPush.IsZero() && guard.After(due) {
+			due = guard // the storm guard: one change push per interval
+		}
+		if due.After(j.due) {
 			j.due = due
 			return true
 		}
@@ -279,6 +283,7 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 // came in while it was in flight, in which case they are scheduled afresh.
 func (p *Pusher) done(k jobKey, j *job, now time.Time) {
 	j.attempt = 0
+	j.reg.LastPush = now // as RecordPush stored it, for the storm guard
 	if !j.again {
 		delete(p.jobs, k)
 		return

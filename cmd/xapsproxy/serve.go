@@ -142,9 +142,10 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		Topic:   a.topic,
 		OnPrune: func(user string) { a.watch.Sync(user) },
 
-		ChangeDelay:   cfg.Watch.ChangeDelay,
-		OmitMailboxes: !cfg.APNS.MailboxHash,
-		Priority:      cfg.APNS.Priority,
+		ChangeDelay:    cfg.Watch.ChangeDelay,
+		ChangeInterval: cfg.Watch.ChangeInterval,
+		OmitMailboxes:  !cfg.APNS.MailboxHash,
+		Priority:       cfg.APNS.Priority,
 	})
 	source, why := watchSource(cfg)
 	a.sourceWhy = why
