@@ -92,10 +92,9 @@ type Instance struct {
 	cred     *syscall.Credential   // nil: run as ourselves
 	out      serverproc.SyncBuffer // the master's stdout and stderr
 
-	mu    sync.Mutex
+	mu    sync.Mutex // guards users
 	users map[string]string
-	cmd   *exec.Cmd
-	done  chan struct{} // closed when cmd has exited
+	proc  serverproc.Process // the master
 }
 
 // Available reports whether Cyrus and saslpasswd2 are installed.
@@ -257,39 +256,12 @@ func (c *Instance) launch() error {
 		"-p", filepath.Join(c.Dir, "master.pid"), "-D")
 	cmd.Dir = c.Dir
 	cmd.Stdout, cmd.Stderr = &c.out, &c.out
-	// Own process group, so that Kill reaches every Cyrus process.
-	// Pdeathsig kills the master if our process dies; it is started as
-	// its account already, so it keeps that setting (a change of user
-	// would clear it).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.cred, Pdeathsig: syscall.SIGKILL}
-	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
+	// The master is started as its account already, so it keeps Pdeathsig
+	// (a change of user would clear it).
+	if err := c.proc.Start(cmd, c.cred); err != nil {
 		return fmt.Errorf("start cyrus: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }() // reaps the master; ends when it exits
-	c.mu.Lock()
-	c.cmd, c.done = cmd, done
-	c.mu.Unlock()
-
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		err := serverproc.Probe(c.IMAPAddr, "* OK")
-		if err == nil {
-			err = serverproc.Probe(c.LMTPAddr, "220")
-		}
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-done:
-			return fmt.Errorf("cyrus master exited during startup (%v)", cmd.ProcessState)
-		case <-time.After(10 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("cyrus not ready after 15s: %w", err)
-		}
-	}
+	return c.proc.WaitReady("cyrus master", c.IMAPAddr, c.LMTPAddr, 15*time.Second, 10*time.Millisecond)
 }
 
 // SetPassword creates user or changes their password, at once: the
@@ -340,34 +312,15 @@ func (c *Instance) Deliver(rcpt string, msg []byte) error {
 
 // Kill SIGKILLs the whole process group and waits for the master.
 func (c *Instance) Kill() {
-	c.mu.Lock()
-	cmd, done := c.cmd, c.done
-	c.cmd = nil
-	c.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	<-done
+	c.proc.Kill()
 }
 
 // Stop shuts Cyrus down (SIGTERM, SIGKILL after 5 s).
 func (c *Instance) Stop() error {
-	c.mu.Lock()
-	cmd, done := c.cmd, c.done
-	c.mu.Unlock()
-	if cmd == nil {
-		return nil
+	if c.proc.Stop(5 * time.Second) {
+		return errors.New("cyrus ignored SIGTERM for 5s, killing it")
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	var err error
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		err = errors.New("cyrus ignored SIGTERM for 5s, killing it")
-	}
-	c.Kill() // also ends any service process still running
-	return err
+	return nil
 }
 
 // Close stops Cyrus at once and removes its directory.

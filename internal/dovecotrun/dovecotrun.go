@@ -85,9 +85,7 @@ type Instance struct {
 	cred    *syscall.Credential   // nil: run as ourselves
 	out     serverproc.SyncBuffer // Dovecot's stdout and stderr
 
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{} // closed when cmd has exited
+	proc serverproc.Process // the master
 }
 
 // Available reports whether a Dovecot binary is installed.
@@ -291,36 +289,8 @@ func (d *Instance) launch() error {
 	cmd := exec.Command(binary(), "-F", "-c", filepath.Join(d.Dir, "dovecot.conf"))
 	cmd.Dir = d.Dir
 	cmd.Stdout, cmd.Stderr = &d.out, &d.out
-	// Own process group, so that Kill reaches every Dovecot process.
-	// Pdeathsig kills the master if our process dies (panic, timeout); its
-	// children then exit by themselves.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: d.cred, Pdeathsig: syscall.SIGKILL}
-	cmd.WaitDelay = time.Second // don't hang on output pipes held by stray children
-	if err := cmd.Start(); err != nil {
+	if err := d.proc.Start(cmd, d.cred); err != nil {
 		return fmt.Errorf("start dovecot: %w", err)
 	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	d.mu.Lock()
-	d.cmd, d.done = cmd, done
-	d.mu.Unlock()
-
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := serverproc.Probe(d.IMAPAddr, "* OK")
-		if err == nil {
-			err = serverproc.Probe(d.LMTPAddr, "220")
-		}
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-done:
-			return fmt.Errorf("dovecot exited during startup (%v)", cmd.ProcessState)
-		case <-time.After(5 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("dovecot not ready after 10s: %w", err)
-		}
-	}
+	return d.proc.WaitReady("dovecot", d.IMAPAddr, d.LMTPAddr, 10*time.Second, 5*time.Millisecond)
 }

@@ -24,36 +24,17 @@ const ErrStopTimeout = Error("dovecot ignored SIGTERM for 5s, killing it")
 // Kill SIGKILLs the whole process group and waits for the master. Data
 // stays in place for Restart.
 func (d *Instance) Kill() {
-	d.mu.Lock()
-	cmd, done := d.cmd, d.done
-	d.cmd = nil
-	d.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-	<-done
+	d.proc.Kill()
 }
 
 // Stop shuts Dovecot down gracefully (SIGTERM, SIGKILL after 5 s, then
 // ErrStopTimeout). Data stays in place for Restart. Stopping a stopped
 // instance does nothing.
 func (d *Instance) Stop() error {
-	d.mu.Lock()
-	cmd, done := d.cmd, d.done
-	d.mu.Unlock()
-	if cmd == nil {
-		return nil
+	if d.proc.Stop(5 * time.Second) {
+		return ErrStopTimeout
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	var err error
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		err = ErrStopTimeout
-	}
-	d.Kill() // also reaps any straggling child still holding a listener
-	return err
+	return nil
 }
 
 // Restart stops Dovecot if it is running and starts it again on the same
@@ -215,12 +196,7 @@ func (l *LMTP) Close() error { return l.c.Close() }
 // Pid is the process ID of Dovecot's master process, 0 when it is not
 // running. Every Dovecot process is in its process group.
 func (d *Instance) Pid() int {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.cmd == nil {
-		return 0
-	}
-	return d.cmd.Process.Pid
+	return d.proc.Pid()
 }
 
 // Doveadm runs `doveadm -c DIR/dovecot.conf args...` as Dovecot's account

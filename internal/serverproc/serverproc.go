@@ -1,6 +1,7 @@
 // Package serverproc holds what the test-server runners (internal/dovecotrun,
 // internal/cyrusrun) share: picking free loopback ports, waiting for a
-// server's greeting, and collecting a server's output.
+// server's greeting, collecting a server's output, and running its master
+// process in a process group of its own (Process).
 package serverproc
 
 import (
