@@ -134,31 +134,8 @@ listen = ""
 // test log (failing the test if a secret shows up) and into s.logs.
 func (s *capturedStack) start() {
 	s.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
 	rec := slog.NewTextHandler(s.logs, &slog.HandlerOptions{Level: slog.LevelDebug})
-	log := slog.New(slog.NewMultiHandler(testlog.New(s.t, s.secrets...).Handler(), rec))
-	a, err := newApp(ctx, s.cfg, log, nil)
-	if err != nil {
-		cancel()
-		s.t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- a.run(ctx) }()
-	var once sync.Once
-	s.app = a
-	s.stop = func() {
-		once.Do(func() {
-			cancel()
-			select {
-			case err := <-done:
-				if err != nil {
-					s.t.Errorf("run: %v", err)
-				}
-			case <-time.After(waitTimeout):
-				s.t.Error("xapsproxy did not stop")
-			}
-		})
-	}
+	s.startLogging(slog.New(slog.NewMultiHandler(testlog.New(s.t, s.secrets...).Handler(), rec)))
 }
 
 func (s *capturedStack) deliver(subject string) {

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -120,8 +121,14 @@ listen = "127.0.0.1:0"
 // start runs xapsproxy in this process, as `xapsproxy serve` does.
 func (s *stack) start() {
 	s.t.Helper()
+	s.startLogging(testlog.New(s.t, append([]string{"alicepw", s.dovecot.MasterPassword}, s.secrets...)...))
+}
+
+// startLogging is start with its own logger.
+func (s *stack) startLogging(log *slog.Logger) {
+	s.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	a, err := newApp(ctx, s.cfg, testlog.New(s.t, append([]string{"alicepw", s.dovecot.MasterPassword}, s.secrets...)...), nil)
+	a, err := newApp(ctx, s.cfg, log, nil)
 	if err != nil {
 		cancel()
 		s.t.Fatal(err)
