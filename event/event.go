@@ -31,10 +31,17 @@ func (k Kind) String() string {
 // Event is an owner's verdict about one registered mailbox of one user.
 // Mailbox is the name as the devices registered it (on the wire, modified
 // UTF-7 unless UTF8=ACCEPT), so the push can name it as the device knows it.
+//
+// ID is the event's entry in the store's outbox, where the owner committed
+// it with the mailbox state that caused it; the push stage removes the
+// entry once the pushes it caused were answered. 0 = not in the outbox (a
+// store error, or a test): the push is sent all the same, but not again
+// after a crash.
 type Event struct {
 	User    string
 	Mailbox string
 	Kind    Kind
+	ID      int64
 }
 
 // Notifier receives events. Notify must not block.

@@ -50,6 +50,8 @@ type memStore struct {
 	regs    map[[2]string]store.Registration // by (user, token)
 	records []pushRecord
 	failReg int // fail this many Registrations calls
+	outbox  []store.OutboxEntry
+	lastID  int64
 }
 
 type pushRecord struct{ user, token, result string }
@@ -153,6 +155,50 @@ func (s *memStore) MailboxState(context.Context, string, string) (store.MailboxS
 
 func (s *memStore) SetMailboxState(context.Context, string, string, store.MailboxState) error {
 	return nil
+}
+
+func (s *memStore) RegistrationsOf(ctx context.Context, users []string) (map[string][]store.Registration, error) {
+	out := map[string][]store.Registration{}
+	for _, u := range users {
+		regs, err := s.Registrations(ctx, u)
+		if err != nil {
+			return nil, err
+		}
+		if len(regs) > 0 {
+			out[u] = regs
+		}
+	}
+	return out, nil
+}
+
+func (s *memStore) FinishPushes(ctx context.Context, records []store.PushRecord, done []int64) error {
+	for _, r := range records {
+		_ = s.RecordPush(ctx, r.User, r.DeviceToken, r.At, r.Result)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.outbox = slices.DeleteFunc(s.outbox, func(e store.OutboxEntry) bool { return slices.Contains(done, e.ID) })
+	return nil
+}
+
+func (s *memStore) CommitMailbox(_ context.Context, user, mailbox string, _ *store.MailboxState, e *store.OutboxEntry) (int64, error) {
+	if e == nil {
+		return 0, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.outbox = slices.DeleteFunc(s.outbox, func(o store.OutboxEntry) bool {
+		return o.User == user && o.Mailbox == mailbox && o.Changed == e.Changed
+	})
+	s.lastID++
+	s.outbox = append(s.outbox, store.OutboxEntry{ID: s.lastID, User: user, Mailbox: mailbox, Changed: e.Changed, At: e.At})
+	return s.lastID, nil
+}
+
+func (s *memStore) Outbox(context.Context) ([]store.OutboxEntry, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.outbox), nil
 }
 
 func (s *memStore) SetCredential(context.Context, string, []byte) error { return nil }

@@ -110,6 +110,7 @@ type Pusher struct {
 
 	wake    chan struct{} // 1-buffered: "events are waiting"
 	running atomic.Bool   // a Run is active
+	rec     *recorder     // batched writes of outcomes and finished outbox entries
 
 	mu        sync.Mutex
 	events    map[eventKey]eventState // reported, not yet looked up
@@ -118,9 +119,10 @@ type Pusher struct {
 
 	// Owned by the active Run (handed over through running).
 	jobs         map[jobKey]*job
-	due          dueHeap   // when each waiting job is due
-	gen          uint64    // the last generation given to a due entry
-	storeRetryAt time.Time // look events up again after a store error
+	due          dueHeap       // when each waiting job is due
+	gen          uint64        // the last generation given to a due entry
+	refs         map[int64]int // outbox id -> jobs holding it (see outbox.go)
+	storeRetryAt time.Time     // look events up again after a store error
 	storeErrors  int
 }
 
@@ -131,6 +133,8 @@ type eventKey struct{ user, mailbox string }
 type eventState struct {
 	isNew     bool
 	changedAt time.Time // zero if no KindChanged
+	newID     int64     // outbox entry of the new mail, 0 if none
+	changedID int64     // outbox entry of the changes, 0 if none
 }
 
 func (s *eventState) merge(o eventState) {
@@ -138,6 +142,8 @@ func (s *eventState) merge(o eventState) {
 	if o.changedAt.After(s.changedAt) {
 		s.changedAt = o.changedAt
 	}
+	s.newID = max(s.newID, o.newID)
+	s.changedID = max(s.changedID, o.changedID)
 }
 
 var _ event.Notifier = (*Pusher)(nil)
@@ -162,10 +168,12 @@ func New(opts Options) *Pusher {
 		wake:          make(chan struct{}, 1),
 		events:        map[eventKey]eventState{},
 		jobs:          map[jobKey]*job{},
+		refs:          map[int64]int{},
 	}
 	if p.logger == nil {
 		p.logger = slog.Default()
 	}
+	p.rec = newRecorder(p.store, p.logger)
 	if p.maxConcurrent <= 0 {
 		p.maxConcurrent = DefaultMaxConcurrent
 	}
@@ -191,9 +199,9 @@ func orDefault(d, def time.Duration) time.Duration {
 // Events reported while Run is not running wait for the next Run. An event
 // of unknown kind is treated as KindNew.
 func (p *Pusher) Notify(ev event.Event) {
-	st := eventState{isNew: ev.Kind != event.KindChanged}
-	if !st.isNew {
-		st.changedAt = p.clock.Now()
+	st := eventState{isNew: true, newID: ev.ID}
+	if ev.Kind == event.KindChanged {
+		st = eventState{changedAt: p.clock.Now(), changedID: ev.ID}
 	}
 	p.mu.Lock()
 	k := eventKey{ev.User, ev.Mailbox}
@@ -207,13 +215,14 @@ func (p *Pusher) Notify(ev event.Event) {
 	}
 }
 
-// Pending reports how much work is outstanding: events not yet looked up plus
-// registrations with a push waiting, in flight or retrying. It is 0 when the
-// Pusher is idle.
+// Pending reports how much work is outstanding: events not yet looked up,
+// registrations with a push waiting, in flight or retrying, and outcomes not
+// yet written to the store. It is 0 when the Pusher is idle.
 func (p *Pusher) Pending() int {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	return len(p.events) + p.resolving + p.jobCount
+	n := len(p.events) + p.resolving + p.jobCount
+	p.mu.Unlock()
+	return n + p.rec.pending()
 }
 
 // Action is what a push outcome means for its registration.
@@ -294,7 +303,7 @@ func (p *Pusher) PushUser(ctx context.Context, user string) ([]Result, error) {
 	results := make([]Result, 0, len(regs))
 	for _, reg := range regs {
 		n := p.notification(reg, expires, []string{testMailbox(&reg)})
-		results = append(results, p.pushOnce(ctx, reg, n))
+		results = append(results, p.pushOnce(ctx, reg, n, false))
 	}
 	return results, nil
 }
@@ -312,10 +321,11 @@ func (p *Pusher) notification(reg store.Registration, expires time.Time, mailbox
 	return Notification{DeviceToken: reg.DeviceToken, Topic: topic, AccountID: reg.AccountID, Expiration: expires, Mailboxes: mailboxes, Priority: p.priority}
 }
 
-// pushOnce sends n for reg, records the outcome and prunes a dead token. It
-// records nothing when ctx was cancelled during the send (shutdown); once
-// APNs has answered, the bookkeeping is done even if ctx is cancelled.
-func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notification) Result {
+// pushOnce sends n for reg, records the outcome (through the recorder when
+// batched, else at once) and prunes a dead token. It records nothing when
+// ctx was cancelled during the send (shutdown); once APNs has answered, the
+// bookkeeping is done even if ctx is cancelled.
+func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notification, batched bool) Result {
 	resp, err := p.sender.Send(ctx, n)
 	res := Result{User: reg.User, DeviceToken: reg.DeviceToken, AccountID: reg.AccountID, Response: resp, Err: err}
 	if err != nil {
@@ -329,7 +339,9 @@ func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notific
 	}
 	// APNs answered: book-keep even if shutdown starts now.
 	ctx = context.WithoutCancel(ctx)
-	if rerr := p.store.RecordPush(ctx, reg.User, reg.DeviceToken, p.clock.Now(), res.Outcome()); rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
+	if batched {
+		p.rec.record(store.PushRecord{User: reg.User, DeviceToken: reg.DeviceToken, At: p.clock.Now(), Result: res.Outcome()})
+	} else if rerr := p.store.RecordPush(ctx, reg.User, reg.DeviceToken, p.clock.Now(), res.Outcome()); rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
 		log.WarnContext(ctx, "cannot record push outcome", "error", rerr)
 	}
 	status := res.Outcome()

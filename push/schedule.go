@@ -35,6 +35,8 @@ type job struct {
 	againAt   time.Time          // ... latest change time, for the quiet delay
 	againIn   mailboxSet         // ... in these mailboxes
 	gen       uint64             // of its current entry in the due heap
+	outbox    []outboxRef        // outbox entries the current notification is about
+	againOut  []outboxRef        // ... and those of the events that came in flight
 }
 
 // outcome is what a worker hands back to Run.
@@ -44,10 +46,15 @@ type outcome struct {
 }
 
 // Run sends pushes until ctx is done. All scheduling state belongs to the
-// goroutine running Run; it starts at most MaxConcurrent worker goroutines,
-// one per push in flight, and when ctx is done it cancels them, waits for
-// every one to exit, and returns nil. Work still pending is kept for a later
-// Run. Run returns an error only if another Run is active.
+// goroutine running Run. Beside it run: at most MaxConcurrent worker
+// goroutines, one per push in flight; one goroutine at a time looking up
+// the registrations of the events reported (so the scheduler never waits
+// for the store); and the recorder, which writes outcomes and finished
+// outbox entries in batches. First it takes what the store's outbox holds.
+// When ctx is done it cancels the workers, waits for every goroutine to
+// exit (the recorder writes what is left first), and returns nil. Work
+// still pending is kept for a later Run, and in the outbox for a later
+// process. Run returns an error only if another Run is active.
 func (p *Pusher) Run(ctx context.Context) error {
 	if !p.running.CompareAndSwap(false, true) {
 		return errors.New("push: Run is already running")
@@ -62,12 +69,33 @@ func (p *Pusher) Run(ctx context.Context) error {
 	timer := p.clock.NewTimer()
 	defer timer.Stop()
 
-	p.absorb(ctx, p.clock.Now()) // events reported before Run
+	recCtx, stopRec := context.WithCancel(context.WithoutCancel(ctx))
+	recDone := make(chan struct{})
+	go func() {
+		defer close(recDone)
+		p.rec.run(recCtx)
+	}()
+	defer func() {
+		stopRec()
+		<-recDone
+	}()
+
+	resolved := make(chan resolution, 1)
+	resolving := false
+	outboxRead := p.loadOutbox(ctx, p.clock.Now())
 	for {
 		now := p.clock.Now()
-		if !p.storeRetryAt.IsZero() && !now.Before(p.storeRetryAt) {
-			p.storeRetryAt = time.Time{}
-			p.absorb(ctx, now)
+		if !outboxRead && !now.Before(p.storeRetryAt) {
+			if outboxRead = p.loadOutbox(ctx, now); !outboxRead {
+				p.storeErrors++
+				p.storeRetryAt = now.Add(p.backoff(p.storeErrors))
+			}
+		}
+		if !resolving && !now.Before(p.storeRetryAt) {
+			if batch := p.takeEvents(); len(batch) > 0 {
+				resolving = true
+				go func() { resolved <- p.resolve(ctx, batch) }()
+			}
 		}
 		inflight += p.dispatch(workCtx, now, p.maxConcurrent-inflight, &wg, done)
 		if next := p.nextWake(now); next.IsZero() {
@@ -82,10 +110,15 @@ func (p *Pusher) Run(ctx context.Context) error {
 			for ; inflight > 0; inflight-- {
 				p.finish(<-done, p.clock.Now(), true)
 			}
+			if resolving {
+				p.apply(<-resolved, p.clock.Now())
+			}
 			p.countJobs()
 			return nil
 		case <-p.wake:
-			p.absorb(ctx, p.clock.Now())
+		case r := <-resolved:
+			resolving = false
+			p.apply(r, p.clock.Now())
 		case out := <-done:
 			inflight--
 			p.finish(out, p.clock.Now(), false)
@@ -94,79 +127,20 @@ func (p *Pusher) Run(ctx context.Context) error {
 	}
 }
 
-// absorb takes the events Notify collected, looks up the registrations that
-// want each mailbox, and folds the events into their jobs. On a store error
-// the events are put back and looked up again after a backoff.
-func (p *Pusher) absorb(ctx context.Context, now time.Time) {
-	p.mu.Lock()
-	batch := p.events
-	p.events = map[eventKey]eventState{}
-	p.resolving = len(batch)
-	p.mu.Unlock()
-
-	byUser := map[string]map[string]eventState{}
-	for k, st := range batch {
-		if byUser[k.user] == nil {
-			byUser[k.user] = map[string]eventState{}
-		}
-		byUser[k.user][k.mailbox] = st
-	}
-	failed := false
-	for user, mailboxes := range byUser {
-		regs, err := p.store.Registrations(ctx, user)
-		if err != nil {
-			failed = true
-			p.putBack(user, mailboxes)
-			if ctx.Err() == nil {
-				p.logger.ErrorContext(ctx, "cannot look up registrations; will try again", "user", user, "error", err)
-			}
-			continue
-		}
-		for _, reg := range regs {
-			var st eventState
-			var names []string // as reg spells them
-			for mailbox, es := range mailboxes {
-				if name, ok := registeredName(&reg, mailbox); ok {
-					st.merge(es)
-					names = append(names, name)
-				}
-			}
-			if len(names) > 0 {
-				p.schedule(reg, st, names, now)
-			}
-		}
-	}
-	if failed && ctx.Err() == nil {
-		p.storeErrors++
-		p.storeRetryAt = now.Add(p.backoff(p.storeErrors))
-	} else if !failed {
-		p.storeErrors = 0
-	}
-	p.countJobs()
-}
-
-func (p *Pusher) putBack(user string, mailboxes map[string]eventState) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for mailbox, st := range mailboxes {
-		k := eventKey{user, mailbox}
-		cur := p.events[k]
-		cur.merge(st)
-		p.events[k] = cur
-	}
-}
-
 // schedule folds events st in the mailboxes names into the job of reg: new
 // mail is due at once, a change ChangeDelay after the latest change unless
 // new mail is already waiting. A job in flight is marked to go again; a
 // retrying job takes the mailboxes into its next attempt, and its
 // notification gets a fresh expiration.
-func (p *Pusher) schedule(reg store.Registration, st eventState, names []string, now time.Time) {
+func (p *Pusher) schedule(reg store.Registration, st eventState, names []string, refs []outboxRef, now time.Time) {
 	k := jobKey{reg.User, reg.DeviceToken}
 	j := p.jobs[k]
 	if j == nil {
 		j = &job{}
 		p.jobs[k] = j
+	}
+	if j.reg.LastPush.After(reg.LastPush) {
+		reg.LastPush = j.reg.LastPush // not yet written by the recorder
 	}
 	j.reg = reg
 	switch {
@@ -177,11 +151,20 @@ func (p *Pusher) schedule(reg store.Registration, st eventState, names []string,
 			j.againAt = st.changedAt
 		}
 		j.againIn.add(names...)
+		for _, r := range refs {
+			p.take(&j.againOut, r)
+		}
 	case j.attempt > 0:
 		j.expires = now.Add(p.expiration)
 		j.mailboxes.add(names...)
+		for _, r := range refs {
+			p.take(&j.outbox, r)
+		}
 	default:
 		j.mailboxes.add(names...)
+		for _, r := range refs {
+			p.take(&j.outbox, r)
+		}
 		if p.setDue(j, st.isNew, st.changedAt, now) {
 			p.queue(k, j)
 		}
@@ -231,7 +214,7 @@ func (p *Pusher) dispatch(ctx context.Context, now time.Time, free int, wg *sync
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			done <- outcome{k, p.pushOnce(ctx, reg, n)}
+			done <- outcome{k, p.pushOnce(ctx, reg, n, true)}
 		}()
 		started++
 	}
@@ -252,13 +235,15 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 	case shutdown && res.Err != nil:
 		// Sent first thing by the next Run, with what came in flight.
 		j.due = now
-		j.foldAgain()
+		p.foldAgain(j)
 		p.queue(out.key, j)
 	case res.Action == Pruned:
-		// DeleteToken removed the token for every user: forget all its jobs.
+		// DeleteToken removed the token for every user: forget all its jobs
+		// (the others in flight finish on their own).
+		p.drop(out.key, j)
 		for k, other := range p.jobs {
 			if k.token == out.key.token && !other.running {
-				delete(p.jobs, k)
+				p.drop(k, other)
 			}
 		}
 	case res.Action == Retry:
@@ -271,7 +256,7 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 			break
 		}
 		j.due = next
-		j.foldAgain() // events that came in flight ride on the retry
+		p.foldAgain(j) // events that came in flight ride on the retry
 		p.queue(out.key, j)
 	default: // Delivered, Rejected
 		p.done(out.key, j, now)
@@ -283,13 +268,15 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 // came in while it was in flight, in which case they are scheduled afresh.
 func (p *Pusher) done(k jobKey, j *job, now time.Time) {
 	j.attempt = 0
-	j.reg.LastPush = now // as RecordPush stored it, for the storm guard
+	j.reg.LastPush = now // as the recorder stores it, for the storm guard
+	p.releaseAll(&j.outbox)
 	if !j.again {
 		delete(p.jobs, k)
 		return
 	}
 	isNew, at := j.againNew, j.againAt
 	j.mailboxes, j.againIn = j.againIn, nil
+	j.outbox, j.againOut = j.againOut, nil
 	j.again, j.againNew, j.againAt = false, false, time.Time{}
 	j.urgent, j.due = false, time.Time{}
 	p.setDue(j, isNew, at, now)
@@ -298,9 +285,21 @@ func (p *Pusher) done(k jobKey, j *job, now time.Time) {
 
 // foldAgain makes the events that came while j was in flight part of its
 // current notification, which is to be sent again.
-func (j *job) foldAgain() {
+func (p *Pusher) foldAgain(j *job) {
 	j.mailboxes.addSet(j.againIn)
+	for _, r := range j.againOut {
+		p.take(&j.outbox, r)
+		p.release(r.id) // the hold of againOut, now in outbox
+	}
+	j.againOut = nil
 	j.again, j.againNew, j.againAt, j.againIn = false, false, time.Time{}, nil
+}
+
+// drop forgets j, whose registration is gone, with its outbox holds.
+func (p *Pusher) drop(k jobKey, j *job) {
+	p.releaseAll(&j.outbox)
+	p.releaseAll(&j.againOut)
+	delete(p.jobs, k)
 }
 
 // nextWake is the earliest future time Run must wake for: a job becoming due

@@ -50,6 +50,19 @@ var migrations = []string{
 		sealed  BLOB    NOT NULL CHECK (length(sealed) > 0),
 		updated INTEGER NOT NULL
 	);`,
+	// 3: the outbox: pushes owed, committed in the same transaction as the
+	// mailbox state that caused them and removed once APNs has answered,
+	// so that a crash between the two loses no push. One row per user,
+	// mailbox and kind (new mail, or changes): a newer event replaces the
+	// row (with a new id), since the push it asks for covers the older.
+	`CREATE TABLE outbox (
+		id      INTEGER PRIMARY KEY AUTOINCREMENT,
+		user    TEXT    NOT NULL CHECK (user <> ''),
+		mailbox TEXT    NOT NULL CHECK (mailbox <> ''),
+		changed INTEGER NOT NULL CHECK (changed IN (0, 1)),
+		at      INTEGER NOT NULL,
+		UNIQUE (user, mailbox, changed)
+	);`,
 }
 
 // errNotOurs reports a database that belongs to something else.

@@ -23,8 +23,9 @@ import (
 // pool, which WAL lets run beside the writer; it is opened query_only as a
 // guard against writes sneaking past w.
 type SQLite struct {
-	w *sql.DB
-	r *sql.DB
+	w     *sql.DB
+	r     *sql.DB
+	group group // writes sharing one transaction; see write
 }
 
 var _ Store = (*SQLite)(nil)
@@ -272,15 +273,7 @@ func (s *SQLite) MailboxState(ctx context.Context, user, mailbox string) (Mailbo
 
 // SetMailboxState stores the state of one mailbox.
 func (s *SQLite) SetMailboxState(ctx context.Context, user, mailbox string, st MailboxState) error {
-	if user == "" || mailbox == "" {
-		return wrap("set mailbox state", fmt.Errorf("%w: empty user or mailbox", errInvalid))
-	}
-	_, err := s.w.ExecContext(ctx, `
-		INSERT INTO mailbox_state (user, mailbox, uid_validity, uid_next) VALUES (?, ?, ?, ?)
-		ON CONFLICT (user, mailbox) DO UPDATE SET
-			uid_validity = excluded.uid_validity,
-			uid_next     = excluded.uid_next`,
-		user, mailbox, st.UIDValidity, st.UIDNext)
+	_, err := s.commitMailbox(ctx, user, mailbox, &st, nil)
 	return wrap("set mailbox state", err)
 }
 

@@ -57,6 +57,28 @@ type MailboxState struct {
 	UIDNext     uint32
 }
 
+// OutboxEntry is a push owed to the devices of User that registered
+// Mailbox: committed with the mailbox state that caused it (CommitMailbox)
+// and removed when APNs has answered the pushes it caused (FinishPushes), so
+// that a crash in between loses nothing: the next start sends it.
+type OutboxEntry struct {
+	ID      int64  // assigned by the store; never reused
+	User    string // login name, as in Registration.User
+	Mailbox string // as the devices registered it
+	// Changed is true for flag changes and expunges (a push that may wait
+	// and be coalesced), false for new mail (a push at once).
+	Changed bool
+	At      time.Time // when it was committed
+}
+
+// PushRecord is the outcome of one push to one registration, for
+// FinishPushes.
+type PushRecord struct {
+	User, DeviceToken string
+	At                time.Time
+	Result            string // as Registration.LastPushResult
+}
+
 // ErrNotFound is returned when a lookup finds nothing.
 var ErrNotFound = errors.New("not found")
 
@@ -92,13 +114,30 @@ type Store interface {
 	// DeleteToken removes every registration of a device token (APNs said the
 	// token is dead) and returns the users that had one.
 	DeleteToken(ctx context.Context, token string) ([]string, error)
+	// RegistrationsOf returns the registrations of several users at once,
+	// by user; users with none are absent from the map.
+	RegistrationsOf(ctx context.Context, users []string) (map[string][]Registration, error)
 	// RecordPush remembers the outcome of the latest push to a registration.
 	RecordPush(ctx context.Context, user, token string, at time.Time, result string) error
+	// FinishPushes records the outcomes of many pushes and removes the
+	// outbox entries done (their pushes were answered or expired) in one
+	// transaction. Records of registrations since deleted and ids no
+	// longer in the outbox are skipped.
+	FinishPushes(ctx context.Context, records []PushRecord, done []int64) error
 
 	// MailboxState returns the stored state, or ErrNotFound.
 	MailboxState(ctx context.Context, user, mailbox string) (MailboxState, error)
 	// SetMailboxState stores the state of one mailbox.
 	SetMailboxState(ctx context.Context, user, mailbox string, st MailboxState) error
+	// CommitMailbox stores, in one transaction, the new state of a mailbox
+	// (st, unless nil) and the push it causes (push, unless nil: its User
+	// and Mailbox are user and mailbox, its ID is ignored), which replaces
+	// an entry still in the outbox for the same user, mailbox and kind,
+	// since the newer push covers it. It returns the new entry's ID, or 0
+	// without push.
+	CommitMailbox(ctx context.Context, user, mailbox string, st *MailboxState, push *OutboxEntry) (int64, error)
+	// Outbox returns every entry in the outbox, oldest first.
+	Outbox(ctx context.Context) ([]OutboxEntry, error)
 
 	// SetCredential stores the sealed credential of user (package
 	// credential seals it; the store never sees a password), replacing

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/xapsproxy/xapsproxy/event"
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
@@ -114,7 +115,7 @@ func (o *owner) apply(ctx context.Context, h event.Hint) {
 	o.m.stats.hints.Add(1)
 	switch h.What {
 	case event.Flags, event.Expunged, event.Gone:
-		o.notify(mb, event.KindChanged)
+		o.commit(ctx, mb, nil, event.KindChanged)
 		if h.What == event.Gone {
 			delete(o.known, mb)
 		}
@@ -124,7 +125,7 @@ func (o *owner) apply(ctx context.Context, h event.Hint) {
 		// An arrival without numbers (or a bare "look"): the connection
 		// that sent it checks the mailbox itself; nothing to compare here.
 		if h.What == event.Arrived {
-			o.notify(mb, event.KindNew)
+			o.commit(ctx, mb, nil, event.KindNew)
 		}
 		return
 	}
@@ -133,7 +134,7 @@ func (o *owner) apply(ctx context.Context, h event.Hint) {
 	if err != nil {
 		o.m.log.Error("cannot read mailbox state", "user", o.user, "mailbox", mb, "err", err)
 		if h.What == event.Arrived {
-			o.notify(mb, event.KindNew)
+			o.notify(mb, event.KindNew, 0)
 		}
 		return
 	}
@@ -151,19 +152,51 @@ func (o *owner) apply(ctx context.Context, h event.Hint) {
 	if st.UIDValidity == 0 { // an arrival that did not say; keep what we had
 		st.UIDValidity = prev.UIDValidity
 	}
-	if isNew {
-		o.m.log.Info("new mail", "user", o.user, "mailbox", mb, "uidnext", st.UIDNext)
-		o.notify(mb, event.KindNew)
+	if !isNew {
+		o.commit(ctx, mb, &st, 0)
+		return
 	}
-	o.store(ctx, mb, st)
+	o.m.log.Info("new mail", "user", o.user, "mailbox", mb, "uidnext", st.UIDNext)
+	o.commit(ctx, mb, &st, event.KindNew)
 }
 
-func (o *owner) notify(mailbox string, kind event.Kind) {
+// commit stores the new state of mb (unless st is nil) and, for an event
+// of kind (unless 0), the push it causes, in one transaction, and then
+// tells the Notifier. The push stage removes the outbox entry once APNs has
+// answered, so a crash in between loses nothing: the next start sends it,
+// and finds the state already stored, so it does not push the mail twice.
+// If the store fails, the event is still reported (without an outbox
+// entry), and the state is not remembered, so the next look finds the mail
+// again.
+func (o *owner) commit(ctx context.Context, mb string, st *store.MailboxState, kind event.Kind) {
+	var entry *store.OutboxEntry
+	if kind != 0 && !o.baselineOnly {
+		entry = &store.OutboxEntry{Changed: kind == event.KindChanged, At: time.Now()}
+	}
+	if st == nil && entry == nil {
+		return
+	}
+	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	id, err := o.m.opts.Store.CommitMailbox(sctx, o.user, mb, st, entry)
+	switch {
+	case err != nil:
+		o.m.log.Error("cannot store mailbox state", "user", o.user, "mailbox", mb, "err", err)
+		delete(o.known, mb)
+	case st != nil:
+		o.known[mb] = *st
+	}
+	if kind != 0 {
+		o.notify(mb, kind, id)
+	}
+}
+
+func (o *owner) notify(mailbox string, kind event.Kind, id int64) {
 	if o.baselineOnly {
 		return
 	}
 	o.m.stats.events.Add(1)
-	o.m.opts.Notifier.Notify(event.Event{User: o.user, Mailbox: mailbox, Kind: kind})
+	o.m.opts.Notifier.Notify(event.Event{User: o.user, Mailbox: mailbox, Kind: kind, ID: id})
 }
 
 // state returns the stored state of mb, reading the store the first time.
@@ -182,15 +215,4 @@ func (o *owner) state(ctx context.Context, mb string) (store.MailboxState, bool,
 	}
 	o.known[mb] = st
 	return st, true, nil
-}
-
-func (o *owner) store(ctx context.Context, mb string, st store.MailboxState) {
-	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	defer cancel()
-	if err := o.m.opts.Store.SetMailboxState(sctx, o.user, mb, st); err != nil {
-		o.m.log.Error("cannot store mailbox state", "user", o.user, "mailbox", mb, "err", err)
-		delete(o.known, mb)
-		return
-	}
-	o.known[mb] = st
 }

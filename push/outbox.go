@@ -1,0 +1,115 @@
+package push
+
+import (
+	"context"
+	"time"
+)
+
+// The outbox (see store.OutboxEntry) is how a push survives a crash: the
+// owner of an account commits each event with the mailbox state that
+// caused it, and the Pusher removes the entry only when every push it
+// caused has been answered by APNs (or expired). At start, Run takes what
+// is in the outbox as if it had just been reported.
+//
+// The store keeps one entry per user, mailbox and kind, a newer replacing
+// an older with a higher id. A job holds the ids of the entries its
+// notification is about (at most one per mailbox and kind: a newer id
+// replaces an older one, which the store has already replaced); the Pusher
+// counts, per id, the jobs holding it, and when the last lets go the id is
+// handed to the recorder to be removed.
+
+// outboxRef is an outbox entry a job's notification is about.
+type outboxRef struct {
+	mailbox string // as reported (the event's Mailbox)
+	changed bool
+	id      int64
+}
+
+// take adds r to list, unless list holds the same entry or a newer one of
+// the same mailbox and kind; a newer r replaces an older one, which is let
+// go.
+func (p *Pusher) take(list *[]outboxRef, r outboxRef) {
+	if r.id == 0 {
+		return
+	}
+	for i, e := range *list {
+		if e.mailbox != r.mailbox || e.changed != r.changed {
+			continue
+		}
+		if r.id <= e.id {
+			return
+		}
+		(*list)[i].id = r.id
+		p.refs[r.id]++
+		p.release(e.id)
+		return
+	}
+	*list = append(*list, r)
+	p.refs[r.id]++
+}
+
+// release lets go of one hold on id; the last one hands it to the recorder
+// to be removed from the outbox.
+func (p *Pusher) release(id int64) {
+	if id == 0 {
+		return
+	}
+	if n := p.refs[id] - 1; n > 0 {
+		p.refs[id] = n
+		return
+	}
+	delete(p.refs, id)
+	p.rec.finished(id)
+}
+
+// releaseAll lets go of every id in list and empties it.
+func (p *Pusher) releaseAll(list *[]outboxRef) {
+	for _, e := range *list {
+		p.release(e.id)
+	}
+	*list = nil
+}
+
+// unclaimed hands id to the recorder if no job took it (nobody registered
+// the mailbox, or a newer entry already covers it).
+func (p *Pusher) unclaimed(id int64) {
+	if id != 0 && p.refs[id] == 0 {
+		p.rec.finished(id)
+	}
+}
+
+// loadOutbox takes the entries in the store's outbox as events, so that
+// what was pending when the process stopped is sent now. Entries older
+// than Expiration are dropped: APNs would not deliver them any more. It
+// reports whether the outbox was read.
+func (p *Pusher) loadOutbox(ctx context.Context, now time.Time) bool {
+	entries, err := p.store.Outbox(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			p.logger.ErrorContext(ctx, "cannot read the outbox; will try again", "error", err)
+		}
+		return false
+	}
+	expired := 0
+	p.mu.Lock()
+	for _, e := range entries {
+		if now.Sub(e.At) > p.expiration {
+			expired++
+			p.rec.finished(e.ID)
+			continue
+		}
+		st := eventState{isNew: !e.Changed, newID: e.ID}
+		if e.Changed {
+			st = eventState{changedAt: e.At, changedID: e.ID}
+		}
+		k := eventKey{e.User, e.Mailbox}
+		cur := p.events[k]
+		cur.merge(st)
+		p.events[k] = cur
+	}
+	p.mu.Unlock()
+	if len(entries) > 0 {
+		p.logger.InfoContext(ctx, "sending the pushes left in the outbox", "entries", len(entries)-expired, "expired", expired)
+	}
+	return true
+}

@@ -1,0 +1,129 @@
+package push
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/xapsproxy/xapsproxy/store"
+)
+
+// Bounds of what the recorder keeps while the store does not answer.
+const (
+	maxRecords    = 100_000          // push outcomes; beyond, the oldest kept, the newest dropped
+	finalFlush    = 5 * time.Second  // at shutdown, to write what is left
+	recorderRetry = 2 * time.Second  // after a failed write, before the next
+	recorderMax   = 30 * time.Second // cap of the retry delay
+)
+
+// recorder writes push outcomes and finished outbox entries to the store in
+// batches: whatever accumulated while the previous write ran goes in the
+// next, so under load one transaction carries thousands of them, and the
+// Pusher's goroutines never wait for the store.
+type recorder struct {
+	store  store.Store
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	records []store.PushRecord
+	done    []int64       // outbox ids to remove
+	kick    chan struct{} // 1-buffered: "something to write"
+}
+
+func newRecorder(st store.Store, logger *slog.Logger) *recorder {
+	return &recorder{store: st, logger: logger, kick: make(chan struct{}, 1)}
+}
+
+// record queues the outcome of one push.
+func (r *recorder) record(rec store.PushRecord) {
+	r.mu.Lock()
+	if len(r.records) < maxRecords {
+		r.records = append(r.records, rec)
+	}
+	r.mu.Unlock()
+	r.wake()
+}
+
+// finished queues outbox ids whose pushes are all answered.
+func (r *recorder) finished(ids ...int64) {
+	r.mu.Lock()
+	r.done = append(r.done, ids...)
+	r.mu.Unlock()
+	r.wake()
+}
+
+func (r *recorder) wake() {
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run writes until ctx is done, then writes what is left (for at most
+// finalFlush) and returns.
+func (r *recorder) run(ctx context.Context) {
+	failures := 0
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalFlush)
+			defer cancel()
+			if err := r.flush(fctx); err != nil {
+				r.logger.Error("cannot record push outcomes at shutdown; pushes still in the outbox will be sent again", "error", err)
+			}
+			return
+		case <-r.kick:
+		}
+		if err := r.flush(ctx); err != nil {
+			if ctx.Err() != nil {
+				continue // shutting down: the final flush tries again
+			}
+			failures++
+			if failures == 1 {
+				r.logger.Error("cannot record push outcomes; will try again", "error", err)
+			}
+			wait := min(recorderRetry<<min(failures-1, 8), recorderMax)
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+			case <-t.C:
+			}
+			t.Stop()
+			r.wake()
+			continue
+		}
+		if failures > 0 {
+			r.logger.Info("recording push outcomes again", "failures", failures)
+			failures = 0
+		}
+	}
+}
+
+// flush writes what is queued in one FinishPushes; on failure it is queued
+// again.
+func (r *recorder) flush(ctx context.Context) error {
+	r.mu.Lock()
+	records, done := r.records, r.done
+	r.records, r.done = nil, nil
+	r.mu.Unlock()
+	if len(records) == 0 && len(done) == 0 {
+		return nil
+	}
+	err := r.store.FinishPushes(ctx, records, done)
+	if err != nil {
+		r.mu.Lock()
+		r.done = append(done, r.done...)
+		keep := max(0, min(len(records), maxRecords-len(r.records)))
+		r.records = append(records[:keep], r.records...)
+		r.mu.Unlock()
+	}
+	return err
+}
+
+// pending is how many writes are queued.
+func (r *recorder) pending() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.records) + len(r.done)
+}

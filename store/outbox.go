@@ -1,0 +1,155 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+)
+
+// CommitMailbox stores the state of a mailbox and the push it causes in one
+// transaction, shared with other writes made at the same moment (see
+// write). The push replaces an entry for the same user, mailbox and kind.
+func (s *SQLite) CommitMailbox(ctx context.Context, user, mailbox string, st *MailboxState, push *OutboxEntry) (int64, error) {
+	id, err := s.commitMailbox(ctx, user, mailbox, st, push)
+	return id, wrap("commit mailbox", err)
+}
+
+func (s *SQLite) commitMailbox(ctx context.Context, user, mailbox string, st *MailboxState, push *OutboxEntry) (int64, error) {
+	if user == "" || mailbox == "" {
+		return 0, fmt.Errorf("%w: empty user or mailbox", errInvalid)
+	}
+	var at []sql.NullInt64
+	if push != nil {
+		var err error
+		if at, err = nanos(push.At); err != nil {
+			return 0, err
+		}
+		if !at[0].Valid {
+			return 0, fmt.Errorf("%w: outbox entry without a time", errInvalid)
+		}
+	}
+	var id int64
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if st != nil {
+			if _, err := tx.ExecContext(ctx, `
+				INSERT INTO mailbox_state (user, mailbox, uid_validity, uid_next) VALUES (?, ?, ?, ?)
+				ON CONFLICT (user, mailbox) DO UPDATE SET
+					uid_validity = excluded.uid_validity,
+					uid_next     = excluded.uid_next`,
+				user, mailbox, st.UIDValidity, st.UIDNext); err != nil {
+				return err
+			}
+		}
+		if push == nil {
+			return nil
+		}
+		// REPLACE deletes the older entry of the same kind and inserts a
+		// new row, whose AUTOINCREMENT id is above every id ever given.
+		return tx.QueryRowContext(ctx,
+			`REPLACE INTO outbox (user, mailbox, changed, at) VALUES (?, ?, ?, ?) RETURNING id`,
+			user, mailbox, push.Changed, at[0]).Scan(&id)
+	})
+	return id, err
+}
+
+// Outbox returns every entry in the outbox, oldest first.
+func (s *SQLite) Outbox(ctx context.Context) ([]OutboxEntry, error) {
+	out, err := s.outbox(ctx)
+	return out, wrap("outbox", err)
+}
+
+func (s *SQLite) outbox(ctx context.Context) ([]OutboxEntry, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT id, user, mailbox, changed, at FROM outbox ORDER BY id`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []OutboxEntry
+	for rows.Next() {
+		var e OutboxEntry
+		var at sql.NullInt64
+		if err := rows.Scan(&e.ID, &e.User, &e.Mailbox, &e.Changed, &at); err != nil {
+			return nil, err
+		}
+		e.At = fromNanos(at)
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// FinishPushes records push outcomes and removes the outbox entries done, in
+// one transaction shared with other writes made at the same moment.
+func (s *SQLite) FinishPushes(ctx context.Context, records []PushRecord, done []int64) error {
+	if len(records) == 0 && len(done) == 0 {
+		return nil
+	}
+	type rec struct {
+		user, token, result string
+		at                  sql.NullInt64
+	}
+	recs := make([]rec, len(records))
+	for i, r := range records {
+		t, err := nanos(r.At)
+		if err != nil {
+			return wrap("finish pushes", err)
+		}
+		recs[i] = rec{r.User, NormalizeToken(r.DeviceToken), r.Result, t[0]}
+	}
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if len(recs) > 0 {
+			stmt, err := tx.PrepareContext(ctx,
+				`UPDATE registrations SET last_push = ?, last_push_result = ? WHERE user = ? AND device_token = ?`)
+			if err != nil {
+				return err
+			}
+			defer stmt.Close()
+			for _, r := range recs {
+				if _, err := stmt.ExecContext(ctx, r.at, r.result, r.user, r.token); err != nil {
+					return err
+				}
+			}
+		}
+		if len(done) > 0 {
+			stmt, err := tx.PrepareContext(ctx, `DELETE FROM outbox WHERE id = ?`)
+			if err != nil {
+				return err
+			}
+			defer stmt.Close()
+			for _, id := range done {
+				if _, err := stmt.ExecContext(ctx, id); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	return wrap("finish pushes", err)
+}
+
+// maxParams bounds the users of one RegistrationsOf query (SQLite allows
+// 32 766 parameters; smaller queries keep each read short).
+const maxParams = 500
+
+// RegistrationsOf returns the registrations of users, by user, in one query
+// per maxParams users.
+func (s *SQLite) RegistrationsOf(ctx context.Context, users []string) (map[string][]Registration, error) {
+	out := make(map[string][]Registration, len(users))
+	for len(users) > 0 {
+		n := min(len(users), maxParams)
+		args := make([]any, n)
+		for i, u := range users[:n] {
+			args[i] = u
+		}
+		q := selectRegistrations + ` WHERE user IN (?` + strings.Repeat(`, ?`, n-1) + `) ORDER BY user, device_token`
+		regs, err := s.query(ctx, q, args...)
+		if err != nil {
+			return nil, wrap("registrations of users", err)
+		}
+		for _, r := range regs {
+			out[r.User] = append(out[r.User], r)
+		}
+		users = users[n:]
+	}
+	return out, nil
+}
