@@ -1,7 +1,8 @@
 // Package admin serves xapsproxy's operator endpoints over HTTP: /healthz
-// (200 when the store answers) and /metrics (Prometheus: the Go runtime, the
-// process, the watchers). The listener defaults to loopback only; put it
-// behind something that authenticates before exposing it further.
+// (200 when the store answers) and /metrics (Prometheus: the Go runtime,
+// the process, the watchers, the pushes). The listener defaults to loopback
+// only; put it behind something that authenticates before exposing it
+// further.
 package admin
 
 import (
@@ -19,9 +20,9 @@ import (
 
 const healthTimeout = 5 * time.Second
 
-// Handler returns the admin HTTP handler; w, when not nil, adds the
-// watchers' metrics.
-func Handler(st store.Store, w Watchers) http.Handler {
+// Handler returns the admin HTTP handler; w and p, when not nil, add the
+// watchers' and the pusher's metrics.
+func Handler(st store.Store, w Watchers, p Pushes) http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
@@ -29,6 +30,9 @@ func Handler(st store.Store, w Watchers) http.Handler {
 	)
 	if w != nil {
 		reg.MustRegister(watchCollector{w})
+	}
+	if p != nil {
+		reg.MustRegister(pushCollector{p})
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

@@ -17,7 +17,7 @@ func TestEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Handler(st, nil))
+	srv := httptest.NewServer(Handler(st, nil, nil))
 	defer srv.Close()
 	get := func(path string) (int, string) {
 		res, err := http.Get(srv.URL + path)
@@ -57,7 +57,7 @@ func TestWatcherMetrics(t *testing.T) {
 	s.GreetingTimeouts, s.Reconnects = 3, 517
 	s.Owners, s.NotifySessions, s.IdleSessions = 500, 499, 1
 	s.CatchUpPending, s.CatchUps, s.CatchUpFailures = 7, 493, 2
-	srv := httptest.NewServer(Handler(st, fixedStats(s)))
+	srv := httptest.NewServer(Handler(st, fixedStats(s), nil))
 	defer srv.Close()
 	res, err := http.Get(srv.URL + "/metrics")
 	if err != nil {

@@ -52,6 +52,8 @@ type Response struct {
 	StatusCode int    // HTTP status: 200 = accepted
 	Reason     string // APNs reason for a rejection, e.g. "Unregistered"
 	APNsID     string // apns-id of the notification
+	// RetryAfter is the Retry-After of a 429 or 503 answer; 0 when absent.
+	RetryAfter time.Duration
 }
 
 // String is the status and reason, e.g. "200" or "410 Unregistered".

@@ -101,6 +101,7 @@ func (p *Pusher) observe(res Result, probe bool, now time.Time) (reopened bool) 
 		p.logger.Info("APNs is taking pushes again; sending the backlog",
 			"cause", g.cause.String(), "held_for", now.Sub(g.since).Round(time.Millisecond).String(), "probes", g.probes)
 		*g = gate{}
+		p.held.Store(int32(gateOpen))
 		return true
 	case scopeCredential:
 		first := g.cause != gateCredential
@@ -108,6 +109,7 @@ func (p *Pusher) observe(res Result, probe bool, now time.Time) (reopened bool) 
 			g.since = now
 		}
 		g.cause = gateCredential
+		p.held.Store(int32(gateCredential))
 		if probe || first {
 			g.probes += boolInt(probe)
 			g.probeAt = now.Add(p.credentialRecheck)
@@ -124,6 +126,7 @@ func (p *Pusher) observe(res Result, probe bool, now time.Time) (reopened bool) 
 		}
 		if g.cause == gateOpen {
 			g.cause, g.since = gateOutage, now
+			p.held.Store(int32(gateOutage))
 			p.logger.Warn("APNs is not answering; holding pushes and probing until it does",
 				"status", res.Outcome(), "failures", g.failures)
 		}

@@ -85,6 +85,10 @@ type Options struct {
 	// Priority is every push's apns-priority; 0 = no header (APNs then
 	// assumes 10), as the reference daemon sends.
 	Priority int
+	// CredentialRecheck is how long pushes are held after APNs refused the
+	// credential (403) before one push tries it again.
+	// 0 = DefaultCredentialRecheck (1m).
+	CredentialRecheck time.Duration
 	// Clock gives the time for timestamps and schedules and the timer Run
 	// waits on. nil = the real clock.
 	Clock Clock
@@ -93,24 +97,27 @@ type Options struct {
 // Pusher turns mailbox events into APNs pushes. Create it with New, start
 // Run, and hand it to watchers as their event.Notifier.
 type Pusher struct {
-	store         store.Store
-	sender        Sender
-	logger        *slog.Logger
-	onPrune       func(string)
-	topic         string
-	changeDelay   time.Duration
-	changeEvery   time.Duration
-	retryBase     time.Duration
-	retryMax      time.Duration
-	expiration    time.Duration
-	maxConcurrent int
-	omitMailboxes bool
-	priority      int
-	clock         Clock
+	store             store.Store
+	sender            Sender
+	logger            *slog.Logger
+	onPrune           func(string)
+	topic             string
+	changeDelay       time.Duration
+	changeEvery       time.Duration
+	retryBase         time.Duration
+	retryMax          time.Duration
+	expiration        time.Duration
+	maxConcurrent     int
+	omitMailboxes     bool
+	priority          int
+	clock             Clock
+	credentialRecheck time.Duration
 
 	wake    chan struct{} // 1-buffered: "events are waiting"
 	running atomic.Bool   // a Run is active
 	rec     *recorder     // batched writes of outcomes and finished outbox entries
+	answers answerCounts  // for Stats
+	held    atomic.Int32  // the gate's cause, for Stats
 
 	mu        sync.Mutex
 	events    map[eventKey]eventState // reported, not yet looked up
@@ -124,6 +131,7 @@ type Pusher struct {
 	refs         map[int64]int // outbox id -> jobs holding it (see outbox.go)
 	storeRetryAt time.Time     // look events up again after a store error
 	storeErrors  int
+	gate         gate // APNs as a whole: open, or holding pushes (see gate.go)
 }
 
 // eventKey and eventState are what Notify keeps: per (user, mailbox),
@@ -151,24 +159,25 @@ var _ event.Notifier = (*Pusher)(nil)
 // New makes a Pusher. It does no I/O; nothing is sent until Run.
 func New(opts Options) *Pusher {
 	p := &Pusher{
-		store:         opts.Store,
-		sender:        opts.Sender,
-		logger:        opts.Logger,
-		onPrune:       opts.OnPrune,
-		topic:         opts.Topic,
-		changeDelay:   orDefault(opts.ChangeDelay, DefaultChangeDelay),
-		changeEvery:   opts.ChangeInterval,
-		retryBase:     orDefault(opts.RetryBase, DefaultRetryBase),
-		retryMax:      orDefault(opts.RetryMax, DefaultRetryMax),
-		expiration:    orDefault(opts.Expiration, DefaultExpiration),
-		maxConcurrent: opts.MaxConcurrent,
-		omitMailboxes: opts.OmitMailboxes,
-		priority:      opts.Priority,
-		clock:         opts.Clock,
-		wake:          make(chan struct{}, 1),
-		events:        map[eventKey]eventState{},
-		jobs:          map[jobKey]*job{},
-		refs:          map[int64]int{},
+		store:             opts.Store,
+		sender:            opts.Sender,
+		logger:            opts.Logger,
+		onPrune:           opts.OnPrune,
+		topic:             opts.Topic,
+		changeDelay:       orDefault(opts.ChangeDelay, DefaultChangeDelay),
+		changeEvery:       opts.ChangeInterval,
+		retryBase:         orDefault(opts.RetryBase, DefaultRetryBase),
+		retryMax:          orDefault(opts.RetryMax, DefaultRetryMax),
+		expiration:        orDefault(opts.Expiration, DefaultExpiration),
+		maxConcurrent:     opts.MaxConcurrent,
+		omitMailboxes:     opts.OmitMailboxes,
+		priority:          opts.Priority,
+		credentialRecheck: orDefault(opts.CredentialRecheck, DefaultCredentialRecheck),
+		clock:             opts.Clock,
+		wake:              make(chan struct{}, 1),
+		events:            map[eventKey]eventState{},
+		jobs:              map[jobKey]*job{},
+		refs:              map[int64]int{},
 	}
 	if p.logger == nil {
 		p.logger = slog.Default()
@@ -234,10 +243,12 @@ const (
 	// Pruned: APNs said the token is gone (410, 400 BadDeviceToken); every
 	// registration of the token was deleted.
 	Pruned
-	// Rejected: another 4xx (e.g. 400 DeviceTokenNotForTopic, 403); the
-	// registration is kept and the push is not retried.
+	// Rejected: another 4xx (e.g. 400 DeviceTokenNotForTopic, 413
+	// PayloadTooLarge); the registration is kept and the push is not
+	// retried.
 	Rejected
-	// Retry: 429, 5xx or no answer; the Pusher tries again later.
+	// Retry: 403 (the credential was refused), 429, 5xx or no answer; the
+	// Pusher tries again later (see gate.go for how it waits).
 	Retry
 )
 
@@ -283,7 +294,8 @@ func classify(resp Response, err error) Action {
 	case resp.StatusCode == http.StatusGone,
 		resp.StatusCode == http.StatusBadRequest && resp.Reason == apns2.ReasonBadDeviceToken:
 		return Pruned
-	case resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500:
+	case resp.StatusCode == http.StatusTooManyRequests, resp.StatusCode >= 500,
+		resp.StatusCode == http.StatusForbidden:
 		return Retry
 	}
 	return Rejected
@@ -332,6 +344,9 @@ func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notific
 		res.Response = Response{}
 	}
 	res.Action = classify(res.Response, err)
+	if err == nil || ctx.Err() == nil {
+		p.answers.add(res)
+	}
 	log := p.logger.With("user", reg.User, "token", store.ShortToken(reg.DeviceToken), "account", reg.AccountID)
 	if err != nil && ctx.Err() != nil {
 		log.DebugContext(ctx, "push interrupted by shutdown", "error", err)
@@ -349,7 +364,7 @@ func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notific
 	case Delivered:
 		log.InfoContext(ctx, "push delivered", "status", status, "apns_id", res.Response.APNsID, "mailboxes", len(n.Mailboxes))
 	case Rejected:
-		log.WarnContext(ctx, "push rejected by APNs; registration kept", "status", status)
+		log.WarnContext(ctx, "push rejected by APNs; registration kept", "status", status, "why", rejectedWhy(res.Response))
 	case Retry:
 		log.WarnContext(ctx, "push failed; will retry", "status", status)
 	case Pruned:
@@ -366,4 +381,18 @@ func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notific
 		}
 	}
 	return res
+}
+
+// rejectedWhy explains an answer that ends a push but keeps its
+// registration.
+func rejectedWhy(r Response) string {
+	switch {
+	case r.Reason == apns2.ReasonDeviceTokenNotForTopic:
+		return "the device registered for another topic (another server's certificate, or this one's changed); it registers again at its next IMAP session"
+	case r.StatusCode == http.StatusRequestEntityTooLarge:
+		return "the push is larger than APNs takes (4 KiB)"
+	case r.Reason == apns2.ReasonTopicDisallowed, r.Reason == apns2.ReasonBadTopic, r.Reason == apns2.ReasonMissingTopic:
+		return "the topic is not one the credential may push to: check apns.topic"
+	}
+	return "APNs does not take this push as sent"
 }

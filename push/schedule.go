@@ -41,8 +41,9 @@ type job struct {
 
 // outcome is what a worker hands back to Run.
 type outcome struct {
-	key jobKey
-	res Result
+	key   jobKey
+	res   Result
+	probe bool // sent through the closed gate, to see if APNs is back
 }
 
 // Run sends pushes until ctx is done. All scheduling state belongs to the
@@ -196,13 +197,21 @@ func (p *Pusher) setDue(j *job, isNew bool, changedAt, now time.Time) bool {
 
 // dispatch starts workers for due jobs, earliest first, at most free of them,
 // and returns how many it started. It takes them from the due heap, so its
-// cost does not grow with the jobs waiting.
+// cost does not grow with the jobs waiting. While the gate is closed it
+// starts one probe when one is due, and nothing else.
 func (p *Pusher) dispatch(ctx context.Context, now time.Time, free int, wg *sync.WaitGroup, done chan<- outcome) int {
 	started := 0
 	for started < free {
 		e, ok := p.top()
 		if !ok || e.due.After(now) {
 			break
+		}
+		probe := p.gate.closed()
+		if probe {
+			if !p.gate.probeDue(now) {
+				break
+			}
+			p.gate.probing = true
 		}
 		heap.Pop(&p.due)
 		k, j := e.key, p.jobs[e.key]
@@ -214,9 +223,12 @@ func (p *Pusher) dispatch(ctx context.Context, now time.Time, free int, wg *sync
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			done <- outcome{k, p.pushOnce(ctx, reg, n, true)}
+			done <- outcome{k, p.pushOnce(ctx, reg, n, true), probe}
 		}()
 		started++
+		if probe {
+			break
+		}
 	}
 	return started
 }
@@ -231,6 +243,13 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 	j.running = false
 	res := out.res
 	log := p.logger.With("user", res.User, "token", store.ShortToken(res.DeviceToken), "account", res.AccountID)
+	if shutdown && res.Err != nil {
+		if out.probe {
+			p.gate.probing = false
+		}
+	} else if p.observe(res, out.probe, now) {
+		defer p.reopen(now) // once j is settled too
+	}
 	switch {
 	case shutdown && res.Err != nil:
 		// Sent first thing by the next Run, with what came in flight.
@@ -249,6 +268,12 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 	case res.Action == Retry:
 		j.attempt++
 		next := now.Add(p.backoff(j.attempt))
+		if ra := res.Response.RetryAfter; ra > 0 && now.Add(ra).After(next) {
+			next = now.Add(ra) // APNs asked for this much
+		}
+		if p.gate.closed() && !next.After(j.expires) {
+			next = now // held by the gate, sent when APNs is back
+		}
 		if next.After(j.expires) {
 			log.ErrorContext(context.Background(), "giving up: notification expired before APNs accepted it",
 				"status", res.Outcome(), "attempts", j.attempt)
@@ -307,8 +332,18 @@ func (p *Pusher) drop(k jobKey, j *job) {
 // started when a worker finishes, so they need no timer.
 func (p *Pusher) nextWake(now time.Time) time.Time {
 	var next time.Time
-	if e, ok := p.top(); ok && e.due.After(now) {
-		next = e.due
+	if e, ok := p.top(); ok {
+		switch {
+		case p.gate.closed():
+			if !p.gate.probing {
+				next = later(e.due, p.gate.probeAt)
+			}
+		case e.due.After(now):
+			next = e.due
+		}
+	}
+	if !next.After(now) && p.gate.closed() {
+		next = time.Time{} // a probe due now was started, or is in flight
 	}
 	if t := p.storeRetryAt; t.After(now) && (next.IsZero() || t.Before(next)) {
 		next = t
@@ -335,4 +370,11 @@ func (p *Pusher) countJobs() {
 	defer p.mu.Unlock()
 	p.resolving = 0
 	p.jobCount = len(p.jobs)
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
