@@ -22,8 +22,8 @@ import (
 //     expired, revoked, for the other environment) or 429
 //     TooManyProviderTokenUpdates. No push can succeed until the operator
 //     acts, so the gate closes at once, an error says what to fix, and
-//     the credential is tried again every CredentialRecheck (a reloaded
-//     certificate is picked up by the next probe).
+//     the credential is tried again every CredentialRecheck: Apple may
+//     have been wrong for a while, or the account restored.
 //
 // A push that fails for its own device (429 TooManyRequests, or one 5xx
 // among successes) only backs off itself.
