@@ -24,7 +24,7 @@ func note(i int) push.Notification {
 
 // newSender is another APNs client for e's fake, with connections
 // connections.
-func newSender(t *testing.T, e *apnsEnv, connections int) *push.APNs {
+func newSender(t testing.TB, e *apnsEnv, connections int) *push.APNs {
 	t.Helper()
 	cfg := e.cfg
 	cfg.Connections = connections

@@ -74,6 +74,7 @@ type Server struct {
 	ctx       context.Context
 	cancel    context.CancelFunc // ends held and delayed answers when the test ends
 	wg        sync.WaitGroup     // accept loops and HTTP servers
+	peers     sync.Map           // *x509.Certificate of a client -> [subject, UID]
 
 	mu sync.Mutex
 	// ln is the TCP listener; nil after Stop. Connections it accepts go to

@@ -6,6 +6,7 @@ import (
 	"crypto/md5"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -77,13 +78,7 @@ func (s *Server) check(r *http.Request, now time.Time) (req Request, errs []stri
 		req.AccountID, req.Mailboxes = id, m
 	}
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		leaf := r.TLS.PeerCertificates[0]
-		req.ClientSubject = leaf.Subject.String()
-		for _, n := range leaf.Subject.Names {
-			if n.Type.Equal(testpki.OIDUserID()) {
-				req.ClientUID = fmt.Sprint(n.Value)
-			}
-		}
+		req.ClientSubject, req.ClientUID = s.peer(r.TLS.PeerCertificates[0])
 	}
 	req.Authorization = r.Header.Get("Authorization")
 	if s.token == nil {
@@ -94,6 +89,25 @@ func (s *Server) check(r *http.Request, now time.Time) (req Request, errs []stri
 		reason = first(reason, bad("InvalidProviderToken", "authorization: %v", err))
 	}
 	return req, errs, reason
+}
+
+// peer returns the subject of a client certificate and the UID in it. They
+// are worked out once per certificate: every request on a connection
+// carries the same one, and formatting a subject costs more than the rest
+// of a request's checks.
+func (s *Server) peer(leaf *x509.Certificate) (subject, uid string) {
+	if p, ok := s.peers.Load(leaf); ok {
+		p := p.([2]string)
+		return p[0], p[1]
+	}
+	subject = leaf.Subject.String()
+	for _, n := range leaf.Subject.Names {
+		if n.Type.Equal(testpki.OIDUserID()) {
+			uid = fmt.Sprint(n.Value)
+		}
+	}
+	s.peers.Store(leaf, [2]string{subject, uid})
+	return subject, uid
 }
 
 func first(a, b string) string {
