@@ -74,9 +74,13 @@ func TestAPNsSpreadsPushesOverConnections(t *testing.T) {
 		t.Errorf("%d connections after the pushes, want the 4 kept open", e.fake.Connections())
 	}
 
-	// Close closes them all; the next pushes reconnect.
-	a.Close()
-	waitFor(t, 5*time.Second, "the connections to close", func() bool { return e.fake.OpenConnections() == 0 })
+	// Close closes them all; the next pushes reconnect. A connection counts
+	// as idle only once its client has done with the last answer, which it
+	// may still be doing when Send has returned: hence Close until closed.
+	waitFor(t, 5*time.Second, "the connections to close", func() bool {
+		a.Close()
+		return e.fake.OpenConnections() == 0
+	})
 	sendAll(t, a, 10)
 }
 
