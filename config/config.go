@@ -132,6 +132,12 @@ type APNS struct {
 	// the reference daemon did, so APNs assumes 10; 5 is what Apple's rules
 	// ask of background pushes; 10 is immediate delivery.
 	Priority int `toml:"priority"`
+	// Concurrency bounds the pushes in flight to APNs at once: the pushes
+	// a second are about Concurrency divided by the round trip to Apple.
+	Concurrency int `toml:"concurrency"`
+	// Connections is how many HTTP/2 connections to APNs the pushes are
+	// spread over; each carries many pushes at once.
+	Connections int `toml:"connections"`
 }
 
 // Store is where registrations and mailbox state live.
@@ -184,6 +190,17 @@ const (
 	DefaultEventsListen  = "127.0.0.1:9144"
 )
 
+// Bounds of apns.concurrency and apns.connections. At a 50 ms round trip
+// to Apple, 500 pushes in flight are about 10 000 pushes a second; APNs
+// takes many concurrent streams on one connection, and a second connection
+// spreads the TLS and framing work over two cores.
+const (
+	DefaultAPNsConcurrency = 500
+	MaxAPNsConcurrency     = 10000
+	DefaultAPNsConnections = 2
+	MaxAPNsConnections     = 64
+)
+
 // DefaultMaxConcurrentLogins is well under the listen backlog of Dovecot's
 // login service (100 with its default process_limit).
 const DefaultMaxConcurrentLogins = 16
@@ -225,7 +242,7 @@ func Parse(doc, dir string) (*Config, error) {
 		Watch: Watch{Auth: DefaultAuth, MasterSeparator: DefaultMasterSeparator, Source: DefaultSource, PollInterval: DefaultPollInterval,
 			CatchUpRate: DefaultCatchUpRate, CatchUpInterval: DefaultCatchUpInterval, MaxConcurrentLogins: DefaultMaxConcurrentLogins, ChangeDelay: DefaultChangeDelay,
 			ChangeInterval: DefaultChangeInterval},
-		APNS:   APNS{Endpoint: DefaultEndpoint, MailboxHash: true},
+		APNS:   APNS{Endpoint: DefaultEndpoint, MailboxHash: true, Concurrency: DefaultAPNsConcurrency, Connections: DefaultAPNsConnections},
 		Store:  Store{Path: DefaultStorePath},
 		Admin:  Admin{Listen: DefaultAdminListen},
 		Events: Events{Listen: DefaultEventsListen},
@@ -466,6 +483,12 @@ func (a *APNS) validate() error {
 	case 0, 5, 10:
 	default:
 		return keyError("apns.priority", "%d is not one of 0 (no header, the default), 5 or 10", a.Priority)
+	}
+	if a.Concurrency < 1 || a.Concurrency > MaxAPNsConcurrency {
+		return keyError("apns.concurrency", "%d is out of range: 1 to %d pushes in flight (default %d)", a.Concurrency, MaxAPNsConcurrency, DefaultAPNsConcurrency)
+	}
+	if a.Connections < 1 || a.Connections > MaxAPNsConnections {
+		return keyError("apns.connections", "%d is out of range: 1 to %d connections to APNs (default %d)", a.Connections, MaxAPNsConnections, DefaultAPNsConnections)
 	}
 	switch {
 	case a.CertificateFile != "" && a.TokenKeyFile != "":

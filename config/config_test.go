@@ -41,7 +41,7 @@ func TestMinimalAndDefaults(t *testing.T) {
 			MaxConnections: 10000, MaxConnectionsPerIP: 100, LoginTimeout: time.Minute, IdleTimeout: 35 * time.Minute, WriteTimeout: 5 * time.Minute},
 		Backend: Backend{Address: "127.0.0.1:143", TLS: "none", UsernameFormat: "%Lu"},
 		Watch:   Watch{Auth: "master", MasterUser: "xaps", MasterPassword: "pw", MasterSeparator: "*", Source: "auto", PollInterval: 2 * time.Minute, CatchUpRate: 50, CatchUpInterval: 6 * time.Hour, MaxConcurrentLogins: 16, ChangeDelay: 30 * time.Second, ChangeInterval: 2 * time.Minute},
-		APNS:    APNS{CertificateFile: "/etc/xapsproxy/apns.pem", Endpoint: "production", MailboxHash: true},
+		APNS:    APNS{CertificateFile: "/etc/xapsproxy/apns.pem", Endpoint: "production", MailboxHash: true, Concurrency: 500, Connections: 2},
 		Store:   Store{Path: "/etc/xapsproxy/xapsproxy.db"},
 		Admin:   Admin{Listen: "127.0.0.1:9143"},
 		Events:  Events{Listen: "127.0.0.1:9144"},
@@ -57,13 +57,16 @@ func TestMinimalAndDefaults(t *testing.T) {
 func TestPushTuning(t *testing.T) {
 	t.Parallel()
 	doc := strings.Replace(minimal, `master_password = "pw"`, "master_password = \"pw\"\nchange_delay = \"5s\"", 1)
-	doc = strings.Replace(doc, `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nmailbox_hash = false", 1)
+	doc = strings.Replace(doc, `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nmailbox_hash = false\nconcurrency = 10000\nconnections = 1", 1)
 	cfg, err := Parse(doc, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if cfg.Watch.ChangeDelay != 5*time.Second || cfg.APNS.MailboxHash {
 		t.Errorf("change_delay %v, mailbox_hash %v; want 5s and false", cfg.Watch.ChangeDelay, cfg.APNS.MailboxHash)
+	}
+	if cfg.APNS.Concurrency != 10000 || cfg.APNS.Connections != 1 {
+		t.Errorf("concurrency %d, connections %d; want 10000 and 1", cfg.APNS.Concurrency, cfg.APNS.Connections)
 	}
 }
 
@@ -98,6 +101,10 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"mailbox hash not a bool", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nmailbox_hash = \"no\"", "apns.mailbox_hash"},
 		{"no apns", `certificate_file = "apns.pem"`, ``, "apns.certificate_file: required"},
 		{"bad priority", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\npriority = 7", "apns.priority: 7 is not one of 0 (no header, the default), 5 or 10"},
+		{"no concurrency", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nconcurrency = 0", "apns.concurrency: 0 is out of range: 1 to 10000 pushes in flight (default 500)"},
+		{"too much concurrency", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nconcurrency = 10001", "apns.concurrency: 10001 is out of range"},
+		{"no connections", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nconnections = 0", "apns.connections: 0 is out of range: 1 to 64 connections to APNs (default 2)"},
+		{"too many connections", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nconnections = 65", "apns.connections: 65 is out of range"},
 		{"token without topic", `certificate_file = "apns.pem"`, "token_key_file = \"k.p8\"\nkey_id = \"K\"\nteam_id = \"T\"", "apns.topic: required with token_key_file"},
 		{"both credentials", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\ntoken_key_file = \"k.p8\"", "apns.certificate_file: set certificate_file or token_key_file, not both"},
 		{"bad endpoint", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nendpoint = \"http://x\"", `apns.endpoint: "http://x" is not production, development or an https:// URL`},

@@ -17,20 +17,32 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/sideshow/apns2"
+	"github.com/sideshow/apns2/token"
 
 	"github.com/xapsproxy/xapsproxy/config"
 )
 
-// Connection tuning for the one long-lived APNs client.
+// Connection tuning for the long-lived APNs connections.
 const (
 	requestTimeout = 30 * time.Second // one push, including connecting
 	dialTimeout    = 20 * time.Second
 	tcpKeepAlive   = 15 * time.Second
 	pingAfter      = 15 * time.Second // HTTP/2 PING after this long without frames
 	pingTimeout    = 15 * time.Second // close the connection if the PING goes unanswered
+
+	// maxRetryAfter caps Response.RetryAfter: a longer wait is more likely a
+	// broken header than Apple's intent, and a push waiting longer would be
+	// stale anyway.
+	maxRetryAfter = time.Hour
+	// minTokenAge is how old a provider token must be before an
+	// ExpiredProviderToken answer makes APNs sign a new one: APNs refuses
+	// tokens renewed more often than every 20 minutes
+	// (TooManyProviderTokenUpdates).
+	minTokenAge = 20 * time.Minute
 )
 
 // Notification is one Mail push to one device.
@@ -52,7 +64,10 @@ type Response struct {
 	StatusCode int    // HTTP status: 200 = accepted
 	Reason     string // APNs reason for a rejection, e.g. "Unregistered"
 	APNsID     string // apns-id of the notification
-	// RetryAfter is the Retry-After of a 429 or 503 answer; 0 when absent.
+	// RetryAfter is how long the answer's Retry-After header (seconds or
+	// an HTTP date, as APNs may send with 429 or 503) asks to wait before
+	// trying again, at most an hour; 0 when the header is absent, in the
+	// past or unreadable.
 	RetryAfter time.Duration
 }
 
@@ -127,18 +142,34 @@ func send(ctx context.Context, c *apns2.Client, n Notification) (Response, error
 	return Response{StatusCode: res.StatusCode, Reason: res.Reason, APNsID: res.ApnsID}, nil
 }
 
-// APNs sends notifications to Apple over one long-lived HTTP/2 client, as
+// APNs sends notifications to Apple over long-lived HTTP/2 connections, as
 // Apple asks providers to: connections are kept open between pushes and
-// checked with HTTP/2 PINGs. It is safe for concurrent use.
+// checked with HTTP/2 PINGs. It keeps several independent connections
+// (config.APNS.Connections), each with its own client and transport, and
+// gives each push to the one with the fewest pushes in flight: a
+// connection reads and writes its frames on one goroutine each, so more
+// connections spread the TLS and framing work over more cores, and a
+// connection that stalls (until its PING fails) or reconnects after a
+// GOAWAY does not hold up the pushes on the others. With token authentication every
+// connection signs with the same provider token. It is safe for concurrent
+// use.
 type APNs struct {
-	client    *apns2.Client
-	transport *http.Transport
+	conns []*apnsConn
+	token *token.Token // nil with certificate authentication
 }
 
-// NewAPNs makes the APNs client for creds and the endpoint of cfg. It does
-// no I/O: the connection is made by the first Send. Server certificates are
-// verified against creds.RootCAs (which LoadCredentials fills from
-// cfg.CAFile) or else the system roots.
+// apnsConn is one client, with the transport that keeps its connection.
+type apnsConn struct {
+	client    *apns2.Client
+	transport *http.Transport
+	inFlight  atomic.Int64
+}
+
+// NewAPNs makes the APNs client for creds and the endpoint of cfg, with
+// cfg.Connections connections (0 = config.DefaultAPNsConnections). It does
+// no I/O: each connection is made by the first Send that needs it. Server
+// certificates are verified against creds.RootCAs (which LoadCredentials
+// fills from cfg.CAFile) or else the system roots.
 func NewAPNs(creds *Credentials, cfg config.APNS) (*APNs, error) {
 	if creds == nil || (creds.Certificate == nil && creds.Token == nil) {
 		return nil, errors.New("push: no APNs credentials (neither certificate nor token key)")
@@ -150,40 +181,163 @@ func NewAPNs(creds *Credentials, cfg config.APNS) (*APNs, error) {
 	if u, err := url.Parse(host); err != nil || u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("push: apns endpoint %q is not an https:// URL", host)
 	}
+	n := cfg.Connections
+	if n == 0 {
+		n = config.DefaultAPNsConnections
+	}
+	if n < 1 || n > config.MaxAPNsConnections {
+		return nil, fmt.Errorf("push: apns connections %d is out of range 1 to %d", cfg.Connections, config.MaxAPNsConnections)
+	}
 	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: creds.RootCAs}
 	if creds.Certificate != nil {
 		tlsConfig.Certificates = []tls.Certificate{*creds.Certificate}
 	}
-	// net/http's transport restricted to HTTP/2 (x/net/http2.Transport is
-	// deprecated); it negotiates h2 by ALPN and keeps the connection.
-	protocols := new(http.Protocols)
-	protocols.SetHTTP2(true)
-	dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: tcpKeepAlive}
-	transport := &http.Transport{
-		Protocols:           protocols,
-		TLSClientConfig:     tlsConfig,
-		DialContext:         dialer.DialContext,
-		TLSHandshakeTimeout: dialTimeout,
-		HTTP2:               &http.HTTP2Config{SendPingTimeout: pingAfter, PingTimeout: pingTimeout},
+	a := &APNs{token: creds.Token}
+	for range n {
+		// net/http's transport restricted to HTTP/2 (x/net/http2.Transport
+		// is deprecated); it negotiates h2 by ALPN and keeps the connection.
+		// For HTTP/2, MaxConnsPerHost bounds the connections being dialed
+		// at once: a burst of pushes on a fresh transport waits for one
+		// connection instead of dialing one each. The transport still opens
+		// another if APNs's stream limit is reached.
+		protocols := new(http.Protocols)
+		protocols.SetHTTP2(true)
+		dialer := &net.Dialer{Timeout: dialTimeout, KeepAlive: tcpKeepAlive}
+		transport := &http.Transport{
+			Protocols:           protocols,
+			TLSClientConfig:     tlsConfig.Clone(), // each transport adds its ALPN protocols to it
+			DialContext:         dialer.DialContext,
+			TLSHandshakeTimeout: dialTimeout,
+			MaxConnsPerHost:     1,
+			HTTP2:               &http.HTTP2Config{SendPingTimeout: pingAfter, PingTimeout: pingTimeout},
+		}
+		client := &apns2.Client{
+			Host:       host,
+			Token:      creds.Token, // shared: one provider token for all connections
+			HTTPClient: &http.Client{Transport: headerCapture{transport}, Timeout: requestTimeout},
+		}
+		if creds.Certificate != nil {
+			client.Certificate = *creds.Certificate
+		}
+		a.conns = append(a.conns, &apnsConn{client: client, transport: transport})
 	}
-	client := &apns2.Client{
-		Host:       host,
-		Token:      creds.Token,
-		HTTPClient: &http.Client{Transport: transport, Timeout: requestTimeout},
-	}
-	if creds.Certificate != nil {
-		client.Certificate = *creds.Certificate
-	}
-	return &APNs{client: client, transport: transport}, nil
+	return a, nil
 }
 
-// Send pushes n to APNs.
+// Send pushes n to APNs over the connection with the fewest pushes in
+// flight. A push that gets no answer is bounded by ctx and by
+// requestTimeout (30s), whichever ends first.
+//
+// With token authentication the provider token is signed once and reused
+// by every connection: apns2 signs a new one only after 50 minutes, within
+// APNs's rule (not more often than every 20 minutes, not older than an
+// hour). If APNs still answers ExpiredProviderToken (a clock step, say), a
+// new token is signed at once, unless the current one is under 20 minutes
+// old.
 func (a *APNs) Send(ctx context.Context, n Notification) (Response, error) {
-	return send(ctx, a.client, n)
+	c := a.pick()
+	c.inFlight.Add(1)
+	defer c.inFlight.Add(-1)
+	var h answerHeader
+	res, err := send(context.WithValue(ctx, answerKey{}, &h), c.client, n)
+	if err != nil {
+		return res, err
+	}
+	res.RetryAfter = parseRetryAfter(h.retryAfter, time.Now())
+	if res.StatusCode == http.StatusForbidden && res.Reason == apns2.ReasonExpiredProviderToken {
+		a.renewToken(time.Now())
+	}
+	return res, nil
 }
 
-// Close closes idle connections to APNs. Sends after Close reconnect.
-func (a *APNs) Close() { a.transport.CloseIdleConnections() }
+// pick returns the connection with the fewest pushes in flight, the first
+// such: pushes one at a time all use the first connection, and the others
+// are opened only when pushes overlap.
+func (a *APNs) pick() *apnsConn {
+	best := a.conns[0]
+	least := best.inFlight.Load()
+	for _, c := range a.conns[1:] {
+		if least == 0 {
+			break
+		}
+		if f := c.inFlight.Load(); f < least {
+			best, least = c, f
+		}
+	}
+	return best
+}
+
+// renewToken signs a new provider token if the current one is at least
+// minTokenAge old at now.
+func (a *APNs) renewToken(now time.Time) {
+	t := a.token
+	if t == nil {
+		return
+	}
+	t.Lock()
+	defer t.Unlock()
+	if now.Sub(time.Unix(t.IssuedAt, 0)) < minTokenAge {
+		return
+	}
+	// On failure (which LoadCredentials's own signing would have caught)
+	// the old token stays, and the next ExpiredProviderToken tries again.
+	_, _ = t.Generate()
+}
+
+// Close closes the idle connections to APNs, on every client. Sends after
+// Close reconnect.
+func (a *APNs) Close() {
+	for _, c := range a.conns {
+		c.transport.CloseIdleConnections()
+	}
+}
+
+// answerKey is the context key of the *answerHeader a Send fills.
+type answerKey struct{}
+
+// answerHeader carries the response headers apns2.Response leaves out from
+// the transport back to Send.
+type answerHeader struct {
+	retryAfter string
+}
+
+// headerCapture is a RoundTripper that copies the Retry-After header of
+// each answer into the request context's answerHeader. RoundTrip runs on
+// the goroutine of the Send that made the request, so no locking is
+// needed.
+type headerCapture struct{ base http.RoundTripper }
+
+func (h headerCapture) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := h.base.RoundTrip(req)
+	if err == nil {
+		if slot, ok := req.Context().Value(answerKey{}).(*answerHeader); ok {
+			slot.retryAfter = resp.Header.Get("Retry-After")
+		}
+	}
+	return resp, err
+}
+
+// parseRetryAfter reads a Retry-After value, delay seconds or an HTTP date
+// (RFC 9110 section 10.2.3), as a wait from now, capped at maxRetryAfter. A
+// missing or unreadable value, or a date in the past, is 0.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.ParseUint(v, 10, 64); err == nil {
+		if secs > uint64(maxRetryAfter/time.Second) {
+			return maxRetryAfter
+		}
+		d = time.Duration(secs) * time.Second
+	} else if errors.Is(err, strconv.ErrRange) {
+		return maxRetryAfter // all digits, just very many
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
+}
 
 // LogSender is the Sender of demo mode: it sends nothing, logs the exact
 // request APNs would receive (built by the same code as APNs uses) and

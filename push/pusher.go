@@ -9,8 +9,12 @@
 // APNs says are gone.
 //
 // Credentials (LoadCredentials) come from an APNs certificate (.pem or .p12)
-// or a .p8 token key; APNs (NewAPNs) sends over one long-lived HTTP/2
-// connection; LogSender stands in for it in demo mode.
+// or a .p8 token key; APNs (NewAPNs) sends over a few long-lived HTTP/2
+// connections; LogSender stands in for it in demo mode. A push is owed
+// until APNs answers it: events come with their entry in the store's
+// outbox, which the Pusher empties as APNs answers (outbox.go), and while
+// APNs is down or refuses the credential every push is held behind a gate
+// (gate.go).
 package push
 
 import (
@@ -35,7 +39,7 @@ const (
 	DefaultRetryBase     = time.Second
 	DefaultRetryMax      = 5 * time.Minute
 	DefaultExpiration    = 24 * time.Hour
-	DefaultMaxConcurrent = 8
+	DefaultMaxConcurrent = 500
 )
 
 // Options configure a Pusher. Store and Sender are required; every other
@@ -75,7 +79,8 @@ type Options struct {
 	// Expiration is how long a notification stays valid (apns-expiration)
 	// and is retried. 0 = DefaultExpiration (24h).
 	Expiration time.Duration
-	// MaxConcurrent bounds the pushes in flight at once. 0 = 8.
+	// MaxConcurrent bounds the pushes in flight at once.
+	// 0 = DefaultMaxConcurrent (500, as apns.concurrency).
 	MaxConcurrent int
 	// OmitMailboxes leaves the "m" array (the mailboxes with news) out of
 	// every payload, as the original open-source daemon did. Only for a

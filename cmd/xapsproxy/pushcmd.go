@@ -39,7 +39,8 @@ func pushCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return storeError(cfg.Store.Path, err)
 	}
 	defer st.Close()
-	p := push.New(push.Options{Store: st, Sender: sender, Topic: creds.Topic, Logger: newLogger(io.Discard, false), OmitMailboxes: !cfg.APNS.MailboxHash, Priority: cfg.APNS.Priority})
+	p := push.New(push.Options{Store: st, Sender: sender, Topic: creds.Topic, Logger: newLogger(io.Discard, false), OmitMailboxes: !cfg.APNS.MailboxHash, Priority: cfg.APNS.Priority,
+		MaxConcurrent: cfg.APNS.Concurrency})
 	results, err := p.PushUser(ctx, cfg.Backend.CanonicalUser(*user))
 	if err != nil {
 		return err

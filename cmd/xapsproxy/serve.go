@@ -146,6 +146,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		ChangeInterval: cfg.Watch.ChangeInterval,
 		OmitMailboxes:  !cfg.APNS.MailboxHash,
 		Priority:       cfg.APNS.Priority,
+		MaxConcurrent:  cfg.APNS.Concurrency,
 	})
 	source, why := watchSource(cfg)
 	a.sourceWhy = why

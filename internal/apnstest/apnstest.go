@@ -4,36 +4,38 @@
 // against what xapsproxy must send for a Mail push, records it, and answers
 // as APNs would (200, or an error status with a JSON reason).
 //
+// It can give every answer Apple gives, and misbehave as Apple's servers
+// and the network between do: any status and reason, with or without
+// Retry-After (SetReply, QueueReply), late answers (SetDelay), no answer
+// until released or the client gives up (Hold), GOAWAY on the open
+// connections (GoAway), connections cut without a word (CloseConnections),
+// and no one listening (Stop, then Restart on the same port).
+//
 // Protocol violations do not stop the server: each one is recorded, exposed
 // by Errors, and reported with t.Errorf when the test ends.
 package apnstest
 
 import (
-	"bytes"
+	"context"
 	"crypto/ecdsa"
-	"crypto/md5"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/tls"
-	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
+	"errors"
 	"fmt"
-	"io"
 	"log"
-	"math/big"
 	"net"
 	"net/http"
-	"net/http/httptest"
-	"regexp"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/internal/testpki"
 )
+
+// maxStreams is the SETTINGS_MAX_CONCURRENT_STREAMS the fake announces:
+// what Apple's servers have been seen to allow per connection (Go's own
+// default of 250 would make a client open connections Apple would not
+// make it open).
+const maxStreams = 1000
 
 // Request is one push the fake received.
 type Request struct {
@@ -49,37 +51,63 @@ type Request struct {
 	ClientUID     string // UID attribute of that subject
 	Authorization string // the authorization header (token auth only)
 	Received      time.Time
+	// Conn is the connection that carried the request: 1 for the first the
+	// server accepted, 2 for the second, and so on.
+	Conn int
+	// Answered is whether the fake wrote its answer while the client was
+	// still waiting for it. A request held (Hold) or delayed until the
+	// client gave up, or cut off by CloseConnections or Stop, is not
+	// answered: the client never saw a status for it.
+	Answered bool
 }
 
 // Server is a running fake APNs. Its methods are safe for concurrent use.
 type Server struct {
 	// URL is the base URL (https://127.0.0.1:port) to use as the endpoint.
+	// It stays the same across Stop and Restart.
 	URL string
 
-	srv       *httptest.Server
+	addr      string // host:port of URL
+	tls       *tls.Config
 	wantTopic string
 	token     *tokenCheck // nil: certificate authentication
+	ctx       context.Context
+	cancel    context.CancelFunc // ends held and delayed answers when the test ends
+	wg        sync.WaitGroup     // accept loops and HTTP servers
+	peers     sync.Map           // *x509.Certificate of a client -> [subject, UID]
 
-	mu        sync.Mutex
-	requests  []Request
+	mu sync.Mutex
+	// ln is the TCP listener; nil after Stop. Connections it accepts go to
+	// gen, the HTTP server of the current generation; GoAway starts a new
+	// generation and shuts the old one down gracefully, which is how
+	// net/http sends GOAWAY to every open connection.
+	ln        net.Listener
+	gen       *generation
+	gens      []*generation // every generation not yet closed, gen last
+	open      map[*trackedConn]struct{}
+	conns     int // connections accepted
+	record    bool
+	requests  []Request // recorded requests; index = request number - 1 while recording
+	count     int       // requests received
+	answered  int
+	abandoned int
+	auths     []string // distinct authorization headers, first seen first
+	authSeen  map[string]bool
 	errs      []string
 	tlsErrs   []string
-	conns     int // connections accepted
-	def       reply
-	responses map[string]reply   // by lower-case token
-	queued    map[string][]reply // one-shot replies, used before responses
-	changed   chan struct{}      // closed and replaced when a request is recorded
+	def       Reply
+	responses map[string]Reply   // by lower-case token
+	queued    map[string][]Reply // one-shot replies, used before responses
+	delay     time.Duration
+	hold      chan struct{} // non-nil while Hold is on; closed by Release
+	changed   chan struct{} // closed and replaced when a request arrives or is answered
+	watched   bool          // someone waits on changed
 }
 
-type reply struct {
-	status int
-	reason string
-}
-
-type tokenCheck struct {
-	key    *ecdsa.PublicKey
-	keyID  string
-	teamID string
+// generation is one http.Server serving the connections handed to it.
+type generation struct {
+	srv *http.Server
+	ln  *connQueue
 }
 
 // Start runs a fake APNs on 127.0.0.1 with a server certificate from ca that
@@ -95,7 +123,7 @@ func Start(t testing.TB, ca *testpki.CA, wantTopic string) *Server {
 // the key with the given key id and team id.
 func StartToken(t testing.TB, ca *testpki.CA, wantTopic string, key *ecdsa.PublicKey, keyID, teamID string) *Server {
 	t.Helper()
-	return start(t, ca, wantTopic, &tokenCheck{key: key, keyID: keyID, teamID: teamID})
+	return start(t, ca, wantTopic, newTokenCheck(key, keyID, teamID))
 }
 
 func start(t testing.TB, ca *testpki.CA, wantTopic string, tc *tokenCheck) *Server {
@@ -103,34 +131,37 @@ func start(t testing.TB, ca *testpki.CA, wantTopic string, tc *tokenCheck) *Serv
 	s := &Server{
 		wantTopic: wantTopic,
 		token:     tc,
-		def:       reply{status: http.StatusOK},
-		responses: map[string]reply{},
-		queued:    map[string][]reply{},
+		record:    true,
+		open:      map[*trackedConn]struct{}{},
+		authSeen:  map[string]bool{},
+		def:       Reply{Status: http.StatusOK},
+		responses: map[string]Reply{},
+		queued:    map[string][]Reply{},
 		changed:   make(chan struct{}),
 	}
-	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.handle))
-	s.srv.EnableHTTP2 = true
-	s.srv.Config.ErrorLog = log.New(logWriter{s}, "", 0)
-	s.srv.Config.ConnState = func(_ net.Conn, state http.ConnState) {
-		if state == http.StateNew {
-			s.mu.Lock()
-			s.conns++
-			s.mu.Unlock()
-		}
-	}
-	s.srv.TLS = &tls.Config{
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.tls = &tls.Config{
 		Certificates: []tls.Certificate{ca.ServerCert(t, "127.0.0.1")},
 		MinVersion:   tls.VersionTLS12,
+		NextProtos:   []string{"h2", "http/1.1"},
 	}
 	if tc == nil {
-		s.srv.TLS.ClientAuth = tls.RequireAndVerifyClientCert
-		s.srv.TLS.ClientCAs = ca.Pool()
+		s.tls.ClientAuth = tls.RequireAndVerifyClientCert
+		s.tls.ClientCAs = ca.Pool()
 	}
-	s.srv.StartTLS()
-	s.URL = s.srv.URL
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("apnstest: listen: %v", err)
+	}
+	s.addr = ln.Addr().String()
+	s.URL = "https://" + s.addr
+	s.mu.Lock()
+	s.serveLocked(ln)
+	s.mu.Unlock()
 	t.Cleanup(func() {
-		s.srv.CloseClientConnections()
-		s.srv.Close()
+		s.cancel()
+		s.Stop()
+		s.wg.Wait()
 		for _, e := range s.Errors() {
 			t.Errorf("apnstest: %s", e)
 		}
@@ -138,58 +169,270 @@ func start(t testing.TB, ca *testpki.CA, wantTopic string, tc *tokenCheck) *Serv
 	return s
 }
 
-// SetDefault sets the answer for tokens without their own (initially 200).
-func (s *Server) SetDefault(status int, reason string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.def = reply{status, reason}
+// serveLocked starts accepting on ln with a new generation.
+func (s *Server) serveLocked(ln net.Listener) {
+	s.ln = ln
+	s.newGenerationLocked()
+	s.wg.Add(1)
+	go s.accept(ln)
 }
 
-// SetResponse sets the answer to every push to token (any case).
-func (s *Server) SetResponse(token string, status int, reason string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.responses[strings.ToLower(token)] = reply{status, reason}
+// newGenerationLocked starts an HTTP server for the connections accepted
+// from now on.
+func (s *Server) newGenerationLocked() {
+	g := &generation{ln: &connQueue{addr: s.ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}}
+	g.srv = &http.Server{
+		Handler:   http.HandlerFunc(s.handle),
+		TLSConfig: s.tls,
+		ErrorLog:  log.New(logWriter{s}, "", 0),
+		HTTP2:     &http.HTTP2Config{MaxConcurrentStreams: maxStreams},
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if tc, ok := c.(*tls.Conn); ok {
+				if c, ok := tc.NetConn().(*trackedConn); ok {
+					return context.WithValue(ctx, connKey{}, c.id)
+				}
+			}
+			return ctx
+		},
+	}
+	s.gen = g
+	s.gens = append(s.gens, g)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		_ = g.srv.ServeTLS(g.ln, "", "") // returns when the generation is closed
+	}()
 }
 
-// QueueResponse adds a one-shot answer for the next push to token; queued
-// answers are used in order before the SetResponse or default one.
-func (s *Server) QueueResponse(token string, status int, reason string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	tok := strings.ToLower(token)
-	s.queued[tok] = append(s.queued[tok], reply{status, reason})
+// connKey is the context key of the connection number in a request.
+type connKey struct{}
+
+// accept hands the connections ln accepts to the current generation.
+func (s *Server) accept(ln net.Listener) {
+	defer s.wg.Done()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return // closed by Stop
+		}
+		s.mu.Lock()
+		s.conns++
+		tc := &trackedConn{Conn: c, s: s, id: s.conns}
+		s.open[tc] = struct{}{}
+		s.mu.Unlock()
+		s.handOver(tc)
+	}
 }
 
-// Requests returns the requests received so far, oldest first.
+// handOver gives c to the current generation, or to the one after it if
+// GoAway replaced it meanwhile.
+func (s *Server) handOver(c net.Conn) {
+	for {
+		s.mu.Lock()
+		g := s.gen
+		s.mu.Unlock()
+		if g == nil {
+			_ = c.Close() // stopped
+			return
+		}
+		select {
+		case g.ln.conns <- c:
+			return
+		case <-g.ln.done:
+		}
+	}
+}
+
+// GoAway sends GOAWAY (NO_ERROR) on every open connection, as Apple does
+// before maintenance: requests already on a connection are still answered,
+// and then it is closed; the client must open a new one for further
+// pushes. The server keeps listening.
+func (s *Server) GoAway() {
+	s.mu.Lock()
+	old := s.gen
+	if old == nil {
+		s.mu.Unlock()
+		return
+	}
+	s.newGenerationLocked()
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		// Shutdown sends the GOAWAY frames, then waits for the streams;
+		// the test's end cuts the wait short.
+		_ = old.srv.Shutdown(s.ctx)
+		_ = old.srv.Close()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for i, g := range s.gens {
+			if g == old {
+				s.gens = append(s.gens[:i], s.gens[i+1:]...)
+				break
+			}
+		}
+	}()
+}
+
+// CloseConnections cuts every open connection at the TCP level, without
+// GOAWAY or an answer to requests on it, as a network failure would. The
+// server keeps listening.
+func (s *Server) CloseConnections() {
+	s.mu.Lock()
+	conns := make([]*trackedConn, 0, len(s.open))
+	for c := range s.open {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+// Stop closes the listener and every connection: new connections are
+// refused until Restart, and requests in flight get no answer. The URL stays
+// valid for Restart.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	ln, gens := s.ln, s.gens
+	s.ln, s.gen, s.gens = nil, nil, nil
+	s.mu.Unlock()
+	if ln != nil {
+		_ = ln.Close()
+	}
+	for _, g := range gens {
+		_ = g.srv.Close()
+	}
+	s.CloseConnections()
+}
+
+// Restart listens again on the same address after Stop. It fails if the
+// port was taken by someone else meanwhile, or the test has ended.
+func (s *Server) Restart() error {
+	if s.ctx.Err() != nil {
+		return errors.New("apnstest: restart after the test ended")
+	}
+	s.mu.Lock()
+	running := s.ln != nil
+	s.mu.Unlock()
+	if running {
+		return errors.New("apnstest: restart while running; Stop first")
+	}
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("apnstest: listen again on %s: %w", s.addr, err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ln != nil || s.ctx.Err() != nil {
+		_ = ln.Close()
+		return errors.New("apnstest: restarted concurrently or after the test ended")
+	}
+	s.serveLocked(ln)
+	return nil
+}
+
+// Requests returns the requests received so far, oldest first (none while
+// SetRecord(false) is in effect).
 func (s *Server) Requests() []Request {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Request(nil), s.requests...)
 }
 
-// WaitRequests waits until at least n requests have arrived and returns all
-// of them. It fails the test if that takes longer than timeout.
+// WaitRequests waits until at least n requests have arrived (answered or
+// not) and returns the recorded ones. It fails the test if that takes
+// longer than timeout.
 func (s *Server) WaitRequests(t testing.TB, n int, timeout time.Duration) []Request {
 	t.Helper()
+	if got, ok := s.waitCount(func() int { return s.count }, n, timeout); !ok {
+		t.Fatalf("apnstest: got %d requests after %v, want %d", got, timeout, n)
+	}
+	return s.Requests()
+}
+
+// WaitAnswered waits until at least n requests have been answered. It
+// fails the test if that takes longer than timeout.
+func (s *Server) WaitAnswered(t testing.TB, n int, timeout time.Duration) {
+	t.Helper()
+	if got, ok := s.waitCount(func() int { return s.answered }, n, timeout); !ok {
+		t.Fatalf("apnstest: %d requests answered after %v, want %d", got, timeout, n)
+	}
+}
+
+// waitCount waits until counter (read under s.mu) reaches n.
+func (s *Server) waitCount(counter func() int, n int, timeout time.Duration) (int, bool) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
 		s.mu.Lock()
-		if len(s.requests) >= n {
-			reqs := append([]Request(nil), s.requests...)
+		got := counter()
+		if got >= n {
 			s.mu.Unlock()
-			return reqs
+			return got, true
 		}
-		got, changed := len(s.requests), s.changed
+		s.watched = true
+		changed := s.changed
 		s.mu.Unlock()
 		select {
 		case <-changed:
 		case <-deadline.C:
-			t.Fatalf("apnstest: got %d requests after %v, want %d", got, timeout, n)
-			return nil
+			return got, false
 		}
 	}
+}
+
+// notifyLocked wakes the waiters of WaitRequests and WaitAnswered.
+func (s *Server) notifyLocked() {
+	if s.watched {
+		close(s.changed)
+		s.changed = make(chan struct{})
+		s.watched = false
+	}
+}
+
+// Count returns how many requests have arrived, answered or not, recorded
+// or not.
+func (s *Server) Count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.count
+}
+
+// Answered returns how many requests were answered while their client was
+// still waiting (see Request.Answered).
+func (s *Server) Answered() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.answered
+}
+
+// Abandoned returns how many requests got no answer because their client
+// went away first: it gave up (deadline, cancelled context) while the
+// request was held or delayed, or the connection was cut.
+func (s *Server) Abandoned() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.abandoned
+}
+
+// WaitAbandoned waits until at least n requests have been abandoned (see
+// Abandoned), so that a test can be sure the fake has seen a client give
+// up. It fails the test if that takes longer than timeout.
+func (s *Server) WaitAbandoned(t testing.TB, n int, timeout time.Duration) {
+	t.Helper()
+	if got, ok := s.waitCount(func() int { return s.abandoned }, n, timeout); !ok {
+		t.Fatalf("apnstest: %d requests abandoned after %v, want %d", got, timeout, n)
+	}
+}
+
+// Authorizations returns the distinct authorization headers received, in
+// the order first seen, so that tests can check that a client reuses its
+// provider token. Requests without one are not counted.
+func (s *Server) Authorizations() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.auths...)
 }
 
 // Connections returns how many TCP connections the server has accepted, so
@@ -198,6 +441,13 @@ func (s *Server) Connections() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.conns
+}
+
+// OpenConnections returns how many of those are still open.
+func (s *Server) OpenConnections() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.open)
 }
 
 // Errors returns every protocol violation seen so far.
@@ -215,251 +465,41 @@ func (s *Server) HandshakeErrors() []string {
 	return append([]string(nil), s.tlsErrs...)
 }
 
-var pathRE = regexp.MustCompile(`^/3/device/([0-9a-fA-F]{64})$`)
-
-func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
-	now := time.Now()
-	req := Request{Header: r.Header.Clone(), Received: now}
-	var errs []string
-	bad := func(reason, format string, args ...any) string {
-		errs = append(errs, fmt.Sprintf(format, args...))
-		return reason
-	}
-	var reason string // APNs reason for the first violation
-
-	body, err := io.ReadAll(r.Body)
-	if err != nil {
-		reason = bad("BadMessage", "read body: %v", err)
-	}
-	req.Body = body
-	if r.Method != http.MethodPost {
-		reason = first(reason, bad("MethodNotAllowed", "method %s, want POST", r.Method))
-	}
-	if r.Proto != "HTTP/2.0" {
-		reason = first(reason, bad("BadMessage", "protocol %s, want HTTP/2.0", r.Proto))
-	}
-	if m := pathRE.FindStringSubmatch(r.URL.Path); m != nil {
-		req.Token = m[1]
-	} else {
-		reason = first(reason, bad("BadPath", "path %q, want /3/device/<64 hex digits>", r.URL.Path))
-	}
-	req.Topic = r.Header.Get("apns-topic")
-	if req.Topic != s.wantTopic {
-		reason = first(reason, bad("BadTopic", "apns-topic %q, want %q", req.Topic, s.wantTopic))
-	}
-	req.PushType = r.Header.Get("apns-push-type")
-	if req.PushType != "background" {
-		reason = first(reason, bad("InvalidPushType", "apns-push-type %q, want background", req.PushType))
-	}
-	if exp, err := strconv.ParseInt(r.Header.Get("apns-expiration"), 10, 64); err != nil {
-		reason = first(reason, bad("BadExpirationDate", "apns-expiration %q is not unix seconds", r.Header.Get("apns-expiration")))
-	} else {
-		req.Expiration = time.Unix(exp, 0)
-		if d := req.Expiration.Sub(now.Add(24 * time.Hour)); d < -time.Minute || d > time.Minute {
-			reason = first(reason, bad("BadExpirationDate", "apns-expiration %v is %v away from now+24h", req.Expiration, d))
-		}
-	}
-	// No header (what the reference daemon sends; APNs assumes 10), or one
-	// of the priorities the product may be configured to send.
-	if v, ok := r.Header["Apns-Priority"]; ok && (len(v) != 1 || v[0] != "5" && v[0] != "10") {
-		reason = first(reason, bad("BadPriority", "apns-priority %q, want none, 5 or 10", v))
-	}
-	if id, m, err := decodeBody(body); err != nil {
-		reason = first(reason, bad("BadMessage", "body %q: %v", body, err))
-	} else {
-		req.AccountID, req.Mailboxes = id, m
-	}
-	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		leaf := r.TLS.PeerCertificates[0]
-		req.ClientSubject = leaf.Subject.String()
-		for _, n := range leaf.Subject.Names {
-			if n.Type.Equal(testpki.OIDUserID()) {
-				req.ClientUID = fmt.Sprint(n.Value)
-			}
-		}
-	}
-	req.Authorization = r.Header.Get("Authorization")
-	if s.token == nil {
-		if req.ClientSubject == "" {
-			reason = first(reason, bad("MissingProviderToken", "no client certificate presented"))
-		}
-	} else if err := s.token.verify(req.Authorization, now); err != nil {
-		reason = first(reason, bad("InvalidProviderToken", "authorization: %v", err))
-	}
-
-	s.mu.Lock()
-	rep := s.def
-	if len(errs) > 0 {
-		rep = reply{http.StatusBadRequest, reason}
-	} else if q := s.queued[strings.ToLower(req.Token)]; len(q) > 0 {
-		rep = q[0]
-		s.queued[strings.ToLower(req.Token)] = q[1:]
-	} else if tr, ok := s.responses[strings.ToLower(req.Token)]; ok {
-		rep = tr
-	}
-	s.errs = append(s.errs, errs...)
-	s.requests = append(s.requests, req)
-	close(s.changed)
-	s.changed = make(chan struct{})
-	s.mu.Unlock()
-
-	w.Header().Set("apns-id", newUUID())
-	if rep.status == http.StatusOK {
-		w.WriteHeader(http.StatusOK)
-		return
-	}
-	answer := map[string]any{"reason": rep.reason}
-	if rep.status == http.StatusGone {
-		answer["timestamp"] = now.UnixMilli()
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(rep.status)
-	_ = json.NewEncoder(w).Encode(answer)
+// connQueue is the net.Listener of one generation: it yields the
+// connections handed to it, until closed.
+type connQueue struct {
+	addr  net.Addr
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
 }
 
-func first(a, b string) string {
-	if a != "" {
-		return a
+func (q *connQueue) Accept() (net.Conn, error) {
+	select {
+	case c := <-q.conns:
+		return c, nil
+	case <-q.done:
+		return nil, net.ErrClosed
 	}
-	return b
 }
 
-// MailboxHash is how a Mail push names a mailbox in aps.m: the MD5 of the
-// name as the device registered it, in lower-case hex.
-func MailboxHash(name string) string {
-	sum := md5.Sum([]byte(name))
-	return hex.EncodeToString(sum[:])
-}
-
-// maxMailboxes is the most entries aps.m may have (push.MaxPushMailboxes).
-const maxMailboxes = 20
-
-var md5HexRE = regexp.MustCompile(`^[0-9a-f]{32}$`)
-
-// decodeBody decodes a body that must be exactly
-// {"aps":{"account-id":"...","m":["<md5 hex>",...]}}, with "m" optional: no
-// other keys at either level (keys compared exactly, not case-folded), a
-// non-empty string id, m (if present) 1 to 20 distinct lower-case MD5 hex
-// strings, and nothing after the object.
-func decodeBody(body []byte) (id string, mailboxes []string, err error) {
-	var top map[string]json.RawMessage
-	if err := decodeOnly(body, &top); err != nil {
-		return "", nil, err
-	}
-	if len(top) != 1 || top["aps"] == nil {
-		return "", nil, fmt.Errorf("want exactly one key \"aps\", got %d keys", len(top))
-	}
-	var aps map[string]json.RawMessage
-	if err := decodeOnly(top["aps"], &aps); err != nil {
-		return "", nil, fmt.Errorf("aps: %w", err)
-	}
-	want := 1
-	if aps["m"] != nil {
-		want = 2
-	}
-	if len(aps) != want || aps["account-id"] == nil {
-		return "", nil, fmt.Errorf("aps: want exactly the keys \"account-id\" and optionally \"m\", got %d keys", len(aps))
-	}
-	if err := decodeOnly(aps["account-id"], &id); err != nil {
-		return "", nil, fmt.Errorf("account-id: %w", err)
-	}
-	if id == "" {
-		return "", nil, fmt.Errorf("account-id is empty")
-	}
-	if aps["m"] == nil {
-		return id, nil, nil
-	}
-	if err := decodeOnly(aps["m"], &mailboxes); err != nil {
-		return "", nil, fmt.Errorf("m: %w", err)
-	}
-	if len(mailboxes) == 0 || len(mailboxes) > maxMailboxes {
-		return "", nil, fmt.Errorf("m has %d entries, want 1 to %d", len(mailboxes), maxMailboxes)
-	}
-	seen := map[string]bool{}
-	for _, h := range mailboxes {
-		if !md5HexRE.MatchString(h) {
-			return "", nil, fmt.Errorf("m entry %q is not an MD5 in lower-case hex", h)
-		}
-		if seen[h] {
-			return "", nil, fmt.Errorf("m names %s twice", h)
-		}
-		seen[h] = true
-	}
-	return id, mailboxes, nil
-}
-
-func decodeOnly(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("data after the JSON value")
-	}
+func (q *connQueue) Close() error {
+	q.once.Do(func() { close(q.done) })
 	return nil
 }
 
-// verify checks an ES256 provider token as APNs does.
-func (tc *tokenCheck) verify(auth string, now time.Time) error {
-	jwt, ok := strings.CutPrefix(auth, "bearer ")
-	if !ok {
-		return fmt.Errorf("%q is not \"bearer <token>\"", auth)
-	}
-	parts := strings.Split(jwt, ".")
-	if len(parts) != 3 {
-		return fmt.Errorf("token has %d parts, want 3", len(parts))
-	}
-	var header struct{ Alg, Kid string }
-	var claims struct {
-		Iss string
-		Iat int64
-	}
-	for i, v := range []any{&header, &claims} {
-		raw, err := base64.RawURLEncoding.DecodeString(parts[i])
-		if err != nil {
-			return fmt.Errorf("token part %d: %w", i, err)
-		}
-		if err := json.Unmarshal(raw, v); err != nil {
-			return fmt.Errorf("token part %d: %w", i, err)
-		}
-	}
-	if header.Alg != "ES256" || header.Kid != tc.keyID {
-		return fmt.Errorf("header alg %q kid %q, want ES256 and %q", header.Alg, header.Kid, tc.keyID)
-	}
-	if claims.Iss != tc.teamID {
-		return fmt.Errorf("iss %q, want %q", claims.Iss, tc.teamID)
-	}
-	if iat := time.Unix(claims.Iat, 0); iat.After(now.Add(time.Minute)) || iat.Before(now.Add(-time.Hour)) {
-		return fmt.Errorf("iat %v is not within the last hour", iat)
-	}
-	sig, err := base64.RawURLEncoding.DecodeString(parts[2])
-	if err != nil || len(sig) != 64 {
-		return fmt.Errorf("signature is not 64 bytes of base64url")
-	}
-	digest := sha256.Sum256([]byte(parts[0] + "." + parts[1]))
-	r, s := new(big.Int).SetBytes(sig[:32]), new(big.Int).SetBytes(sig[32:])
-	if !ecdsa.Verify(tc.key, digest[:], r, s) {
-		return fmt.Errorf("signature does not verify")
-	}
-	return nil
+func (q *connQueue) Addr() net.Addr { return q.addr }
+
+// trackedConn is an accepted connection, known to the server until closed.
+type trackedConn struct {
+	net.Conn
+	s  *Server
+	id int
 }
 
-// logWriter collects the http.Server's error log (TLS handshake failures).
-type logWriter struct{ s *Server }
-
-func (w logWriter) Write(p []byte) (int, error) {
-	w.s.mu.Lock()
-	defer w.s.mu.Unlock()
-	w.s.tlsErrs = append(w.s.tlsErrs, strings.TrimSpace(string(p)))
-	return len(p), nil
-}
-
-func newUUID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	h := hex.EncodeToString(b[:])
-	return strings.ToUpper(h[:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:])
+func (c *trackedConn) Close() error {
+	c.s.mu.Lock()
+	delete(c.s.open, c)
+	c.s.mu.Unlock()
+	return c.Conn.Close()
 }
