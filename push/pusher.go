@@ -40,6 +40,7 @@ const (
 	DefaultRetryMax      = 5 * time.Minute
 	DefaultExpiration    = 24 * time.Hour
 	DefaultMaxConcurrent = 500
+	DefaultSendTimeout   = 30 * time.Second
 )
 
 // Options configure a Pusher. Store and Sender are required; every other
@@ -90,6 +91,10 @@ type Options struct {
 	// Priority is every push's apns-priority; 0 = no header (APNs then
 	// assumes 10), as the reference daemon sends.
 	Priority int
+	// SendTimeout bounds one push, from the request to APNs's answer: one
+	// that takes longer counts as no answer (and towards an outage).
+	// 0 = DefaultSendTimeout (30s).
+	SendTimeout time.Duration
 	// CredentialRecheck is how long pushes are held after APNs refused the
 	// credential (403) before one push tries it again.
 	// 0 = DefaultCredentialRecheck (1m).
@@ -117,6 +122,7 @@ type Pusher struct {
 	priority          int
 	clock             Clock
 	credentialRecheck time.Duration
+	sendTimeout       time.Duration
 
 	wake    chan struct{} // 1-buffered: "events are waiting"
 	running atomic.Bool   // a Run is active
@@ -178,6 +184,7 @@ func New(opts Options) *Pusher {
 		omitMailboxes:     opts.OmitMailboxes,
 		priority:          opts.Priority,
 		credentialRecheck: orDefault(opts.CredentialRecheck, DefaultCredentialRecheck),
+		sendTimeout:       orDefault(opts.SendTimeout, DefaultSendTimeout),
 		clock:             opts.Clock,
 		wake:              make(chan struct{}, 1),
 		events:            map[eventKey]eventState{},
@@ -343,7 +350,9 @@ func (p *Pusher) notification(reg store.Registration, expires time.Time, mailbox
 // ctx was cancelled during the send (shutdown); once APNs has answered, the
 // bookkeeping is done even if ctx is cancelled.
 func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notification, batched bool) Result {
-	resp, err := p.sender.Send(ctx, n)
+	sctx, cancel := context.WithTimeout(ctx, p.sendTimeout)
+	resp, err := p.sender.Send(sctx, n)
+	cancel()
 	res := Result{User: reg.User, DeviceToken: reg.DeviceToken, AccountID: reg.AccountID, Response: resp, Err: err}
 	if err != nil {
 		res.Response = Response{}
