@@ -1,8 +1,9 @@
 package main
 
 // xapsproxy killed with SIGKILL between storing the mailbox state of new
-// mail and APNs answering its push: the restarted binary sends the push
-// left in the outbox, once. The control shows what the outbox saves: with
+// mail and APNs answering its push (APNs unreachable, or holding the
+// request unanswered): the restarted binary sends the push left in the
+// outbox, and APNs answers exactly one push per mail. The control shows what the outbox saves: with
 // it emptied while the proxy is down, the restarted proxy finds the state
 // already stored and the mail is never pushed.
 
@@ -40,17 +41,25 @@ func TestOutboxSurvivesKill(t *testing.T) {
 	t.Parallel()
 	t.Run("outbox kept", func(t *testing.T) {
 		t.Parallel()
-		testOutboxKill(t, false)
+		testOutboxKill(t, false, false)
+	})
+	// The push reached APNs, which had not answered when the proxy died.
+	t.Run("push unanswered", func(t *testing.T) {
+		t.Parallel()
+		testOutboxKill(t, false, true)
 	})
 	// The control: the same crash with the outbox emptied while the proxy
 	// is down, as before the outbox existed.
 	t.Run("outbox emptied", func(t *testing.T) {
 		t.Parallel()
-		testOutboxKill(t, true)
+		testOutboxKill(t, true, false)
 	})
 }
 
-func testOutboxKill(t *testing.T, emptyOutbox bool) {
+// testOutboxKill kills the proxy while the push of new mail is owed: with
+// held, APNs has the request and holds its answer; else nothing listens at
+// the APNs endpoint.
+func testOutboxKill(t *testing.T, emptyOutbox, held bool) {
 	s := newStackWith(t, dovecottest.Options{}, "")
 	doc, err := os.ReadFile(s.cfgPath)
 	if err != nil {
@@ -67,8 +76,12 @@ func testOutboxKill(t *testing.T, emptyOutbox bool) {
 			t.Fatal(err)
 		}
 	}
-	// Nothing listens there: every push fails with "connection refused".
-	writeConfig("https://" + freeAddr(t))
+	if held {
+		s.apns.Hold()
+	} else {
+		// Nothing listens there: every push fails with "connection refused".
+		writeConfig("https://" + freeAddr(t))
+	}
 
 	first := startServe(t, s.cfgPath)
 	var second *serveProc
@@ -106,10 +119,18 @@ func testOutboxKill(t *testing.T, emptyOutbox bool) {
 		pending, err = st.Outbox(ctx)
 		return err == nil && len(pending) > 0
 	})
-	waitUntil(t, "a failed push attempt in the log", func() bool {
-		return strings.Contains(first.log(), pushFailedLine)
-	})
+	if held {
+		s.apns.WaitRequests(t, 1, waitTimeout) // APNs has it and does not answer
+	} else {
+		waitUntil(t, "a failed push attempt in the log", func() bool {
+			return strings.Contains(first.log(), pushFailedLine)
+		})
+	}
 	first.kill()
+	if held {
+		s.apns.WaitAbandoned(t, 1, waitTimeout) // the connection died with the proxy
+		s.apns.Release()
+	}
 
 	pending, err = st.Outbox(ctx)
 	if err != nil {
@@ -121,9 +142,10 @@ func testOutboxKill(t *testing.T, emptyOutbox bool) {
 	if ms, err := st.MailboxState(ctx, "alice", "INBOX"); err != nil || ms.UIDNext != wantNext {
 		t.Fatalf("INBOX state after the kill: %+v, %v; want UIDNEXT %d", ms, err, wantNext)
 	}
-	if n := len(s.apns.Requests()); n != 0 {
-		t.Fatalf("the fake APNs got %d pushes before it was configured", n)
+	if n := s.apns.Answered(); n != 0 {
+		t.Fatalf("the fake APNs answered %d pushes before the restart", n)
 	}
+	sentBefore := len(s.apns.Requests()) // 1 when held, else 0
 	if emptyOutbox {
 		if err := st.FinishPushes(ctx, nil, []int64{pending[0].ID}); err != nil {
 			t.Fatal(err)
@@ -137,7 +159,7 @@ func testOutboxKill(t *testing.T, emptyOutbox bool) {
 	writeConfig(s.apns.URL)
 	second = startServe(t, s.cfgPath)
 	if !emptyOutbox {
-		r := s.apns.WaitRequests(t, 1, waitTimeout)[0]
+		r := s.apns.WaitRequests(t, sentBefore+1, waitTimeout)[sentBefore]
 		checkInboxPush(t, r)
 		// Written before the push was sent; the pipe may lag behind.
 		resent := regexp.MustCompile(`msg="` + outboxResentMsg + `" (?:.* )?entries=1 `)
@@ -156,16 +178,19 @@ func testOutboxKill(t *testing.T, emptyOutbox bool) {
 	if emptyOutbox {
 		want = 1 // the first mail is lost: its state was stored, its push not
 	}
-	reqs := s.apns.WaitRequests(t, want, waitTimeout)
-	last := reqs[want-1]
+	reqs := s.apns.WaitRequests(t, sentBefore+want, waitTimeout)
+	last := reqs[sentBefore+want-1]
 	checkInboxPush(t, last)
 	if last.Received.Before(delivered) {
 		t.Errorf("push %d came %v before the second mail was delivered: a push too many for the first mail",
 			want, delivered.Sub(last.Received))
 	}
 	waitOutboxEmpty(t, st)
-	if got := len(s.apns.Requests()); got != want {
-		t.Errorf("%d pushes in all, want %d", got, want)
+	if got := len(s.apns.Requests()); got != sentBefore+want {
+		t.Errorf("%d pushes in all, want %d", got, sentBefore+want)
+	}
+	if got := s.apns.Answered(); got != want {
+		t.Errorf("APNs answered %d pushes, want %d: one per mail", got, want)
 	}
 	if emptyOutbox && strings.Contains(second.log(), outboxResentMsg) {
 		t.Errorf("the restarted proxy logs %q with an empty outbox", outboxResentMsg)
