@@ -63,7 +63,7 @@ func TestTooManyRequestsBacksOffThatPushOnly(t *testing.T) {
 // outage like 5xx: held, probed, and drained once APNs answers.
 func TestNoAnswerIsAnOutage(t *testing.T) {
 	for _, tc := range []struct {
-		name         string
+		name          string
 		fail, recover func(*apnstest.Server)
 	}{
 		{"Timeout", func(s *apnstest.Server) { s.Hold() }, func(s *apnstest.Server) { s.Release() }},
