@@ -161,7 +161,6 @@ func TestReviewPendingCountsEventsBeingLookedUp(t *testing.T) {
 	}
 }
 
-
 // "A failure of one device alone only backs that push off" (the commit
 // message; gate.go): but failures are counted per answer, not per device,
 // so one device whose pushes get no answer trips the gate by itself when
