@@ -91,6 +91,12 @@ func TestNoAnswerIsAnOutage(t *testing.T) {
 			tc.fail(e.fake)
 			notifyAll(p, regs)
 			waitFor(t, 10*time.Second, "the gate to close", func() bool { return p.Stats().Held == "outage" })
+			// Their outcomes are written in the background; no more come
+			// until the clock reaches the probe.
+			waitFor(t, 10*time.Second, "the failures to be recorded", func() bool {
+				return count(errorsOf(st, regs), "error") >= push.OutageAfter
+			})
+			clk.waitArmed(t, clk.Now().Add(time.Second))
 			if n := count(errorsOf(st, regs), "error"); n != push.OutageAfter {
 				t.Fatalf("%d failed pushes before the gate closed; want %d", n, push.OutageAfter)
 			}

@@ -15,7 +15,8 @@ import (
 // probe, until one is answered; then every push waiting goes at once.
 //
 //   - An outage: OutageAfter answers in a row that are 5xx or no answer at
-//     all (timeouts, connections refused or reset), with no success between.
+//     all (timeouts, connections refused or reset), for more than one
+//     device, with no success between.
 //     Probes go after RetryBase, doubling up to MaxProbeInterval, or after
 //     the Retry-After APNs asked for.
 //   - A refused credential: any 403 (certificate or provider token: wrong,
@@ -53,12 +54,13 @@ func (c gateCause) String() string {
 
 // gate is the Pusher's view of APNs as a whole. It belongs to Run.
 type gate struct {
-	cause    gateCause
-	failures int       // answers in a row that suggest an outage
-	probes   int       // probes failed since the gate closed
-	probeAt  time.Time // when the next probe may go (cause != gateOpen)
-	probing  bool      // a probe is in flight
-	since    time.Time // when the gate closed
+	cause        gateCause
+	failures     int             // answers in a row that suggest an outage
+	failedTokens map[string]bool // devices among them (a few suffice)
+	probes       int             // probes failed since the gate closed
+	probeAt      time.Time       // when the next probe may go (cause != gateOpen)
+	probing      bool            // a probe is in flight
+	since        time.Time       // when the gate closed
 }
 
 // scope says what an answer means beyond its own push.
@@ -94,13 +96,13 @@ func (p *Pusher) observe(res Result, probe bool, now time.Time) (reopened bool) 
 	}
 	switch answerScope(res.Response, res.Err) {
 	case scopeOwn:
-		g.failures = 0
+		g.failures, g.failedTokens = 0, nil
 		if !g.closed() {
 			return false
 		}
 		p.logger.Info("APNs is taking pushes again; sending the backlog",
 			"cause", g.cause.String(), "held_for", now.Sub(g.since).Round(time.Millisecond).String(), "probes", g.probes)
-		*g = gate{}
+		*g = gate{probing: g.probing} // a probe may still be out
 		p.held.Store(int32(gateOpen))
 		return true
 	case scopeCredential:
@@ -120,9 +122,22 @@ func (p *Pusher) observe(res Result, probe bool, now time.Time) (reopened bool) 
 				"fix", credentialFix(res.Response.Reason))
 		}
 	case scopeOutage:
-		g.failures++
-		if g.cause == gateOpen && g.failures < OutageAfter {
+		if g.cause == gateCredential {
+			if probe { // the recheck found no answer: try again as planned
+				g.probes++
+				g.probeAt = now.Add(p.credentialRecheck)
+			}
 			return false
+		}
+		g.failures++
+		if g.failedTokens == nil {
+			g.failedTokens = map[string]bool{}
+		}
+		if len(g.failedTokens) < OutageAfter {
+			g.failedTokens[res.DeviceToken] = true
+		}
+		if g.cause == gateOpen && (g.failures < OutageAfter || len(g.failedTokens) < 2) {
+			return false // one device alone backs off alone
 		}
 		if g.cause == gateOpen {
 			g.cause, g.since = gateOutage, now

@@ -59,6 +59,18 @@ func (p *Pusher) release(id int64) {
 		return
 	}
 	delete(p.refs, id)
+	p.finish1(id)
+}
+
+// finish1 hands id to the recorder, and remembers it until the outbox has
+// been read, so that reading it does not take back what was just done.
+func (p *Pusher) finish1(id int64) {
+	if !p.outboxLoaded {
+		if p.finishedEarly == nil {
+			p.finishedEarly = map[int64]bool{}
+		}
+		p.finishedEarly[id] = true
+	}
 	p.rec.finished(id)
 }
 
@@ -74,15 +86,21 @@ func (p *Pusher) releaseAll(list *[]outboxRef) {
 // the mailbox, or a newer entry already covers it).
 func (p *Pusher) unclaimed(id int64) {
 	if id != 0 && p.refs[id] == 0 {
-		p.rec.finished(id)
+		p.finish1(id)
 	}
 }
 
 // loadOutbox takes the entries in the store's outbox as events, so that
-// what was pending when the process stopped is sent now. Entries older
-// than Expiration are dropped: APNs would not deliver them any more. It
-// reports whether the outbox was read.
+// what was pending when the process stopped is sent now. It reads it once
+// in the Pusher's life (a later Run has the jobs in memory), and leaves out
+// entries that jobs hold or that were finished meanwhile, which are the
+// ones of events reported since. Entries older than Expiration are
+// dropped: APNs would not deliver them any more. It reports whether the
+// outbox was read.
 func (p *Pusher) loadOutbox(ctx context.Context, now time.Time) bool {
+	if p.outboxLoaded {
+		return true
+	}
 	entries, err := p.store.Outbox(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -90,9 +108,13 @@ func (p *Pusher) loadOutbox(ctx context.Context, now time.Time) bool {
 		}
 		return false
 	}
-	expired := 0
+	expired, taken := 0, 0
 	p.mu.Lock()
 	for _, e := range entries {
+		if p.refs[e.ID] > 0 || p.finishedEarly[e.ID] {
+			continue
+		}
+		taken++
 		if now.Sub(e.At) > p.expiration {
 			expired++
 			p.rec.finished(e.ID)
@@ -108,8 +130,9 @@ func (p *Pusher) loadOutbox(ctx context.Context, now time.Time) bool {
 		p.events[k] = cur
 	}
 	p.mu.Unlock()
-	if len(entries) > 0 {
-		p.logger.InfoContext(ctx, "sending the pushes left in the outbox", "entries", len(entries)-expired, "expired", expired)
+	p.outboxLoaded, p.finishedEarly = true, nil
+	if taken > 0 {
+		p.logger.InfoContext(ctx, "sending the pushes left in the outbox", "entries", taken-expired, "expired", expired)
 	}
 	return true
 }

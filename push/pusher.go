@@ -136,13 +136,15 @@ type Pusher struct {
 	jobCount  int                     // len(jobs), for Pending
 
 	// Owned by the active Run (handed over through running).
-	jobs         map[jobKey]*job
-	due          dueHeap       // when each waiting job is due
-	gen          uint64        // the last generation given to a due entry
-	refs         map[int64]int // outbox id -> jobs holding it (see outbox.go)
-	storeRetryAt time.Time     // look events up again after a store error
-	storeErrors  int
-	gate         gate // APNs as a whole: open, or holding pushes (see gate.go)
+	jobs          map[jobKey]*job
+	due           dueHeap        // when each waiting job is due
+	gen           uint64         // the last generation given to a due entry
+	refs          map[int64]int  // outbox id -> jobs holding it (see outbox.go)
+	outboxLoaded  bool           // loadOutbox has read the outbox (once per Pusher)
+	finishedEarly map[int64]bool // ids finished before that, not to be read back
+	storeRetryAt  time.Time      // look events up again after a store error
+	storeErrors   int
+	gate          gate // APNs as a whole: open, or holding pushes (see gate.go)
 }
 
 // eventKey and eventState are what Notify keeps: per (user, mailbox),

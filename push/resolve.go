@@ -46,13 +46,16 @@ func (p *Pusher) resolve(ctx context.Context, batch map[eventKey]eventState) res
 // apply folds a resolved batch into the jobs of the registrations that want
 // each mailbox. On a store error the events are put back and looked up
 // again after a backoff.
-func (p *Pusher) apply(r resolution, now time.Time) {
+// At shutdown a failed look-up (its context was cancelled) is put back
+// without more ado.
+func (p *Pusher) apply(r resolution, now time.Time, shutdown bool) {
 	if r.err != nil {
 		p.putBack(r.batch)
-		p.storeErrors++
-		p.storeRetryAt = now.Add(p.backoff(p.storeErrors))
-		p.logger.Error("cannot look up registrations; will try again", "events", len(r.batch), "error", r.err)
-		p.countJobs()
+		if !shutdown {
+			p.storeErrors++
+			p.storeRetryAt = now.Add(p.backoff(p.storeErrors))
+			p.logger.Error("cannot look up registrations; will try again", "events", len(r.batch), "error", r.err)
+		}
 		return
 	}
 	p.storeErrors = 0
@@ -87,13 +90,17 @@ func (p *Pusher) apply(r resolution, now time.Time) {
 			p.unclaimed(es.changedID)
 		}
 	}
-	p.countJobs()
+	p.mu.Lock()
+	p.resolving = 0
+	p.jobCount = len(p.jobs)
+	p.mu.Unlock()
 }
 
 // putBack returns a batch that could not be looked up to the events.
 func (p *Pusher) putBack(batch map[eventKey]eventState) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.resolving = 0
 	for k, st := range batch {
 		cur := p.events[k]
 		cur.merge(st)

@@ -112,14 +112,14 @@ func (p *Pusher) Run(ctx context.Context) error {
 				p.finish(<-done, p.clock.Now(), true)
 			}
 			if resolving {
-				p.apply(<-resolved, p.clock.Now())
+				p.apply(<-resolved, p.clock.Now(), true)
 			}
 			p.countJobs()
 			return nil
 		case <-p.wake:
 		case r := <-resolved:
 			resolving = false
-			p.apply(r, p.clock.Now())
+			p.apply(r, p.clock.Now(), false)
 		case out := <-done:
 			inflight--
 			p.finish(out, p.clock.Now(), false)
@@ -207,14 +207,22 @@ func (p *Pusher) dispatch(ctx context.Context, now time.Time, free int, wg *sync
 			break
 		}
 		probe := p.gate.closed()
-		if probe {
-			if !p.gate.probeDue(now) {
-				break
-			}
-			p.gate.probing = true
+		if probe && !p.gate.probeDue(now) {
+			break
 		}
 		heap.Pop(&p.due)
 		k, j := e.key, p.jobs[e.key]
+		if j.attempt > 0 && now.After(j.expires) {
+			// Held (the gate was closed) past its expiration.
+			p.logger.Error("giving up: notification expired before APNs accepted it",
+				"user", j.reg.User, "token", store.ShortToken(j.reg.DeviceToken), "attempts", j.attempt)
+			p.done(k, j, now)
+			p.countJobs()
+			continue
+		}
+		if probe {
+			p.gate.probing = true
+		}
 		if j.attempt == 0 {
 			j.expires = now.Add(p.expiration)
 		}
@@ -266,6 +274,11 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 			}
 		}
 	case res.Action == Retry:
+		if j.again {
+			// Events came while it was in flight: they ride on the retry,
+			// which lives as long as they would on their own.
+			j.expires = now.Add(p.expiration)
+		}
 		j.attempt++
 		next := now.Add(p.backoff(j.attempt))
 		if ra := res.Response.RetryAfter; ra > 0 && now.Add(ra).After(next) {
@@ -368,7 +381,6 @@ func (p *Pusher) backoff(attempt int) time.Duration {
 func (p *Pusher) countJobs() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.resolving = 0
 	p.jobCount = len(p.jobs)
 }
 

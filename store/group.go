@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 )
@@ -36,9 +37,10 @@ type group struct {
 
 // write runs fn in a transaction shared with other writes made meanwhile and
 // returns once that transaction committed or fn's own work was rolled back.
-// fn must only use tx; its ctx is the batch's, not the caller's: a write,
-// once queued, is done or failed, never abandoned half way (a caller whose
-// ctx is already done is refused before it queues).
+// fn must only use tx; its ctx is the batch's, not the caller's. A caller
+// whose ctx ends while its write is still queued withdraws it and gets
+// ctx's error; once a batch has taken the write, it is done or failed,
+// never abandoned half way.
 func (s *SQLite) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
@@ -55,35 +57,64 @@ func (s *SQLite) write(ctx context.Context, fn func(ctx context.Context, tx *sql
 		case <-w.done:
 			return w.err
 		case <-w.lead:
+		case <-ctx.Done():
+			if g.withdraw(w) {
+				return ctx.Err()
+			}
+			select { // taken into a batch, or to lead the next one
+			case <-w.done:
+				return w.err
+			case <-w.lead:
+			}
 		}
 	}
+	s.lead()
+	<-w.done // w is in the batch: the leader's own write is always its first
+	return w.err
+}
+
+// withdraw takes w out of the queue, unless a batch has taken it or it has
+// been made the next leader (which must lead, or the queue would stall).
+func (g *group) withdraw(w *groupWrite) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	i := slices.Index(g.queue, w)
+	if i < 0 {
+		return false
+	}
+	select {
+	case <-w.lead:
+		return false
+	default:
+	}
+	g.queue = slices.Delete(g.queue, i, i+1)
+	return true
+}
+
+// lead runs one batch with what is queued, then hands leadership to the
+// first write queued meanwhile, whatever happens to the batch.
+func (s *SQLite) lead() {
+	g := &s.group
 	g.mu.Lock()
 	n := min(len(g.queue), maxGroup)
-	batch := g.queue[:n:n]
-	g.queue = g.queue[n:]
+	batch := slices.Clone(g.queue[:n])
+	g.queue = slices.Delete(g.queue, 0, n)
 	g.mu.Unlock()
-
+	defer func() {
+		g.mu.Lock()
+		if len(g.queue) > 0 {
+			close(g.queue[0].lead)
+		} else {
+			g.running = false
+		}
+		g.mu.Unlock()
+	}()
 	s.runBatch(batch)
-
-	g.mu.Lock()
-	if len(g.queue) > 0 {
-		close(g.queue[0].lead)
-	} else {
-		g.running = false
-	}
-	g.mu.Unlock()
-	<-w.done // w is in batch: the leader's own write is always its first
-	return w.err
 }
 
 func (s *SQLite) runBatch(batch []*groupWrite) {
 	ctx, cancel := context.WithTimeout(context.Background(), groupTimeout)
 	defer cancel()
-	defer func() {
-		for _, w := range batch {
-			close(w.done)
-		}
-	}()
 	fail := func(err error) {
 		for _, w := range batch {
 			if w.err == nil {
@@ -91,6 +122,18 @@ func (s *SQLite) runBatch(batch []*groupWrite) {
 			}
 		}
 	}
+	defer func() {
+		r := recover()
+		if r != nil {
+			fail(fmt.Errorf("a write panicked: %v", r))
+		}
+		for _, w := range batch {
+			close(w.done)
+		}
+		if r != nil {
+			panic(r)
+		}
+	}()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		fail(err)

@@ -50,7 +50,12 @@ func (s *SQLite) commitMailbox(ctx context.Context, user, mailbox string, st *Ma
 			`REPLACE INTO outbox (user, mailbox, changed, at) VALUES (?, ?, ?, ?) RETURNING id`,
 			user, mailbox, push.Changed, at[0]).Scan(&id)
 	})
-	return id, err
+	if err != nil {
+		// The insert may have run in a transaction since rolled back, and
+		// the id it got will be given again.
+		return 0, err
+	}
+	return id, nil
 }
 
 // Outbox returns every entry in the outbox, oldest first.

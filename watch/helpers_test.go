@@ -41,14 +41,28 @@ const (
 )
 
 // recorder is a Notifier that remembers every event.
+// recorder is the Notifier of the tests. Every event must come with an
+// outbox id of its own (the owner committed it to the store's outbox, and
+// ids are never reused); it keeps the events without their ids, so tests compare what
+// happened, and wait reports ids that are not.
 type recorder struct {
 	mu     sync.Mutex
 	events []event.Event
+	ids    map[int64]bool
+	badIDs []event.Event
 }
 
 func (r *recorder) Notify(e event.Event) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if e.ID <= 0 || r.ids[e.ID] {
+		r.badIDs = append(r.badIDs, e)
+	}
+	if r.ids == nil {
+		r.ids = map[int64]bool{}
+	}
+	r.ids[e.ID] = true
+	e.ID = 0
 	r.events = append(r.events, e)
 }
 
@@ -63,6 +77,11 @@ func (r *recorder) snapshot() []event.Event {
 func (r *recorder) wait(t *testing.T, n int) []event.Event {
 	t.Helper()
 	eventually(t, fmt.Sprintf("%d event(s)", n), func() bool { return len(r.snapshot()) >= n })
+	r.mu.Lock()
+	if len(r.badIDs) > 0 {
+		t.Errorf("events without a new outbox id: %v", r.badIDs)
+	}
+	r.mu.Unlock()
 	return r.snapshot()
 }
 

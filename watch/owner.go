@@ -183,6 +183,7 @@ func (o *owner) commit(ctx context.Context, mb string, st *store.MailboxState, k
 	case err != nil:
 		o.m.log.Error("cannot store mailbox state", "user", o.user, "mailbox", mb, "err", err)
 		delete(o.known, mb)
+		id = 0 // no entry in the outbox
 	case st != nil:
 		o.known[mb] = *st
 	}
