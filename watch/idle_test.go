@@ -52,6 +52,15 @@ func TestIdleReportsFlagChangesAndExpunges(t *testing.T) {
 	e.deliver("alice")
 	eventually(t, "the new mail", func() bool { return containsEvent(e.rec.snapshot()[n:], newEvent("alice", "INBOX")) })
 	e.d.Doveadm(t, "expunge", "-u", "alice", "mailbox", "INBOX", "uid", "4")
-	eventually(t, "the expunge", func() bool { return len(e.rec.snapshot()) >= n+2 })
-	wantEvents(t, e.rec.snapshot()[n:], newEvent("alice", "INBOX"), changed)
+	// The STORE's flag changes (one FETCH per message) may still have
+	// been coming in when n was taken.
+	after := func() []event.Event {
+		got := e.rec.snapshot()[n:]
+		for len(got) > 0 && got[0] == changed {
+			got = got[1:]
+		}
+		return got
+	}
+	eventually(t, "the expunge", func() bool { return len(after()) >= 2 })
+	wantEvents(t, after(), newEvent("alice", "INBOX"), changed)
 }
