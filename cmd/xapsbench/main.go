@@ -28,6 +28,7 @@
 //	go run ./cmd/xapsbench connmem    # where xapsproxy's per-connection memory goes
 //	go run ./cmd/xapsbench reconnect  # how long until 500 accounts are watched again
 //	go run ./cmd/xapsbench sources    # each event source: push latency, cost to Dovecot and xapsproxy
+//	go run ./cmd/xapsbench pushes     # the push stage at scale: 100 000 devices, a fake APNs, an outage
 //
 // `reconnect` measures something else: with 500 accounts registered (-accounts),
 // the time from xapsproxy's start, and from a Dovecot SIGKILL and restart, to
@@ -69,6 +70,31 @@
 // With the system's fs.inotify.max_user_instances (128), NOTIFY and IDLE
 // push INBOX only after 11 to 13 s at p50 and no session hibernates.
 // README.md's Performance section has the rest.
+//
+// `pushes` measures the push stage alone, in the bench's own process, with
+// the product's code: a SQLite store (store.Open) holding 100 000
+// registrations (-devices), the Pusher (push.New) sending through
+// push.NewAPNs ([apns] concurrency 500, connections 2: -concurrency,
+// -connections) to a fake APNs in a child process (HTTP/2 over TLS on
+// 127.0.0.1, client certificate required), so that the push stage's CPU
+// and memory are its own. A burst gives every device one new mail at once,
+// as an account's owner commits it (CommitMailbox with an outbox entry,
+// then Notify, from 16 goroutines, -committers), once per answer delay of
+// the fake (-delays 0,50ms); a staged burst (-staged 0) commits every event
+// first and then notifies them all at once, so that the push stage does not
+// wait for the store. It reports pushes a second (devices / first event to
+// last request answered), the events committed a second, p50/p99 from the
+// event to its request at the fake, CPU, and this process's RSS and Go heap
+// before, at the peak and after each run (after a GC); then an outage run:
+// the fake answers 500 for 60 s (-outage) while the burst goes in, then 200,
+// and every device must get exactly one 200, the backlog drained within
+// 10 s. Goals: >= 10 000 pushes/s with 0 ms on 2 cores, >= 5 000/s with
+// 50 ms, memory back to its baseline, exactly one push per device, the
+// backlog drained <= 10 s after the recovery. About 4 minutes; -quick
+// (5 000 devices, a 5 s outage) in about 20 s; -cpuprofile and -memprofile
+// write profiles, -store-dir /dev/shm puts the store on tmpfs.
+//
+// Latest `pushes`: (figures to be pasted here)
 //
 // It needs Dovecot (apt-get install dovecot-imapd dovecot-lmtpd) and Go;
 // nginx is optional (apt-get install nginx libnginx-mod-mail): without it,
@@ -185,8 +211,12 @@ func main() {
 		err = reconnectCmd(ctx, args[1:], os.Stdout, os.Stderr)
 	case len(args) > 0 && args[0] == "sources":
 		err = sourcesCmd(ctx, args[1:], os.Stdout, os.Stderr)
+	case len(args) > 0 && args[0] == "pushes":
+		err = pushesCmd(ctx, args[1:], os.Stdout, os.Stderr)
 	case len(args) > 0 && args[0] == "connmem-server": // connmem's child
 		err = connmemServerCmd(args[1:], os.Stdin, os.Stdout)
+	case len(args) > 0 && args[0] == fakeAPNsCommand: // pushes' child
+		err = fakeAPNsCmd(args[1:], os.Stdin, os.Stdout)
 	default:
 		err = run(ctx, args, os.Stdout, os.Stderr)
 	}
