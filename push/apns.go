@@ -212,9 +212,11 @@ func NewAPNs(creds *Credentials, cfg config.APNS) (*APNs, error) {
 			HTTP2:               &http.HTTP2Config{SendPingTimeout: pingAfter, PingTimeout: pingTimeout},
 		}
 		client := &apns2.Client{
-			Host:       host,
-			Token:      creds.Token, // shared: one provider token for all connections
-			HTTPClient: &http.Client{Transport: headerCapture{transport}, Timeout: requestTimeout},
+			Host:  host,
+			Token: creds.Token, // shared: one provider token for all connections
+			// No Client.Timeout: it costs a goroutine per request; Send
+			// bounds each push with a context deadline instead.
+			HTTPClient: &http.Client{Transport: headerCapture{transport}},
 		}
 		if creds.Certificate != nil {
 			client.Certificate = *creds.Certificate
@@ -235,6 +237,8 @@ func NewAPNs(creds *Credentials, cfg config.APNS) (*APNs, error) {
 // new token is signed at once, unless the current one is under 20 minutes
 // old.
 func (a *APNs) Send(ctx context.Context, n Notification) (Response, error) {
+	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
+	defer cancel()
 	c := a.pick()
 	c.inFlight.Add(1)
 	defer c.inFlight.Add(-1)

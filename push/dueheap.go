@@ -25,6 +25,7 @@ func (h *dueHeap) Push(x any)        { *h = append(*h, x.(dueEntry)) }
 func (h *dueHeap) Pop() any {
 	old := *h
 	e := old[len(old)-1]
+	old[len(old)-1] = dueEntry{} // the key's strings may go
 	*h = old[:len(old)-1]
 	return e
 }

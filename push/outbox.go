@@ -46,6 +46,7 @@ func (p *Pusher) take(list *[]outboxRef, r outboxRef) {
 	}
 	*list = append(*list, r)
 	p.refs[r.id]++
+	p.refsPeak = max(p.refsPeak, len(p.refs))
 }
 
 // release lets go of one hold on id; the last one hands it to the recorder

@@ -140,6 +140,8 @@ type Pusher struct {
 	due           dueHeap        // when each waiting job is due
 	gen           uint64         // the last generation given to a due entry
 	refs          map[int64]int  // outbox id -> jobs holding it (see outbox.go)
+	jobsPeak      int            // the most jobs since the map was made (see shrink)
+	refsPeak      int            // the most refs since the map was made
 	outboxLoaded  bool           // loadOutbox has read the outbox (once per Pusher)
 	finishedEarly map[int64]bool // ids finished before that, not to be read back
 	storeRetryAt  time.Time      // look events up again after a store error

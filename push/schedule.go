@@ -139,6 +139,7 @@ func (p *Pusher) schedule(reg store.Registration, st eventState, names []string,
 	if j == nil {
 		j = &job{}
 		p.jobs[k] = j
+		p.jobsPeak = max(p.jobsPeak, len(p.jobs))
 	}
 	if j.reg.LastPush.After(reg.LastPush) {
 		reg.LastPush = j.reg.LastPush // not yet written by the recorder
@@ -382,6 +383,28 @@ func (p *Pusher) countJobs() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.jobCount = len(p.jobs)
+	p.shrink()
+}
+
+// shrinkAfter is the size past which the scheduler's maps and heap are
+// made anew once empty: Go's maps never give back the room a burst took
+// (100 000 pushes at once left 20 MiB behind).
+const shrinkAfter = 4096
+
+// shrink drops the storage a burst grew, once nothing is waiting.
+func (p *Pusher) shrink() {
+	if len(p.jobs) > 0 {
+		return
+	}
+	if p.jobsPeak > shrinkAfter {
+		p.jobs, p.jobsPeak = map[jobKey]*job{}, 0
+	}
+	if len(p.refs) == 0 && p.refsPeak > shrinkAfter {
+		p.refs, p.refsPeak = map[int64]int{}, 0
+	}
+	if len(p.due) == 0 && cap(p.due) > shrinkAfter {
+		p.due = nil
+	}
 }
 
 func later(a, b time.Time) time.Time {

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"fmt"
 	"slices"
 	"sync"
@@ -23,7 +24,8 @@ const (
 )
 
 type groupWrite struct {
-	fn   func(ctx context.Context, tx *sql.Tx) error
+	fn      func(ctx context.Context, tx *sql.Tx) error
+	relaxed bool // may be lost on a power cut (see writeRelaxed)
 	err  error
 	done chan struct{} // closed when err is final
 	lead chan struct{} // closed when this write's caller is to lead the next batch
@@ -37,15 +39,33 @@ type group struct {
 
 // write runs fn in a transaction shared with other writes made meanwhile and
 // returns once that transaction committed or fn's own work was rolled back.
-// fn must only use tx; its ctx is the batch's, not the caller's. A caller
+// fn must only use tx; its ctx is the batch's, not the caller's. fn may run
+// twice (again in a savepoint when a write beside it failed), so it must
+// only set what it returns, not accumulate. A caller
 // whose ctx ends while its write is still queued withdraws it and gets
 // ctx's error; once a batch has taken the write, it is done or failed,
 // never abandoned half way.
 func (s *SQLite) write(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return s.writeWith(ctx, false, fn)
+}
+
+// writeRelaxed is write for what may be lost on a power cut, as long as it
+// is lost whole: its transaction is committed without an fsync when every
+// write in the batch is relaxed (WAL with synchronous=NORMAL: durable
+// across a crash of the process, and on a power cut the database comes
+// back with a prefix of the transactions committed). Mailbox state and
+// the outbox entry it causes are written so: lost together, the catch-up
+// after the start finds the mail again. A durable write in the same batch,
+// or after it, fsyncs the WAL up to it too.
+func (s *SQLite) writeRelaxed(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error) error {
+	return s.writeWith(ctx, true, fn)
+}
+
+func (s *SQLite) writeWith(ctx context.Context, relaxed bool, fn func(ctx context.Context, tx *sql.Tx) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	w := &groupWrite{fn: fn, done: make(chan struct{}), lead: make(chan struct{})}
+	w := &groupWrite{fn: fn, relaxed: relaxed, done: make(chan struct{}), lead: make(chan struct{})}
 	g := &s.group
 	g.mu.Lock()
 	g.queue = append(g.queue, w)
@@ -134,21 +154,64 @@ func (s *SQLite) runBatch(batch []*groupWrite) {
 			panic(r)
 		}
 	}()
-	tx, err := s.w.BeginTx(ctx, nil)
+	// A connection of its own for the batch (the writer pool has one), so
+	// that no other write runs with this batch's synchronous setting.
+	conn, err := s.w.Conn(ctx)
 	if err != nil {
 		fail(err)
 		return
 	}
-	defer tx.Rollback() // after Commit, a no-op
-	if len(batch) == 1 {
-		if err := batch[0].fn(ctx, tx); err != nil {
-			batch[0].err = err
+	defer conn.Close()
+	relaxed := true
+	for _, w := range batch {
+		relaxed = relaxed && w.relaxed
+	}
+	if relaxed {
+		if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+			fail(err)
 			return
 		}
+		defer func() {
+			if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
+				// The connection must not serve durable writes like this.
+				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			}
+		}()
+	}
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		fail(err)
+		return
+	}
+	defer func() { _ = tx.Rollback() }() // after Commit, a no-op
+	// The fast path: every write in one go. Writes seldom fail, and a
+	// savepoint costs two statements per write.
+	failed := false
+	for _, w := range batch {
+		if w.err = w.fn(ctx, tx); w.err != nil {
+			failed = true
+			break
+		}
+	}
+	if !failed {
 		fail(tx.Commit())
 		return
 	}
+	if len(batch) == 1 {
+		return // its error is set; the deferred Rollback undoes its work
+	}
+	// One failed: run them again, each in its own savepoint, so that only
+	// the failing ones are rolled back.
+	if err := tx.Rollback(); err != nil {
+		fail(err)
+		return
+	}
+	if tx, err = conn.BeginTx(ctx, nil); err != nil {
+		fail(err)
+		return
+	}
 	for _, w := range batch {
+		w.err = nil
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT w`); err != nil {
 			fail(err)
 			return

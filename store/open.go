@@ -19,7 +19,9 @@ import (
 //   - journal_mode(WAL): readers never block the writer and vice versa.
 //   - synchronous(FULL): in WAL mode NORMAL may lose the latest commits on
 //     power loss; FULL fsyncs the WAL on every commit, which is what "a method
-//     that returns nil has committed its change durably" requires.
+//     that returns nil has committed its change durably" requires. Mailbox
+//     state, the outbox and push outcomes are the exception: their batches
+//     run with NORMAL (see writeRelaxed).
 //   - foreign_keys(1): enforce any constraints later migrations add.
 //   - _txlock=immediate: transactions start with BEGIN IMMEDIATE, taking the
 //     write lock up front. A deferred transaction that reads and then writes
@@ -82,7 +84,13 @@ func open(ctx context.Context, path string) (*SQLite, error) {
 		w.Close()
 		return nil, err
 	}
-	return &SQLite{w: w, r: r}, nil
+	s := &SQLite{w: w, r: r}
+	if err := s.stmts.prepare(ctx, w); err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
+	return s, nil
 }
 
 func openPool(ctx context.Context, dsn string) (*sql.DB, error) {

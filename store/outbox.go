@@ -30,13 +30,9 @@ func (s *SQLite) commitMailbox(ctx context.Context, user, mailbox string, st *Ma
 		}
 	}
 	var id int64
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.writeRelaxed(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if st != nil {
-			if _, err := tx.ExecContext(ctx, `
-				INSERT INTO mailbox_state (user, mailbox, uid_validity, uid_next) VALUES (?, ?, ?, ?)
-				ON CONFLICT (user, mailbox) DO UPDATE SET
-					uid_validity = excluded.uid_validity,
-					uid_next     = excluded.uid_next`,
+			if _, err := tx.StmtContext(ctx, s.stmts.upsertState).ExecContext(ctx,
 				user, mailbox, st.UIDValidity, st.UIDNext); err != nil {
 				return err
 			}
@@ -44,10 +40,7 @@ func (s *SQLite) commitMailbox(ctx context.Context, user, mailbox string, st *Ma
 		if push == nil {
 			return nil
 		}
-		// REPLACE deletes the older entry of the same kind and inserts a
-		// new row, whose AUTOINCREMENT id is above every id ever given.
-		return tx.QueryRowContext(ctx,
-			`REPLACE INTO outbox (user, mailbox, changed, at) VALUES (?, ?, ?, ?) RETURNING id`,
+		return tx.StmtContext(ctx, s.stmts.replaceOutbox).QueryRowContext(ctx,
 			user, mailbox, push.Changed, at[0]).Scan(&id)
 	})
 	if err != nil {
@@ -101,14 +94,10 @@ func (s *SQLite) FinishPushes(ctx context.Context, records []PushRecord, done []
 		}
 		recs[i] = rec{r.User, NormalizeToken(r.DeviceToken), r.Result, t[0]}
 	}
-	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	// Relaxed: lost on a power cut, it costs a push sent again.
+	err := s.writeRelaxed(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if len(recs) > 0 {
-			stmt, err := tx.PrepareContext(ctx,
-				`UPDATE registrations SET last_push = ?, last_push_result = ? WHERE user = ? AND device_token = ?`)
-			if err != nil {
-				return err
-			}
-			defer stmt.Close()
+			stmt := tx.StmtContext(ctx, s.stmts.recordPush)
 			for _, r := range recs {
 				if _, err := stmt.ExecContext(ctx, r.at, r.result, r.user, r.token); err != nil {
 					return err
@@ -116,11 +105,7 @@ func (s *SQLite) FinishPushes(ctx context.Context, records []PushRecord, done []
 			}
 		}
 		if len(done) > 0 {
-			stmt, err := tx.PrepareContext(ctx, `DELETE FROM outbox WHERE id = ?`)
-			if err != nil {
-				return err
-			}
-			defer stmt.Close()
+			stmt := tx.StmtContext(ctx, s.stmts.deleteOutbox)
 			for _, id := range done {
 				if _, err := stmt.ExecContext(ctx, id); err != nil {
 					return err

@@ -188,3 +188,30 @@ func TestOutboxIsDurable(t *testing.T) {
 		t.Fatalf("Outbox after reopening = %+v, %v", out, err)
 	}
 }
+
+// Mailbox state and outbox entries are committed without an fsync, but the
+// writer connection goes back to synchronous=FULL for the durable writes
+// that follow (registrations), whichever batch ran last.
+func TestRelaxedWritesLeaveTheWriterDurable(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			if i%5 == 0 {
+				if err := s.Register(ctx, reg(fmt.Sprintf("u%d", i), tokenA)); err != nil {
+					t.Error(err)
+				}
+				return
+			}
+			if _, err := s.CommitMailbox(ctx, fmt.Sprintf("u%d", i), "INBOX", &MailboxState{1, 2}, &OutboxEntry{At: t0}); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	var mode int
+	if err := s.w.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&mode); err != nil || mode != 2 {
+		t.Fatalf("writer's synchronous = %d, %v; want 2 (FULL)", mode, err)
+	}
+}

@@ -25,7 +25,8 @@ import (
 type SQLite struct {
 	w     *sql.DB
 	r     *sql.DB
-	group group // writes sharing one transaction; see write
+	group group      // writes sharing one transaction; see write
+	stmts statements // the hot writes, prepared once
 }
 
 var _ Store = (*SQLite)(nil)
@@ -35,7 +36,7 @@ var errInvalid = errors.New("invalid argument")
 
 // Close closes the database. Committed changes are already on disk.
 func (s *SQLite) Close() error {
-	return wrap("close", errors.Join(s.r.Close(), s.w.Close()))
+	return wrap("close", errors.Join(s.stmts.close(), s.r.Close(), s.w.Close()))
 }
 
 // Register inserts or updates the registration for (r.User, r.DeviceToken).
@@ -62,21 +63,19 @@ func (s *SQLite) register(ctx context.Context, r Registration) error {
 	if err != nil {
 		return err
 	}
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback() // after Commit, a no-op
-	var others int
-	if err := tx.QueryRowContext(ctx,
-		`SELECT COUNT(*) FROM registrations WHERE user = ? AND device_token <> ?`,
-		r.User, r.DeviceToken).Scan(&others); err != nil {
-		return err
-	}
-	if others >= MaxRegistrationsPerUser {
-		return ErrLimit
-	}
-	_, err = tx.ExecContext(ctx, `
+	// In the group commit: a thousand phones registering at once (after a
+	// restart of the mail server, or an import) share transactions.
+	return s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var others int
+		if err := tx.QueryRowContext(ctx,
+			`SELECT COUNT(*) FROM registrations WHERE user = ? AND device_token <> ?`,
+			r.User, r.DeviceToken).Scan(&others); err != nil {
+			return err
+		}
+		if others >= MaxRegistrationsPerUser {
+			return ErrLimit
+		}
+		_, err := tx.ExecContext(ctx, `
 		INSERT INTO registrations (user, device_token, account_id, subtopic, mailboxes,
 			version, topic, registered, renewed, last_push, last_push_result)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -87,12 +86,10 @@ func (s *SQLite) register(ctx context.Context, r Registration) error {
 			version    = excluded.version,
 			topic      = excluded.topic,
 			renewed    = excluded.renewed`,
-		r.User, r.DeviceToken, r.AccountID, r.Subtopic, string(mailboxes),
-		r.Version, r.Topic, times[0], times[1], times[2], r.LastPushResult)
-	if err != nil {
+			r.User, r.DeviceToken, r.AccountID, r.Subtopic, string(mailboxes),
+			r.Version, r.Topic, times[0], times[1], times[2], r.LastPushResult)
 		return err
-	}
-	return tx.Commit()
+	})
 }
 
 func validate(r Registration) error {

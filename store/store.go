@@ -95,7 +95,8 @@ func ShortToken(token string) string {
 }
 
 // Store is the durable state of the proxy. Implementations are safe for
-// concurrent use. A method that returns nil has committed its change durably.
+// concurrent use. A method that returns nil has committed its change durably
+// (but see CommitMailbox).
 type Store interface {
 	// Register inserts or replaces the registration for (r.User, r.DeviceToken).
 	// Registered is kept from an existing entry; Renewed is set to r.Renewed.
@@ -134,7 +135,10 @@ type Store interface {
 	// and Mailbox are user and mailbox, its ID is ignored), which replaces
 	// an entry still in the outbox for the same user, mailbox and kind,
 	// since the newer push covers it. It returns the new entry's ID, or 0
-	// without push.
+	// without push. What it commits survives a crash of the process; a
+	// power cut may lose the latest commits (state and entry together, so
+	// the next look at the mailbox finds the mail again), as it may those
+	// of FinishPushes and SetMailboxState.
 	CommitMailbox(ctx context.Context, user, mailbox string, st *MailboxState, push *OutboxEntry) (int64, error)
 	// Outbox returns every entry in the outbox, oldest first.
 	Outbox(ctx context.Context) ([]OutboxEntry, error)
