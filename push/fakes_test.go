@@ -171,13 +171,15 @@ func (s *memStore) RegistrationsOf(ctx context.Context, users []string) (map[str
 	return out, nil
 }
 
-func (s *memStore) FinishPushes(ctx context.Context, records []store.PushRecord, done []int64) error {
+func (s *memStore) FinishPushes(ctx context.Context, records []store.PushRecord, done []store.OutboxEntry) error {
 	for _, r := range records {
 		_ = s.RecordPush(ctx, r.User, r.DeviceToken, r.At, r.Result)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.outbox = slices.DeleteFunc(s.outbox, func(e store.OutboxEntry) bool { return slices.Contains(done, e.ID) })
+	s.outbox = slices.DeleteFunc(s.outbox, func(e store.OutboxEntry) bool {
+		return slices.ContainsFunc(done, func(d store.OutboxEntry) bool { return d.ID == e.ID })
+	})
 	return nil
 }
 

@@ -3,6 +3,8 @@ package push
 import (
 	"context"
 	"time"
+
+	"github.com/xapsproxy/xapsproxy/store"
 )
 
 // The outbox (see store.OutboxEntry) is how a push survives a crash: the
@@ -20,9 +22,14 @@ import (
 
 // outboxRef is an outbox entry a job's notification is about.
 type outboxRef struct {
+	user    string
 	mailbox string // as reported (the event's Mailbox)
 	changed bool
 	id      int64
+}
+
+func (r outboxRef) entry() store.OutboxEntry {
+	return store.OutboxEntry{ID: r.id, User: r.user, Mailbox: r.mailbox, Changed: r.changed}
 }
 
 // take adds r to list, unless list holds the same entry or a newer one of
@@ -41,7 +48,7 @@ func (p *Pusher) take(list *[]outboxRef, r outboxRef) {
 		}
 		(*list)[i].id = r.id
 		p.refs[r.id]++
-		p.release(e.id)
+		p.release(e)
 		return
 	}
 	*list = append(*list, r)
@@ -51,43 +58,43 @@ func (p *Pusher) take(list *[]outboxRef, r outboxRef) {
 
 // release lets go of one hold on id; the last one hands it to the recorder
 // to be removed from the outbox.
-func (p *Pusher) release(id int64) {
-	if id == 0 {
+func (p *Pusher) release(r outboxRef) {
+	if r.id == 0 {
 		return
 	}
-	if n := p.refs[id] - 1; n > 0 {
-		p.refs[id] = n
+	if n := p.refs[r.id] - 1; n > 0 {
+		p.refs[r.id] = n
 		return
 	}
-	delete(p.refs, id)
-	p.finish1(id)
+	delete(p.refs, r.id)
+	p.finish1(r)
 }
 
 // finish1 hands id to the recorder, and remembers it until the outbox has
 // been read, so that reading it does not take back what was just done.
-func (p *Pusher) finish1(id int64) {
+func (p *Pusher) finish1(r outboxRef) {
 	if !p.outboxLoaded {
 		if p.finishedEarly == nil {
 			p.finishedEarly = map[int64]bool{}
 		}
-		p.finishedEarly[id] = true
+		p.finishedEarly[r.id] = true
 	}
-	p.rec.finished(id)
+	p.rec.finished(r.entry())
 }
 
 // releaseAll lets go of every id in list and empties it.
 func (p *Pusher) releaseAll(list *[]outboxRef) {
 	for _, e := range *list {
-		p.release(e.id)
+		p.release(e)
 	}
 	*list = nil
 }
 
 // unclaimed hands id to the recorder if no job took it (nobody registered
 // the mailbox, or a newer entry already covers it).
-func (p *Pusher) unclaimed(id int64) {
-	if id != 0 && p.refs[id] == 0 {
-		p.finish1(id)
+func (p *Pusher) unclaimed(r outboxRef) {
+	if r.id != 0 && p.refs[r.id] == 0 {
+		p.finish1(r)
 	}
 }
 
@@ -118,7 +125,7 @@ func (p *Pusher) loadOutbox(ctx context.Context, now time.Time) bool {
 		taken++
 		if now.Sub(e.At) > p.expiration {
 			expired++
-			p.rec.finished(e.ID)
+			p.rec.finished(e)
 			continue
 		}
 		st := eventState{isNew: !e.Changed, newID: e.ID}

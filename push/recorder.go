@@ -27,8 +27,8 @@ type recorder struct {
 
 	mu      sync.Mutex
 	records []store.PushRecord
-	done    []int64       // outbox ids to remove
-	kick    chan struct{} // 1-buffered: "something to write"
+	done    []store.OutboxEntry // outbox entries to remove
+	kick    chan struct{}       // 1-buffered: "something to write"
 }
 
 func newRecorder(st store.Store, logger *slog.Logger) *recorder {
@@ -45,10 +45,10 @@ func (r *recorder) record(rec store.PushRecord) {
 	r.wake()
 }
 
-// finished queues outbox ids whose pushes are all answered.
-func (r *recorder) finished(ids ...int64) {
+// finished queues an outbox entry whose pushes are all answered.
+func (r *recorder) finished(e store.OutboxEntry) {
 	r.mu.Lock()
-	r.done = append(r.done, ids...)
+	r.done = append(r.done, e)
 	r.mu.Unlock()
 	r.wake()
 }

@@ -78,7 +78,7 @@ func (p *Pusher) apply(r resolution, now time.Time, shutdown bool) {
 				es := r.batch[k]
 				st.merge(es)
 				names = append(names, name)
-				refs = append(refs, outboxRef{k.mailbox, false, es.newID}, outboxRef{k.mailbox, true, es.changedID})
+				refs = append(refs, outboxRef{k.user, k.mailbox, false, es.newID}, outboxRef{k.user, k.mailbox, true, es.changedID})
 			}
 			if len(names) > 0 {
 				p.schedule(*reg, st, names, refs, now)
@@ -86,8 +86,8 @@ func (p *Pusher) apply(r resolution, now time.Time, shutdown bool) {
 		}
 		for _, k := range keys {
 			es := r.batch[k]
-			p.unclaimed(es.newID)
-			p.unclaimed(es.changedID)
+			p.unclaimed(outboxRef{k.user, k.mailbox, false, es.newID})
+			p.unclaimed(outboxRef{k.user, k.mailbox, true, es.changedID})
 		}
 	}
 	p.mu.Lock()

@@ -328,7 +328,7 @@ func (p *Pusher) foldAgain(j *job) {
 	j.mailboxes.addSet(j.againIn)
 	for _, r := range j.againOut {
 		p.take(&j.outbox, r)
-		p.release(r.id) // the hold of againOut, now in outbox
+		p.release(r) // the hold of againOut, now in outbox
 	}
 	j.againOut = nil
 	j.again, j.againNew, j.againAt, j.againIn = false, false, time.Time{}, nil

@@ -26,9 +26,9 @@ const (
 type groupWrite struct {
 	fn      func(ctx context.Context, tx *sql.Tx) error
 	relaxed bool // may be lost on a power cut (see writeRelaxed)
-	err  error
-	done chan struct{} // closed when err is final
-	lead chan struct{} // closed when this write's caller is to lead the next batch
+	err     error
+	done    chan struct{} // closed when err is final
+	lead    chan struct{} // closed when this write's caller is to lead the next batch
 }
 
 type group struct {

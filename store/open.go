@@ -85,6 +85,13 @@ func open(ctx context.Context, path string) (*SQLite, error) {
 		return nil, err
 	}
 	s := &SQLite{w: w, r: r}
+	var newMax, changedMax int64
+	if err := r.QueryRowContext(ctx, `SELECT coalesce(max(new_push), 0), coalesce(max(changed_push), 0) FROM mailbox_state`).Scan(&newMax, &changedMax); err != nil {
+		r.Close()
+		w.Close()
+		return nil, fmt.Errorf("read the outbox: %w", err)
+	}
+	s.lastID.Store(max(newMax, changedMax))
 	if err := s.stmts.prepare(ctx, w); err != nil {
 		r.Close()
 		w.Close()

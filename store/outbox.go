@@ -1,9 +1,11 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -29,23 +31,28 @@ func (s *SQLite) commitMailbox(ctx context.Context, user, mailbox string, st *Ma
 			return 0, fmt.Errorf("%w: outbox entry without a time", errInvalid)
 		}
 	}
+	var validity, next sql.NullInt64
+	if st != nil {
+		validity = sql.NullInt64{Int64: int64(st.UIDValidity), Valid: true}
+		next = sql.NullInt64{Int64: int64(st.UIDNext), Valid: true}
+	}
 	var id int64
 	err := s.writeRelaxed(ctx, func(ctx context.Context, tx *sql.Tx) error {
-		if st != nil {
-			if _, err := tx.StmtContext(ctx, s.stmts.upsertState).ExecContext(ctx,
-				user, mailbox, st.UIDValidity, st.UIDNext); err != nil {
-				return err
-			}
-		}
 		if push == nil {
-			return nil
+			_, err := tx.StmtContext(ctx, s.stmts.upsertState).ExecContext(ctx, user, mailbox, validity, next)
+			return err
 		}
-		return tx.StmtContext(ctx, s.stmts.replaceOutbox).QueryRowContext(ctx,
-			user, mailbox, push.Changed, at[0]).Scan(&id)
+		stmt := s.stmts.commitNew
+		if push.Changed {
+			stmt = s.stmts.commitChanged
+		}
+		// Above every id given since the store was opened, and every id
+		// still owed: never one a Pusher holds for another push.
+		id = s.lastID.Add(1)
+		_, err := tx.StmtContext(ctx, stmt).ExecContext(ctx, user, mailbox, validity, next, id, at[0])
+		return err
 	})
 	if err != nil {
-		// The insert may have run in a transaction since rolled back, and
-		// the id it got will be given again.
 		return 0, err
 	}
 	return id, nil
@@ -58,27 +65,35 @@ func (s *SQLite) Outbox(ctx context.Context) ([]OutboxEntry, error) {
 }
 
 func (s *SQLite) outbox(ctx context.Context) ([]OutboxEntry, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id, user, mailbox, changed, at FROM outbox ORDER BY id`)
+	// Read at start only: a scan of the mailboxes, no index to keep up.
+	rows, err := s.r.QueryContext(ctx, `
+		SELECT user, mailbox, new_push, new_at, changed_push, changed_at FROM mailbox_state
+		WHERE new_push IS NOT NULL OR changed_push IS NOT NULL`)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
 	var out []OutboxEntry
 	for rows.Next() {
-		var e OutboxEntry
-		var at sql.NullInt64
-		if err := rows.Scan(&e.ID, &e.User, &e.Mailbox, &e.Changed, &at); err != nil {
+		var user, mailbox string
+		var newID, newAt, changedID, changedAt sql.NullInt64
+		if err := rows.Scan(&user, &mailbox, &newID, &newAt, &changedID, &changedAt); err != nil {
 			return nil, err
 		}
-		e.At = fromNanos(at)
-		out = append(out, e)
+		if newID.Valid {
+			out = append(out, OutboxEntry{ID: newID.Int64, User: user, Mailbox: mailbox, At: fromNanos(newAt)})
+		}
+		if changedID.Valid {
+			out = append(out, OutboxEntry{ID: changedID.Int64, User: user, Mailbox: mailbox, Changed: true, At: fromNanos(changedAt)})
+		}
 	}
+	slices.SortFunc(out, func(a, b OutboxEntry) int { return cmp.Compare(a.ID, b.ID) })
 	return out, rows.Err()
 }
 
 // FinishPushes records push outcomes and removes the outbox entries done, in
 // one transaction shared with other writes made at the same moment.
-func (s *SQLite) FinishPushes(ctx context.Context, records []PushRecord, done []int64) error {
+func (s *SQLite) FinishPushes(ctx context.Context, records []PushRecord, done []OutboxEntry) error {
 	if len(records) == 0 && len(done) == 0 {
 		return nil
 	}
@@ -104,12 +119,15 @@ func (s *SQLite) FinishPushes(ctx context.Context, records []PushRecord, done []
 				}
 			}
 		}
-		if len(done) > 0 {
-			stmt := tx.StmtContext(ctx, s.stmts.deleteOutbox)
-			for _, id := range done {
-				if _, err := stmt.ExecContext(ctx, id); err != nil {
-					return err
-				}
+		finishNew := tx.StmtContext(ctx, s.stmts.finishNew)
+		finishChanged := tx.StmtContext(ctx, s.stmts.finishChanged)
+		for _, e := range done {
+			stmt := finishNew
+			if e.Changed {
+				stmt = finishChanged
+			}
+			if _, err := stmt.ExecContext(ctx, e.User, e.Mailbox, e.ID); err != nil {
+				return err
 			}
 		}
 		return nil

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"sync"
@@ -58,7 +59,7 @@ func TestCommitMailboxReplacesSameKindOnly(t *testing.T) {
 		t.Fatalf("outbox ids = %v; want %v (first=%d replaced)", ids, []int64{change, notes, bob, second}, first)
 	}
 	// A push answered for the replaced entry removes nothing newer.
-	if err := s.FinishPushes(ctx, nil, []int64{first}); err != nil {
+	if err := s.FinishPushes(ctx, nil, []OutboxEntry{{ID: first, User: "alice", Mailbox: "INBOX"}}); err != nil {
 		t.Fatal(err)
 	}
 	if out, _ := s.Outbox(ctx); len(out) != 4 {
@@ -75,13 +76,13 @@ func TestFinishPushesRecordsAndRemoves(t *testing.T) {
 	err := s.FinishPushes(ctx, []PushRecord{
 		{User: "alice", DeviceToken: tokenA, At: t0, Result: "200"},
 		{User: "carol", DeviceToken: tokenC, At: t0, Result: "200"}, // no such registration: skipped
-	}, []int64{a, 9999})
+	}, []OutboxEntry{{ID: a, User: "alice", Mailbox: "INBOX"}, {ID: b, User: "bob", Mailbox: "INBOX", Changed: true}, {ID: 9999, User: "x", Mailbox: "INBOX"}})
 	if err != nil {
 		t.Fatalf("FinishPushes: %v", err)
 	}
 	out, _ := s.Outbox(ctx)
 	if len(out) != 1 || out[0].ID != b {
-		t.Fatalf("outbox after finishing %d = %+v; want only %d", a, out, b)
+		t.Fatalf("outbox after finishing %d (and bob's id as a change) = %+v; want only %d", a, out, b)
 	}
 	r := registrations(t, s, "alice")[0]
 	if r.LastPushResult != "200" || !r.LastPush.Equal(t0) {
@@ -213,5 +214,54 @@ func TestRelaxedWritesLeaveTheWriterDurable(t *testing.T) {
 	var mode int
 	if err := s.w.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&mode); err != nil || mode != 2 {
 		t.Fatalf("writer's synchronous = %d, %v; want 2 (FULL)", mode, err)
+	}
+}
+
+// A push owed for a mailbox never looked at is no mailbox state: the first
+// look after it still only sets the baseline.
+func TestOutboxEntryIsNoMailboxState(t *testing.T) {
+	s := newStore(t)
+	ctx := t.Context()
+	if _, err := s.CommitMailbox(ctx, "alice", "Notes", nil, &OutboxEntry{Changed: true, At: t0}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.MailboxState(ctx, "alice", "Notes"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("MailboxState = %+v, %v; want ErrNotFound", st, err)
+	}
+	// And state committed with a push keeps the push owed before it.
+	id, err := s.CommitMailbox(ctx, "alice", "Notes", &MailboxState{UIDValidity: 3, UIDNext: 9}, &OutboxEntry{At: t0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.MailboxState(ctx, "alice", "Notes"); err != nil || st != (MailboxState{3, 9}) {
+		t.Fatalf("MailboxState = %+v, %v", st, err)
+	}
+	if err := s.SetMailboxState(ctx, "alice", "Notes", MailboxState{3, 10}); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := s.Outbox(ctx)
+	if len(out) != 2 || out[1].ID != id || out[0].Changed != true {
+		t.Fatalf("outbox = %+v; want the change and the new mail (%d) still owed", out, id)
+	}
+}
+
+// Ids given after a reopen are above the ones still owed.
+func TestOutboxIDsGrowAcrossReopen(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "xaps.db")
+	s, err := Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := s.CommitMailbox(t.Context(), "alice", "INBOX", nil, &OutboxEntry{At: t0})
+	b, _ := s.CommitMailbox(t.Context(), "bob", "INBOX", nil, &OutboxEntry{At: t0})
+	s.Close()
+	s, err = Open(t.Context(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, err := s.CommitMailbox(t.Context(), "carol", "INBOX", nil, &OutboxEntry{At: t0})
+	if err != nil || c <= max(a, b) {
+		t.Fatalf("id after reopening = %d, %v; want above %d and %d", c, err, a, b)
 	}
 }

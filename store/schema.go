@@ -50,19 +50,31 @@ var migrations = []string{
 		sealed  BLOB    NOT NULL CHECK (length(sealed) > 0),
 		updated INTEGER NOT NULL
 	);`,
-	// 3: the outbox: pushes owed, committed in the same transaction as the
-	// mailbox state that caused them and removed once APNs has answered,
-	// so that a crash between the two loses no push. One row per user,
-	// mailbox and kind (new mail, or changes): a newer event replaces the
-	// row (with a new id), since the push it asks for covers the older.
-	`CREATE TABLE outbox (
-		id      INTEGER PRIMARY KEY AUTOINCREMENT,
-		user    TEXT    NOT NULL CHECK (user <> ''),
-		mailbox TEXT    NOT NULL CHECK (mailbox <> ''),
-		changed INTEGER NOT NULL CHECK (changed IN (0, 1)),
-		at      INTEGER NOT NULL,
-		UNIQUE (user, mailbox, changed)
-	);`,
+	// 3: the outbox: pushes owed, committed with the mailbox state that
+	// caused them and cleared once APNs has answered, so that a crash
+	// between the two loses no push. It lives in the mailbox's own row
+	// (at most one push of each kind owed: a newer event replaces the older,
+	// with a new id, since its push covers it), and the table has no rowid:
+	// a mail costs one page written, not five (the row, its key's index,
+	// an outbox row, its index and an id sequence). uid_validity and
+	// uid_next are NULL for a mailbox with a push owed but never looked at.
+	`CREATE TABLE mailbox_state3 (
+		user         TEXT    NOT NULL CHECK (user <> ''),
+		mailbox      TEXT    NOT NULL CHECK (mailbox <> ''),
+		uid_validity INTEGER,
+		uid_next     INTEGER,
+		new_push     INTEGER, -- outbox: id of the new-mail push owed, NULL if none
+		new_at       INTEGER, -- ... when it was committed
+		changed_push INTEGER, -- outbox: id of the push owed for changes
+		changed_at   INTEGER,
+		PRIMARY KEY (user, mailbox),
+		CHECK ((new_push IS NULL) = (new_at IS NULL)),
+		CHECK ((changed_push IS NULL) = (changed_at IS NULL))
+	) WITHOUT ROWID;
+	INSERT INTO mailbox_state3 (user, mailbox, uid_validity, uid_next)
+		SELECT user, mailbox, uid_validity, uid_next FROM mailbox_state WHERE user <> '' AND mailbox <> '';
+	DROP TABLE mailbox_state;
+	ALTER TABLE mailbox_state3 RENAME TO mailbox_state;`,
 }
 
 // errNotOurs reports a database that belongs to something else.

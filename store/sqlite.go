@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
@@ -27,6 +28,8 @@ type SQLite struct {
 	r     *sql.DB
 	group group      // writes sharing one transaction; see write
 	stmts statements // the hot writes, prepared once
+	// lastID is the last outbox id given; it starts at the highest owed.
+	lastID atomic.Int64
 }
 
 var _ Store = (*SQLite)(nil)
@@ -260,7 +263,7 @@ func (s *SQLite) recordPush(ctx context.Context, user, token string, at time.Tim
 func (s *SQLite) MailboxState(ctx context.Context, user, mailbox string) (MailboxState, error) {
 	var st MailboxState
 	err := s.r.QueryRowContext(ctx,
-		`SELECT uid_validity, uid_next FROM mailbox_state WHERE user = ? AND mailbox = ?`,
+		`SELECT uid_validity, uid_next FROM mailbox_state WHERE user = ? AND mailbox = ? AND uid_next IS NOT NULL`,
 		user, mailbox).Scan(&st.UIDValidity, &st.UIDNext)
 	if errors.Is(err, sql.ErrNoRows) {
 		err = ErrNotFound

@@ -62,7 +62,7 @@ type MailboxState struct {
 // and removed when APNs has answered the pushes it caused (FinishPushes), so
 // that a crash in between loses nothing: the next start sends it.
 type OutboxEntry struct {
-	ID      int64  // assigned by the store; never reused
+	ID      int64  // assigned by the store: above every id still owed, or given since it opened
 	User    string // login name, as in Registration.User
 	Mailbox string // as the devices registered it
 	// Changed is true for flag changes and expunges (a push that may wait
@@ -122,9 +122,10 @@ type Store interface {
 	RecordPush(ctx context.Context, user, token string, at time.Time, result string) error
 	// FinishPushes records the outcomes of many pushes and removes the
 	// outbox entries done (their pushes were answered or expired) in one
-	// transaction. Records of registrations since deleted and ids no
-	// longer in the outbox are skipped.
-	FinishPushes(ctx context.Context, records []PushRecord, done []int64) error
+	// transaction; done entries are named by ID, User, Mailbox and Changed.
+	// Records of registrations since deleted and entries no longer in the
+	// outbox (a newer one replaced them) are skipped.
+	FinishPushes(ctx context.Context, records []PushRecord, done []OutboxEntry) error
 
 	// MailboxState returns the stored state, or ErrNotFound.
 	MailboxState(ctx context.Context, user, mailbox string) (MailboxState, error)

@@ -147,7 +147,7 @@ func testOutboxKill(t *testing.T, emptyOutbox, held bool) {
 	}
 	sentBefore := len(s.apns.Requests()) // 1 when held, else 0
 	if emptyOutbox {
-		if err := st.FinishPushes(ctx, nil, []int64{pending[0].ID}); err != nil {
+		if err := st.FinishPushes(ctx, nil, pending[:1]); err != nil {
 			t.Fatal(err)
 		}
 		if left, err := st.Outbox(ctx); err != nil || len(left) != 0 {

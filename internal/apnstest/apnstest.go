@@ -183,7 +183,7 @@ func (s *Server) newGenerationLocked() {
 	g := &generation{ln: &connQueue{addr: s.ln.Addr(), conns: make(chan net.Conn), done: make(chan struct{})}}
 	g.srv = &http.Server{
 		Handler:   http.HandlerFunc(s.handle),
-		TLSConfig: s.tls,
+		TLSConfig: s.tls.Clone(), // each server adds its ALPN protocols to its own
 		ErrorLog:  log.New(logWriter{s}, "", 0),
 		HTTP2:     &http.HTTP2Config{MaxConcurrentStreams: maxStreams},
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
