@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/store"
@@ -64,7 +63,7 @@ func (p *Pusher) Run(ctx context.Context) error {
 
 	workCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	var wg sync.WaitGroup
+	pool := newWorkers(p.maxConcurrent)
 	done := make(chan outcome, p.maxConcurrent) // workers never block on it
 	inflight := 0
 	timer := p.clock.NewTimer()
@@ -98,7 +97,7 @@ func (p *Pusher) Run(ctx context.Context) error {
 				go func() { resolved <- p.resolve(ctx, batch) }()
 			}
 		}
-		inflight += p.dispatch(workCtx, now, p.maxConcurrent-inflight, &wg, done)
+		inflight += p.dispatch(workCtx, now, inflight, pool, done)
 		if next := p.nextWake(now); next.IsZero() {
 			timer.Stop()
 		} else {
@@ -107,7 +106,7 @@ func (p *Pusher) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			cancel()
-			wg.Wait()
+			pool.close() // what is queued runs, and fails at once
 			for ; inflight > 0; inflight-- {
 				p.finish(<-done, p.clock.Now(), true)
 			}
@@ -196,13 +195,13 @@ func (p *Pusher) setDue(j *job, isNew bool, changedAt, now time.Time) bool {
 	return false
 }
 
-// dispatch starts workers for due jobs, earliest first, at most free of them,
-// and returns how many it started. It takes them from the due heap, so its
+// dispatch hands due jobs to the workers, earliest first, until
+// MaxConcurrent are in flight, and returns how many it started. It takes them from the due heap, so its
 // cost does not grow with the jobs waiting. While the gate is closed it
 // starts one probe when one is due, and nothing else.
-func (p *Pusher) dispatch(ctx context.Context, now time.Time, free int, wg *sync.WaitGroup, done chan<- outcome) int {
+func (p *Pusher) dispatch(ctx context.Context, now time.Time, inflight int, pool *workers, done chan<- outcome) int {
 	started := 0
-	for started < free {
+	for inflight+started < p.maxConcurrent {
 		e, ok := p.top()
 		if !ok || e.due.After(now) {
 			break
@@ -229,12 +228,8 @@ func (p *Pusher) dispatch(ctx context.Context, now time.Time, free int, wg *sync
 		}
 		j.running, j.urgent = true, false
 		reg, n := j.reg, p.notification(j.reg, j.expires, j.mailboxes.list())
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			done <- outcome{k, p.pushOnce(ctx, reg, n, true), probe}
-		}()
 		started++
+		pool.do(func() { done <- outcome{k, p.pushOnce(ctx, reg, n, true), probe} }, inflight+started)
 		if probe {
 			break
 		}
