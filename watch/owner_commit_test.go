@@ -1,7 +1,5 @@
 package watch
 
-// Written in review of owner.commit.
-
 import (
 	"context"
 	"errors"
@@ -12,9 +10,9 @@ import (
 	"github.com/xapsproxy/xapsproxy/store"
 )
 
-// lostCommitStore fails CommitMailbox the way the group commit does when
-// the shared transaction is lost after the entry's INSERT ran: with the id
-// the INSERT returned (see store.TestReviewFailedCommitMailboxReturnsNoID).
+// lostCommitStore fails CommitMailbox with an id beside the error, the id
+// an INSERT got in a transaction since lost: the owner must not hand it on
+// (see store.TestFailedCommitMailboxReturnsNoID for why it is no one's).
 type lostCommitStore struct{ store.Store }
 
 func (lostCommitStore) MailboxState(context.Context, string, string) (store.MailboxState, error) {
@@ -32,10 +30,11 @@ type events struct {
 
 func (e *events) Notify(ev event.Event) { e.mu.Lock(); e.got = append(e.got, ev); e.mu.Unlock() }
 
-// A store error still notifies, without an outbox entry: the event must
-// carry ID 0, not the id of a row that was rolled back (and that the next
-// entry will get again).
-func TestReviewOwnerNotifiesIDZeroOnStoreError(t *testing.T) {
+// When the store fails to commit a mailbox, the owner still notifies, but
+// with no outbox entry: the event carries ID 0, whatever id the store
+// returned with its error (a row rolled back, whose id the next entry gets
+// again), and the state is not remembered, so it is committed again.
+func TestOwnerNotifiesWithNoOutboxIDOnStoreError(t *testing.T) {
 	rec := &events{}
 	m := New(Options{Store: lostCommitStore{}, Notifier: rec})
 	o := newOwner(m, "alice", []string{"INBOX"})
