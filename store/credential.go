@@ -13,12 +13,16 @@ func (s *SQLite) SetCredential(ctx context.Context, user string, sealed []byte) 
 	if user == "" || len(sealed) == 0 {
 		return wrap("set credential", fmt.Errorf("%w: empty user or credential", errInvalid))
 	}
-	_, err := s.w.ExecContext(ctx, `
-		INSERT INTO credentials (user, sealed, updated) VALUES (?, ?, ?)
-		ON CONFLICT (user) DO UPDATE SET
-			sealed  = excluded.sealed,
-			updated = excluded.updated`,
-		user, sealed, time.Now().UnixNano())
+	updated := time.Now().UnixNano()
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `
+			INSERT INTO credentials (user, sealed, updated) VALUES (?, ?, ?)
+			ON CONFLICT (user) DO UPDATE SET
+				sealed  = excluded.sealed,
+				updated = excluded.updated`,
+			user, sealed, updated)
+		return err
+	})
 	return wrap("set credential", err)
 }
 
@@ -39,10 +43,6 @@ func (s *SQLite) Credential(ctx context.Context, user string) ([]byte, error) {
 // DeleteCredential removes the credential of user if it is still sealed
 // and reports whether it did.
 func (s *SQLite) DeleteCredential(ctx context.Context, user string, sealed []byte) (bool, error) {
-	res, err := s.w.ExecContext(ctx, `DELETE FROM credentials WHERE user = ? AND sealed = ?`, user, sealed)
-	if err != nil {
-		return false, wrap("delete credential", err)
-	}
-	n, err := res.RowsAffected()
+	n, err := s.writeCount(ctx, `DELETE FROM credentials WHERE user = ? AND sealed = ?`, user, sealed)
 	return n > 0, wrap("delete credential", err)
 }

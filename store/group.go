@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"database/sql/driver"
 	"fmt"
 	"slices"
 	"sync"
@@ -154,31 +153,24 @@ func (s *SQLite) runBatch(batch []*groupWrite) {
 			panic(r)
 		}
 	}()
-	// A connection of its own for the batch (the writer pool has one), so
-	// that no other write runs with this batch's synchronous setting.
-	conn, err := s.w.Conn(ctx)
-	if err != nil {
-		fail(err)
-		return
-	}
-	defer conn.Close()
-	relaxed := true
+	// The writer runs with synchronous=NORMAL (see open); a batch with a
+	// durable write is committed with FULL, which fsyncs the WAL up to it.
+	// Only batches use the writer, one at a time, so no other write can
+	// run with the setting meant for this one.
+	durable := false
 	for _, w := range batch {
-		relaxed = relaxed && w.relaxed
+		durable = durable || !w.relaxed
 	}
-	if relaxed {
-		if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+	if durable {
+		if _, err := s.w.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
 			fail(err)
 			return
 		}
 		defer func() {
-			if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = FULL`); err != nil {
-				// The connection must not serve durable writes like this.
-				_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-			}
+			_, _ = s.w.ExecContext(ctx, `PRAGMA synchronous = NORMAL`) // if it fails, the next batches fsync: slower, not less safe
 		}()
 	}
-	tx, err := conn.BeginTx(ctx, nil)
+	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		fail(err)
 		return
@@ -206,7 +198,7 @@ func (s *SQLite) runBatch(batch []*groupWrite) {
 		fail(err)
 		return
 	}
-	if tx, err = conn.BeginTx(ctx, nil); err != nil {
+	if tx, err = s.w.BeginTx(ctx, nil); err != nil {
 		fail(err)
 		return
 	}

@@ -84,6 +84,14 @@ func open(ctx context.Context, path string) (*SQLite, error) {
 		w.Close()
 		return nil, err
 	}
+	// Every write goes through the group commit, which asks for FULL on
+	// the batches that must be durable; the others (mailbox state, the
+	// outbox, push outcomes) commit without an fsync.
+	if _, err := w.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		r.Close()
+		w.Close()
+		return nil, err
+	}
 	s := &SQLite{w: w, r: r}
 	var newMax, changedMax int64
 	if err := r.QueryRowContext(ctx, `SELECT coalesce(max(new_push), 0), coalesce(max(changed_push), 0) FROM mailbox_state`).Scan(&newMax, &changedMax); err != nil {

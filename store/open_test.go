@@ -44,7 +44,9 @@ func TestReopen(t *testing.T) {
 }
 
 // TestPragmas checks that every pooled connection, not just the first, got
-// the durability settings from the DSN.
+// the durability settings from the DSN. The writer runs with NORMAL between
+// batches (a batch with a durable write asks for FULL:
+// TestDurableWritesCommitWithFullSync).
 func TestPragmas(t *testing.T) {
 	t.Parallel()
 	s := newStore(t)
@@ -62,6 +64,7 @@ func TestPragmas(t *testing.T) {
 	for _, tt := range tests {
 		for i, c := range holdConns(t, tt.db, tt.conns) {
 			want["query_only"] = tt.queryOnly
+			want["synchronous"] = map[bool]string{true: "1", false: "2"}[tt.db == s.w]
 			for name, w := range want {
 				var got string
 				if err := c.QueryRowContext(ctx, "PRAGMA "+name).Scan(&got); err != nil {

@@ -190,31 +190,47 @@ func TestOutboxIsDurable(t *testing.T) {
 	}
 }
 
-// Mailbox state and outbox entries are committed without an fsync, but the
-// writer connection goes back to synchronous=FULL for the durable writes
-// that follow (registrations), whichever batch ran last.
-func TestRelaxedWritesLeaveTheWriterDurable(t *testing.T) {
+// Mailbox state and outbox entries are committed without an fsync
+// (synchronous=NORMAL), registrations and everything else with one (FULL),
+// and a batch holding both is committed with FULL.
+func TestDurableWritesCommitWithFullSync(t *testing.T) {
 	s := newStore(t)
 	ctx := t.Context()
+	mode := func(relaxed bool) int {
+		t.Helper()
+		var m int
+		err := s.writeWith(ctx, relaxed, func(ctx context.Context, tx *sql.Tx) error {
+			return tx.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&m)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	if m := mode(false); m != 2 {
+		t.Errorf("a durable write runs with synchronous %d; want 2 (FULL)", m)
+	}
+	if m := mode(true); m != 1 {
+		t.Errorf("a relaxed write runs with synchronous %d; want 1 (NORMAL)", m)
+	}
+	if m := mode(false); m != 2 {
+		t.Errorf("a durable write after a relaxed one runs with synchronous %d; want 2", m)
+	}
+	// Concurrent writers of both kinds: every durable one sees FULL.
 	var wg sync.WaitGroup
-	for i := range 50 {
+	for i := range 40 {
 		wg.Go(func() {
-			if i%5 == 0 {
-				if err := s.Register(ctx, reg(fmt.Sprintf("u%d", i), tokenA)); err != nil {
-					t.Error(err)
-				}
-				return
-			}
-			if _, err := s.CommitMailbox(ctx, fmt.Sprintf("u%d", i), "INBOX", &MailboxState{1, 2}, &OutboxEntry{At: t0}); err != nil {
-				t.Error(err)
+			relaxed := i%3 != 0
+			var m int
+			err := s.writeWith(ctx, relaxed, func(ctx context.Context, tx *sql.Tx) error {
+				return tx.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&m)
+			})
+			if err != nil || !relaxed && m != 2 {
+				t.Errorf("durable write %d: synchronous %d, %v", i, m, err)
 			}
 		})
 	}
 	wg.Wait()
-	var mode int
-	if err := s.w.QueryRowContext(ctx, `PRAGMA synchronous`).Scan(&mode); err != nil || mode != 2 {
-		t.Fatalf("writer's synchronous = %d, %v; want 2 (FULL)", mode, err)
-	}
 }
 
 // A push owed for a mailbox never looked at is no mailbox state: the first

@@ -195,12 +195,8 @@ func queryStrings(ctx context.Context, db querier, q string, args ...any) ([]str
 
 // Delete removes one registration and reports whether it existed.
 func (s *SQLite) Delete(ctx context.Context, user, token string) (bool, error) {
-	res, err := s.w.ExecContext(ctx,
+	n, err := s.writeCount(ctx,
 		`DELETE FROM registrations WHERE user = ? AND device_token = ?`, user, NormalizeToken(token))
-	if err != nil {
-		return false, wrap("delete", err)
-	}
-	n, err := res.RowsAffected()
 	return n > 0, wrap("delete", err)
 }
 
@@ -213,24 +209,32 @@ func (s *SQLite) DeleteToken(ctx context.Context, token string) ([]string, error
 
 func (s *SQLite) deleteToken(ctx context.Context, token string) (users []string, err error) {
 	// One write transaction, so the users returned are exactly those deleted.
-	tx, err := s.w.BeginTx(ctx, nil)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
+	err = s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		var err error
+		users, err = queryStrings(ctx, tx,
+			`SELECT DISTINCT user FROM registrations WHERE device_token = ? ORDER BY user`, token)
 		if err != nil {
-			_ = tx.Rollback()
+			return err
 		}
-	}()
-	users, err = queryStrings(ctx, tx,
-		`SELECT DISTINCT user FROM registrations WHERE device_token = ? ORDER BY user`, token)
-	if err != nil {
-		return nil, err
-	}
-	if _, err := tx.ExecContext(ctx, `DELETE FROM registrations WHERE device_token = ?`, token); err != nil {
-		return nil, err
-	}
-	return users, tx.Commit()
+		_, err = tx.ExecContext(ctx, `DELETE FROM registrations WHERE device_token = ?`, token)
+		return err
+	})
+	return users, err
+}
+
+// writeCount runs one statement as a durable write and returns the rows it
+// changed.
+func (s *SQLite) writeCount(ctx context.Context, q string, args ...any) (int64, error) {
+	var n int64
+	err := s.write(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, q, args...)
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
 }
 
 // RecordPush remembers the outcome of the latest push to a registration. It
@@ -245,13 +249,9 @@ func (s *SQLite) recordPush(ctx context.Context, user, token string, at time.Tim
 	if err != nil {
 		return err
 	}
-	res, err := s.w.ExecContext(ctx,
+	n, err := s.writeCount(ctx,
 		`UPDATE registrations SET last_push = ?, last_push_result = ? WHERE user = ? AND device_token = ?`,
 		t[0], result, user, token)
-	if err != nil {
-		return err
-	}
-	n, err := res.RowsAffected()
 	if err == nil && n == 0 {
 		err = ErrNotFound
 	}
