@@ -90,11 +90,15 @@
 // and every device must get exactly one 200, the backlog drained within
 // 10 s. Goals: >= 10 000 pushes/s with 0 ms on 2 cores, >= 5 000/s with
 // 50 ms, memory back to its baseline, exactly one push per device, the
-// backlog drained <= 10 s after the recovery. About 4 minutes; -quick
+// backlog drained <= 10 s after the recovery. About 2 minutes; -quick
 // (5 000 devices, a 5 s outage) in about 20 s; -cpuprofile and -memprofile
 // write profiles, -store-dir /dev/shm puts the store on tmpfs.
 //
-// Latest `pushes`: (figures to be pasted here)
+// Latest `pushes` (2 CPUs, Go 1.26.8, ext4): 0 ms: 9 674 pushes/s
+// (sustained 9 936), p50 22 ms, p99 100 ms; staged 10 584/s; 50 ms: 7 100/s;
+// heap back to +1.1 MiB of its baseline, RSS +8 to +22 MiB; after a 60 s
+// outage (238 requests during it) every device got exactly one push, the
+// last 9.56 s after the recovery. README.md has the table.
 //
 // It needs Dovecot (apt-get install dovecot-imapd dovecot-lmtpd) and Go;
 // nginx is optional (apt-get install nginx libnginx-mod-mail): without it,
