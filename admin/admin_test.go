@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/xapsproxy/xapsproxy/push"
 	"github.com/xapsproxy/xapsproxy/store"
 	"github.com/xapsproxy/xapsproxy/watch"
 )
@@ -98,4 +99,46 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "")
+}
+
+type fixedPushStats push.Stats
+
+func (f fixedPushStats) Stats() push.Stats { return push.Stats(f) }
+
+// The pusher's metrics: APNs's answers by status and reason, what holds
+// pushes back, the backlog and the workers.
+func TestPushMetrics(t *testing.T) {
+	st, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "x.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	s := push.Stats{
+		Answers: map[string]uint64{"200": 41, "400 DeviceTokenNotForTopic": 3, "403 BadCertificate": 1, "error": 2},
+		Held:    "credential", Pending: 17, Workers: 5,
+	}
+	srv := httptest.NewServer(Handler(st, nil, fixedPushStats(s)))
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	body := string(b)
+	for _, want := range []string{
+		`xapsproxy_pushes_total{reason="",status="200"} 41`,
+		`xapsproxy_pushes_total{reason="DeviceTokenNotForTopic",status="400"} 3`,
+		`xapsproxy_pushes_total{reason="BadCertificate",status="403"} 1`,
+		`xapsproxy_pushes_total{reason="",status="error"} 2`,
+		"# TYPE xapsproxy_pushes_total counter",
+		`xapsproxy_push_held{cause="credential"} 1`,
+		`xapsproxy_push_held{cause="outage"} 0`,
+		"xapsproxy_push_pending 17",
+		"xapsproxy_push_workers 5",
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %q:\n%s", want, grepLines(body, "xapsproxy_"))
+		}
+	}
 }

@@ -22,6 +22,8 @@ var (
 		[]string{"cause"}, nil)
 	pushPendingDesc = prometheus.NewDesc("xapsproxy_push_pending",
 		"Pushes waiting, in flight or retrying (registrations), with events not yet looked up and outcomes not yet written.", nil, nil)
+	pushWorkersDesc = prometheus.NewDesc("xapsproxy_push_workers",
+		"Goroutines sending pushes or waiting for one (at most apns.concurrency; they exit 5 s after the last push).", nil, nil)
 )
 
 type pushCollector struct{ p Pushes }
@@ -30,6 +32,7 @@ func (c pushCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- pushesDesc
 	ch <- pushHeldDesc
 	ch <- pushPendingDesc
+	ch <- pushWorkersDesc
 }
 
 func (c pushCollector) Collect(ch chan<- prometheus.Metric) {
@@ -46,4 +49,5 @@ func (c pushCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(pushHeldDesc, prometheus.GaugeValue, v, cause)
 	}
 	ch <- prometheus.MustNewConstMetric(pushPendingDesc, prometheus.GaugeValue, float64(s.Pending))
+	ch <- prometheus.MustNewConstMetric(pushWorkersDesc, prometheus.GaugeValue, float64(s.Workers))
 }

@@ -129,6 +129,7 @@ type Pusher struct {
 	rec     *recorder     // batched writes of outcomes and finished outbox entries
 	answers answerCounts  // for Stats
 	held    atomic.Int32  // the gate's cause, for Stats
+	workers atomic.Int32  // worker goroutines alive, for Stats
 
 	mu        sync.Mutex
 	events    map[eventKey]eventState // reported, not yet looked up

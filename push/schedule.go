@@ -63,7 +63,7 @@ func (p *Pusher) Run(ctx context.Context) error {
 
 	workCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	pool := newWorkers(p.maxConcurrent)
+	pool := newWorkers(p.maxConcurrent, &p.workers)
 	done := make(chan outcome, p.maxConcurrent) // workers never block on it
 	inflight := 0
 	timer := p.clock.NewTimer()

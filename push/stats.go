@@ -18,6 +18,9 @@ type Stats struct {
 	Held string
 	// Pending is as Pending reports.
 	Pending int
+	// Workers is the goroutines sending pushes or waiting for one; they
+	// exit a few seconds after the last push.
+	Workers int
 }
 
 // answerCounts is the Answers of Stats, updated by the workers.
@@ -59,5 +62,5 @@ func (p *Pusher) Stats() Stats {
 	if c := gateCause(p.held.Load()); c != gateOpen {
 		held = c.String()
 	}
-	return Stats{Answers: answers, Held: held, Pending: p.Pending()}
+	return Stats{Answers: answers, Held: held, Pending: p.Pending(), Workers: int(p.workers.Load())}
 }

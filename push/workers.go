@@ -6,8 +6,9 @@ import (
 	"time"
 )
 
-// workerIdle is how long a worker waits for another push before it exits.
-const workerIdle = 30 * time.Second
+// workerIdle is how long a worker waits for another push before it exits,
+// so that the stacks a burst grew are given back soon after it.
+const workerIdle = 5 * time.Second
 
 // workers run the pushes Run starts. A worker is kept while pushes keep
 // coming, so that a push does not start a new goroutine and grow its stack
@@ -16,12 +17,14 @@ const workerIdle = 30 * time.Second
 // fewer workers than pushes started and not finished, never more than
 // MaxConcurrent (the size of the queue).
 type workers struct {
-	queue chan func()  // never full: Run starts at most its size at once
-	alive atomic.Int32 // workers running or waiting
+	queue chan func()   // never full: Run starts at most its size at once
+	alive *atomic.Int32 // workers running or waiting (the Pusher's, for Stats)
 	wg    sync.WaitGroup
 }
 
-func newWorkers(size int) *workers { return &workers{queue: make(chan func(), size)} }
+func newWorkers(size int, alive *atomic.Int32) *workers {
+	return &workers{queue: make(chan func(), size), alive: alive}
+}
 
 // do queues f; inflight is how many pushes are started and not finished,
 // f included.

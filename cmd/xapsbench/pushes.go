@@ -247,6 +247,9 @@ func pushesCmd(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		defer pprof.StopCPUProfile()
 	}
+	if err := b.waitWorkersGone(ctx); err != nil {
+		return err
+	}
 	res.baseline = settledMem()
 	type plan struct {
 		delay  time.Duration

@@ -161,6 +161,9 @@ func (b *pushesBench) burst(ctx context.Context, delay, outage time.Duration, st
 	}
 	r.cpuBench, r.cpuFake = cpuB2-cpuB, cpuF2-cpuF
 	r.peak = sampler.finish()
+	if err := b.waitWorkersGone(ctx); err != nil {
+		return nil, err
+	}
 	r.after = settledMem()
 	r.logs = b.log.take()
 	if r.final, err = b.fake.summary(); err != nil {
@@ -410,4 +413,13 @@ func (m *memSampler) finish() memSample {
 		m.peak = m.peak.max(sampleMem())
 	})
 	return m.peak
+}
+
+// waitWorkersGone waits until the push stage's worker goroutines, which
+// outlive a push by a few seconds, have exited, so that "after" measures
+// what stays once the stage is at rest, as "before" does.
+func (b *pushesBench) waitWorkersGone(ctx context.Context) error {
+	return pollUntil(ctx, 50*time.Millisecond, time.Now().Add(time.Minute), "the push workers to exit", func() (bool, error) {
+		return b.pusher.Stats().Workers == 0, nil
+	})
 }
