@@ -30,7 +30,7 @@ import (
 // among successes) only backs off itself.
 const (
 	OutageAfter              = 3
-	MaxProbeInterval         = 2 * time.Second
+	MaxProbeInterval         = time.Second
 	DefaultCredentialRecheck = time.Minute
 )
 

@@ -366,9 +366,9 @@ func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notific
 	if err == nil || ctx.Err() == nil {
 		p.answers.add(res)
 	}
-	log := p.logger.With("user", reg.User, "token", store.ShortToken(reg.DeviceToken), "account", reg.AccountID)
+	log := regLog{p.logger, reg.User, reg.DeviceToken, reg.AccountID}
 	if err != nil && ctx.Err() != nil {
-		log.DebugContext(ctx, "push interrupted by shutdown", "error", err)
+		log.log(ctx, slog.LevelDebug, "push interrupted by shutdown", "error", err)
 		return res
 	}
 	// APNs answered: book-keep even if shutdown starts now.
@@ -376,23 +376,23 @@ func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notific
 	if batched {
 		p.rec.record(store.PushRecord{User: reg.User, DeviceToken: reg.DeviceToken, At: p.clock.Now(), Result: res.Outcome()})
 	} else if rerr := p.store.RecordPush(ctx, reg.User, reg.DeviceToken, p.clock.Now(), res.Outcome()); rerr != nil && !errors.Is(rerr, store.ErrNotFound) {
-		log.WarnContext(ctx, "cannot record push outcome", "error", rerr)
+		log.log(ctx, slog.LevelWarn, "cannot record push outcome", "error", rerr)
 	}
 	status := res.Outcome()
 	switch res.Action {
 	case Delivered:
-		log.InfoContext(ctx, "push delivered", "status", status, "apns_id", res.Response.APNsID, "mailboxes", len(n.Mailboxes))
+		log.log(ctx, slog.LevelInfo, "push delivered", "status", status, "apns_id", res.Response.APNsID, "mailboxes", len(n.Mailboxes))
 	case Rejected:
-		log.WarnContext(ctx, "push rejected by APNs; registration kept", "status", status, "why", rejectedWhy(res.Response))
+		log.log(ctx, slog.LevelWarn, "push rejected by APNs; registration kept", "status", status, "why", rejectedWhy(res.Response))
 	case Retry:
-		log.WarnContext(ctx, "push failed; will retry", "status", status)
+		log.log(ctx, slog.LevelWarn, "push failed; will retry", "status", status)
 	case Pruned:
 		users, derr := p.store.DeleteToken(ctx, reg.DeviceToken)
 		if derr != nil {
-			log.ErrorContext(ctx, "APNs says the device token is gone, but deleting it failed", "status", status, "error", derr)
+			log.log(ctx, slog.LevelError, "APNs says the device token is gone, but deleting it failed", "status", status, "error", derr)
 			break
 		}
-		log.InfoContext(ctx, "device token is gone; registration deleted", "status", status, "users", len(users))
+		log.log(ctx, slog.LevelInfo, "device token is gone; registration deleted", "status", status, "users", len(users))
 		if p.onPrune != nil {
 			for _, u := range users {
 				p.onPrune(u)

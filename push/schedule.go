@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"context"
 	"errors"
+	"log/slog"
 	"math/rand/v2"
 	"time"
 
@@ -246,7 +247,7 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 	}
 	j.running = false
 	res := out.res
-	log := p.logger.With("user", res.User, "token", store.ShortToken(res.DeviceToken), "account", res.AccountID)
+	log := regLog{p.logger, res.User, res.DeviceToken, res.AccountID}
 	if shutdown && res.Err != nil {
 		if out.probe {
 			p.gate.probing = false
@@ -284,7 +285,7 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 			next = now // held by the gate, sent when APNs is back
 		}
 		if next.After(j.expires) {
-			log.ErrorContext(context.Background(), "giving up: notification expired before APNs accepted it",
+			log.log(context.Background(), slog.LevelError, "giving up: notification expired before APNs accepted it",
 				"status", res.Outcome(), "attempts", j.attempt)
 			p.done(out.key, j, now)
 			break

@@ -1,9 +1,13 @@
 package push
 
 import (
+	"context"
+	"log/slog"
 	"maps"
 	"strconv"
 	"sync"
+
+	"github.com/xapsproxy/xapsproxy/store"
 )
 
 // Stats is what the Pusher has done, for /metrics and status reports.
@@ -63,4 +67,19 @@ func (p *Pusher) Stats() Stats {
 		held = c.String()
 	}
 	return Stats{Answers: answers, Held: held, Pending: p.Pending(), Workers: int(p.workers.Load())}
+}
+
+// regLog logs about one registration. Unlike a Logger.With, it costs
+// nothing when the level is off: at 10 000 pushes a second, With's
+// formatting of the three attributes showed in profiles.
+type regLog struct {
+	l                    *slog.Logger
+	user, token, account string
+}
+
+func (r regLog) log(ctx context.Context, level slog.Level, msg string, args ...any) {
+	if !r.l.Enabled(ctx, level) {
+		return
+	}
+	r.l.Log(ctx, level, msg, append([]any{"user", r.user, "token", store.ShortToken(r.token), "account", r.account}, args...)...)
 }
