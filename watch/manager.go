@@ -63,8 +63,12 @@ const (
 	idleRestart = 29 * time.Minute
 	// hintQueue bounds the hints waiting for a worker; past it, the
 	// account is caught up by a look instead.
-	hintQueue         = 16384
-	hintWorkers       = 4
+	hintQueue = 16384
+	// hintWorkers apply hints at once; each waits for its commit (the
+	// mailbox state and outbox entry) in the store's group commit, so
+	// sixteen waiting make batches of up to sixteen: a burst of mail to
+	// every account commits at the rate the push stage sends.
+	hintWorkers       = 16
 	DefaultMinBackoff = time.Second
 	DefaultMaxBackoff = 5 * time.Minute
 	// DefaultGreetingTimeout bounds the wait for the backend's greeting
