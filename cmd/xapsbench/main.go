@@ -94,11 +94,11 @@
 // (5 000 devices, a 5 s outage) in about 20 s; -cpuprofile and -memprofile
 // write profiles, -store-dir /dev/shm puts the store on tmpfs.
 //
-// Latest `pushes` (2 CPUs, Go 1.26.8, ext4): 0 ms: 9 674 pushes/s
-// (sustained 9 936), p50 22 ms, p99 100 ms; staged 10 584/s; 50 ms: 7 100/s;
-// heap back to +1.1 MiB of its baseline, RSS +8 to +22 MiB; after a 60 s
-// outage (238 requests during it) every device got exactly one push, the
-// last 9.56 s after the recovery. README.md has the table.
+// Latest `pushes`, three runs (2 CPUs, Go 1.26.8, ext4): 0 ms: 7 669 /
+// 10 832 / 9 660 pushes/s; staged 10 729 / 12 448 / 11 556; 50 ms: 6 769 /
+// 8 175 / 7 114; the Go heap back within 1.7 MiB of its baseline, RSS 8 to
+// 21 MiB above it; after a 60 s outage every device got exactly one push,
+// the last 6.5 to 9.2 s after the recovery. README.md has the table.
 //
 // It needs Dovecot (apt-get install dovecot-imapd dovecot-lmtpd) and Go;
 // nginx is optional (apt-get install nginx libnginx-mod-mail): without it,
