@@ -15,8 +15,9 @@ import (
 // write costs what it did. There is no goroutine of its own: the first
 // caller to find no batch running becomes the leader, runs the batch with
 // everything queued so far, and hands leadership to the first caller that
-// queued meanwhile. Each write runs in its own savepoint, so one that fails
-// is rolled back alone and the others still commit.
+// queued meanwhile. If a write fails, the batch runs again with each write in
+// its own savepoint, so that one that fails is rolled back alone and the
+// others still commit.
 const (
 	maxGroup     = 1000             // writes per transaction at most
 	groupTimeout = 30 * time.Second // for a batch, whatever the callers' contexts
@@ -186,7 +187,7 @@ func (s *SQLite) runBatch(batch []*groupWrite) {
 		}
 	}
 	if !failed {
-		fail(tx.Commit())
+		s.commit(ctx, tx, fail)
 		return
 	}
 	if len(batch) == 1 {
@@ -198,10 +199,12 @@ func (s *SQLite) runBatch(batch []*groupWrite) {
 		fail(err)
 		return
 	}
-	if tx, err = s.w.BeginTx(ctx, nil); err != nil {
+	tx2, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
 		fail(err)
 		return
 	}
+	tx = tx2
 	for _, w := range batch {
 		w.err = nil
 		if _, err := tx.ExecContext(ctx, `SAVEPOINT w`); err != nil {
@@ -220,5 +223,17 @@ func (s *SQLite) runBatch(batch []*groupWrite) {
 			return
 		}
 	}
-	fail(tx.Commit())
+	s.commit(ctx, tx, fail)
+}
+
+// commit commits tx; if that fails, it makes sure the writer's connection
+// is left with no transaction open (SQLite may keep one after a failed
+// COMMIT), or every later write would fail to begin.
+func (s *SQLite) commit(ctx context.Context, tx *sql.Tx, fail func(error)) {
+	err := tx.Commit()
+	if err == nil {
+		return
+	}
+	fail(err)
+	_, _ = s.w.ExecContext(context.WithoutCancel(ctx), `ROLLBACK`) // "no transaction is active" is the usual answer
 }

@@ -36,6 +36,9 @@ func (s *SQLite) commitMailbox(ctx context.Context, user, mailbox string, st *Ma
 		validity = sql.NullInt64{Int64: int64(st.UIDValidity), Valid: true}
 		next = sql.NullInt64{Int64: int64(st.UIDNext), Valid: true}
 	}
+	if st == nil && push == nil {
+		return 0, nil // nothing to commit
+	}
 	var id int64
 	err := s.writeRelaxed(ctx, func(ctx context.Context, tx *sql.Tx) error {
 		if push == nil {

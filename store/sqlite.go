@@ -219,7 +219,10 @@ func (s *SQLite) deleteToken(ctx context.Context, token string) (users []string,
 		_, err = tx.ExecContext(ctx, `DELETE FROM registrations WHERE device_token = ?`, token)
 		return err
 	})
-	return users, err
+	if err != nil {
+		return nil, err
+	}
+	return users, nil
 }
 
 // writeCount runs one statement as a durable write and returns the rows it
@@ -234,7 +237,10 @@ func (s *SQLite) writeCount(ctx context.Context, q string, args ...any) (int64, 
 		n, err = res.RowsAffected()
 		return err
 	})
-	return n, err
+	if err != nil {
+		return 0, err // what a first run counted was rolled back
+	}
+	return n, nil
 }
 
 // RecordPush remembers the outcome of the latest push to a registration. It

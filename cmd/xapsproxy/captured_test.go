@@ -236,9 +236,8 @@ func testCaptured(t *testing.T, b imapBackend, restart bool) {
 		return errors.Is(err, store.ErrNotFound)
 	})
 	refusedAt := time.Now()
-	if !strings.Contains(s.logs.String(), refusedLine) {
-		t.Errorf("no log line %q", refusedLine)
-	}
+	// Logged once the store has dropped it.
+	waitUntil(t, "the log line "+refusedLine, func() bool { return strings.Contains(s.logs.String(), refusedLine) })
 	// No retry storm: the one refused login, and nothing more.
 	for time.Since(refusedAt) < 2*quietWindow {
 		time.Sleep(50 * time.Millisecond) // observing that nothing more happens
