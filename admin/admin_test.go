@@ -47,26 +47,13 @@ func (f fixedStats) Stats() watch.Stats { return watch.Stats(f) }
 
 // The watchers' metrics are the manager's Stats at the time of the scrape.
 func TestWatcherMetrics(t *testing.T) {
-	st, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "x.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	var s watch.Stats
 	s.Watchers[watch.StateWatching] = 498
 	s.Watchers[watch.StateConnecting] = 2
 	s.GreetingTimeouts, s.Reconnects = 3, 517
 	s.Owners, s.NotifySessions, s.IdleSessions = 500, 499, 1
 	s.CatchUpPending, s.CatchUps, s.CatchUpFailures = 7, 493, 2
-	srv := httptest.NewServer(Handler(st, fixedStats(s), nil))
-	defer srv.Close()
-	res, err := http.Get(srv.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	body := string(b)
+	body := scrape(t, fixedStats(s), nil)
 	for _, want := range []string{
 		`xapsproxy_watchers{state="watching"} 498`,
 		`xapsproxy_watchers{state="connecting"} 2`,
@@ -108,24 +95,11 @@ func (f fixedPushStats) Stats() push.Stats { return push.Stats(f) }
 // The pusher's metrics: APNs's answers by status and reason, what holds
 // pushes back, the backlog and the workers.
 func TestPushMetrics(t *testing.T) {
-	st, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "x.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
 	s := push.Stats{
 		Answers: map[string]uint64{"200": 41, "400 DeviceTokenNotForTopic": 3, "403 BadCertificate": 1, "error": 2},
 		Held:    "credential", Pending: 17, Workers: 5,
 	}
-	srv := httptest.NewServer(Handler(st, nil, fixedPushStats(s)))
-	defer srv.Close()
-	res, err := http.Get(srv.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer res.Body.Close()
-	b, _ := io.ReadAll(res.Body)
-	body := string(b)
+	body := scrape(t, nil, fixedPushStats(s))
 	for _, want := range []string{
 		`xapsproxy_pushes_total{reason="",status="200"} 41`,
 		`xapsproxy_pushes_total{reason="DeviceTokenNotForTopic",status="400"} 3`,
@@ -141,4 +115,23 @@ func TestPushMetrics(t *testing.T) {
 			t.Errorf("/metrics lacks %q:\n%s", want, grepLines(body, "xapsproxy_"))
 		}
 	}
+}
+
+// scrape returns /metrics of a handler over a fresh store with w and p.
+func scrape(t *testing.T, w Watchers, p Pushes) string {
+	t.Helper()
+	st, err := store.Open(t.Context(), filepath.Join(t.TempDir(), "x.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	srv := httptest.NewServer(Handler(st, w, p))
+	defer srv.Close()
+	res, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
 }

@@ -269,18 +269,8 @@ type apnsEnv struct {
 
 func newAPNsEnv(t *testing.T) *apnsEnv {
 	t.Helper()
-	ca := testpki.NewCA(t)
-	e := &apnsEnv{ca: ca, fake: apnstest.Start(t, ca, testTopic), cert: ca.ClientCert(t, testTopic)}
-	dir := t.TempDir()
-	e.cfg = config.APNS{
-		CertificateFile: testpki.WriteCombinedPEM(t, dir, "apns", e.cert),
-		Endpoint:        e.fake.URL,
-		CAFile:          ca.WriteCA(t, dir),
-	}
+	e := newAPNsEnvTB(t)
 	var err error
-	if e.creds, err = push.LoadCredentials(e.cfg, time.Now()); err != nil {
-		t.Fatal(err)
-	}
 	if e.sender, err = push.NewAPNs(e.creds, e.cfg); err != nil {
 		t.Fatal(err)
 	}
