@@ -34,6 +34,7 @@ commands:
   demo [-keep]                       run everything in one process on an embedded default
   registrations -config FILE [list | delete USER TOKEN | delete-token TOKEN]
   push -config FILE -user USER       send a test push to USER's devices
+  mobileconfig -user U -host HOST    write a profile (-o FILE) that sets up U's Mail account on an iPhone
   version                            print the version
 `
 
@@ -76,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return registrationsCmd(ctx, args, stdout)
 	case "push":
 		return pushCmd(ctx, args, stdout)
+	case "mobileconfig":
+		return mobileconfigCmd(ctx, args, stdout)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "xapsproxy", version())
 		return nil
