@@ -26,6 +26,7 @@ type Config struct {
 	Store   Store   `toml:"store"`
 	Admin   Admin   `toml:"admin"`
 	Events  Events  `toml:"events"`
+	Log     Log     `toml:"log"`
 }
 
 // Proxy is the client-facing side: where iPhone Mail and other clients connect.
@@ -159,6 +160,36 @@ type Events struct {
 	SecretFile string `toml:"secret_file"` // file holding it; trailing newline ignored
 }
 
+// Log formats and levels.
+const (
+	LogFormatText = "text"
+	LogFormatJSON = "json"
+	LogLevelDebug = "debug"
+	LogLevelInfo  = "info"
+	LogLevelWarn  = "warn"
+	LogLevelError = "error"
+)
+
+// Log is how xapsproxy writes its log lines to stderr.
+type Log struct {
+	Format string `toml:"format"` // "text" (default, key=value) or "json" (one object a line)
+	Level  string `toml:"level"`  // "debug", "info" (default), "warn" or "error"
+}
+
+func (l *Log) validate() error {
+	switch l.Format {
+	case LogFormatText, LogFormatJSON:
+	default:
+		return keyError("log.format", `%q is not one of "text", "json" (default "text")`, l.Format)
+	}
+	switch l.Level {
+	case LogLevelDebug, LogLevelInfo, LogLevelWarn, LogLevelError:
+	default:
+		return keyError("log.level", `%q is not one of "debug", "info", "warn", "error" (default "info")`, l.Level)
+	}
+	return nil
+}
+
 // Enabled reports whether the events listener is on: a secret is set.
 func (e *Events) Enabled() bool { return e.Secret != "" }
 
@@ -188,6 +219,8 @@ const (
 	DefaultSecretKeyFile = "secret.key"
 	DefaultAdminListen   = "127.0.0.1:9143"
 	DefaultEventsListen  = "127.0.0.1:9144"
+	DefaultLogFormat     = LogFormatText
+	DefaultLogLevel      = LogLevelInfo
 )
 
 // Bounds of apns.concurrency and apns.connections. At a 50 ms round trip
@@ -246,6 +279,7 @@ func Parse(doc, dir string) (*Config, error) {
 		Store:  Store{Path: DefaultStorePath},
 		Admin:  Admin{Listen: DefaultAdminListen},
 		Events: Events{Listen: DefaultEventsListen},
+		Log:    Log{Format: DefaultLogFormat, Level: DefaultLogLevel},
 	}
 	md, err := toml.Decode(doc, cfg)
 	if err != nil {
@@ -296,7 +330,7 @@ func keyError(key, format string, args ...any) error {
 }
 
 func (c *Config) validate() error {
-	for _, check := range []func() error{c.Proxy.validate, c.Backend.validate, c.Watch.validate, c.APNS.validate, c.validateRest, c.Events.validate} {
+	for _, check := range []func() error{c.Proxy.validate, c.Backend.validate, c.Watch.validate, c.APNS.validate, c.validateRest, c.Events.validate, c.Log.validate} {
 		if err := check(); err != nil {
 			return err
 		}

@@ -114,6 +114,9 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"both events secrets", `[apns]`, "[events]\nsecret = \"0123456789abcdef\"\nsecret_file = \"s\"\n[apns]", "events.secret: set secret or secret_file, not both"},
 		{"missing events secret file", `[apns]`, "[events]\nsecret_file = \"nonexistent\"\n[apns]", "events.secret_file /"},
 		{"no events listen", `[apns]`, "[events]\nsecret = \"0123456789abcdef\"\nlisten = \"\"\n[apns]", `events.listen: required with a secret — e.g. "127.0.0.1:9144"`},
+		{"bad log format", `[apns]`, "[log]\nformat = \"logfmt\"\n[apns]", `log.format: "logfmt" is not one of "text", "json" (default "text")`},
+		{"bad log level", `[apns]`, "[log]\nlevel = \"verbose\"\n[apns]", `log.level: "verbose" is not one of "debug", "info", "warn", "error" (default "info")`},
+		{"log level in capitals", `[apns]`, "[log]\nlevel = \"INFO\"\n[apns]", `log.level: "INFO" is not one of`},
 		{"bad events listen", `[apns]`, "[events]\nsecret = \"0123456789abcdef\"\nlisten = \"9144\"\n[apns]", `events.listen: "9144" is not host:port`},
 	}
 	for _, tt := range tests {
@@ -202,6 +205,24 @@ func TestEventsSecret(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "0123456789") {
 			t.Errorf("%s: the error shows the secret: %v", file, err)
 		}
+	}
+}
+
+func TestLogConfig(t *testing.T) {
+	t.Parallel()
+	cfg, err := Parse(minimal, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Log != (Log{Format: "text", Level: "info"}) {
+		t.Errorf("default [log] = %+v, want text and info", cfg.Log)
+	}
+	cfg, err = Parse(strings.Replace(minimal, "[apns]", "[log]\nformat = \"json\"\nlevel = \"warn\"\n[apns]", 1), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Log != (Log{Format: "json", Level: "warn"}) {
+		t.Errorf("[log] = %+v, want json and warn", cfg.Log)
 	}
 }
 

@@ -45,14 +45,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
-	switch {
-	case errors.Is(err, errUsage):
-		fmt.Fprint(os.Stderr, usage)
-		os.Exit(2)
-	case err != nil:
-		fmt.Fprintln(os.Stderr, "xapsproxy:", oneLine(err.Error()))
-		os.Exit(1)
-	}
+	os.Exit(exitStatus(err, os.Stdout, os.Stderr))
 }
 
 // oneLine keeps a failure to one line on stderr, as logs and init systems
@@ -89,7 +82,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	return fmt.Errorf("unknown command %q: %w", cmd, errUsage)
 }
 
-// newFlags makes a flag set that reports errors instead of exiting.
+// newFlags makes a flag set that reports errors instead of exiting or
+// printing: parseFlags turns -h into a helpRequest and a bad flag into a
+// usage error.
 func newFlags(name string) *flag.FlagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
@@ -97,8 +92,10 @@ func newFlags(name string) *flag.FlagSet {
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		return fmt.Errorf("%s: %w", fs.Name(), err)
+	if err := fs.Parse(args); errors.Is(err, flag.ErrHelp) {
+		return &helpRequest{fs}
+	} else if err != nil {
+		return fmt.Errorf("%s: %w (xapsproxy %s -h lists the flags): %w", fs.Name(), err, fs.Name(), errUsage)
 	}
 	return nil
 }
@@ -120,7 +117,7 @@ func (c configCommand) parse(args []string) error {
 		return err
 	}
 	if *c.path == "" {
-		return fmt.Errorf("%s: -config is required: %w", c.fs.Name(), errUsage)
+		return fmt.Errorf("%s: -config FILE is required: %w", c.fs.Name(), errUsage)
 	}
 	return nil
 }
@@ -145,11 +142,7 @@ func loadConfig(path string) (*config.Config, error) {
 
 // newLogger logs text lines to w; debug adds debug lines.
 func newLogger(w io.Writer, debug bool) *slog.Logger {
-	level := slog.LevelInfo
-	if debug {
-		level = slog.LevelDebug
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level}))
+	return newConfigLogger(w, config.Log{Format: config.LogFormatText, Level: config.LogLevelInfo}, debug)
 }
 
 func version() string {

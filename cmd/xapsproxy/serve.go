@@ -33,12 +33,12 @@ const (
 func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 	cmd := newConfigCommand("serve")
 	fs := cmd.fs
-	debug := fs.Bool("debug", false, "log debug lines (never passwords or message data)")
+	debug := fs.Bool("debug", false, "log debug lines whatever [log] level says (never passwords or message data)")
 	cfg, err := cmd.load(args)
 	if err != nil {
 		return err
 	}
-	log := newLogger(stderr, *debug)
+	log := newConfigLogger(stderr, cfg.Log, *debug)
 	a, err := newApp(ctx, cfg, log, nil)
 	if err != nil {
 		return err
