@@ -34,6 +34,7 @@ commands:
   demo [-keep]                       run everything in one process on an embedded default
   registrations -config FILE [list | delete USER TOKEN | delete-token TOKEN]
   push -config FILE -user USER       send a test push to USER's devices
+  cert [-password P] FILE            show an APNs certificate (PEM, .p12) or .p8 key: topic, subject, expiry
   version                            print the version
 `
 
@@ -76,6 +77,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return registrationsCmd(ctx, args, stdout)
 	case "push":
 		return pushCmd(ctx, args, stdout)
+	case "cert":
+		return certCmd(args, stdout)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "xapsproxy", version())
 		return nil
