@@ -1,6 +1,10 @@
 package push_test
 
 import (
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/pem"
 	"errors"
 	"io/fs"
 	"os"
@@ -14,6 +18,7 @@ import (
 	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/internal/testpki"
 	"github.com/xapsproxy/xapsproxy/push"
+	"software.sslmate.com/src/go-pkcs12"
 )
 
 func TestLoadCredentialsCombinedPEM(t *testing.T) {
@@ -235,17 +240,150 @@ func TestLoadCredentialsP12(t *testing.T) {
 		t.Errorf("Topic %q with %d certificates: want %q and leaf + CA", creds.Topic, len(creds.Certificate.Certificate), testTopic)
 	}
 
-	// OpenSSL 3 encrypts with AES by default, which apns2 cannot read: the
-	// error must tell the operator what to do.
+	// OpenSSL 3 encrypts with AES (PBES2) by default.
 	if out, _ := exec.Command(openssl, "version").Output(); !strings.HasPrefix(string(out), "OpenSSL 3") {
 		t.Logf("skipping the AES .p12 check: %s is not OpenSSL 3", strings.TrimSpace(string(out)))
 		return
 	}
 	modern := filepath.Join(dir, "modern.p12")
 	runOpenSSL(t, openssl, "pkcs12", "-export", "-in", certFile, "-inkey", keyFile,
-		"-out", modern, "-passout", "pass:s3cret")
-	_, err = push.LoadCredentials(config.APNS{CertificateFile: modern, CertificatePassword: "s3cret"}, time.Now())
-	wantErr(t, err, modern, "-legacy", "PEM")
+		"-certfile", caFile, "-out", modern, "-passout", "pass:s3cret")
+	creds, err = push.LoadCredentials(config.APNS{CertificateFile: modern, CertificatePassword: "s3cret"}, time.Now())
+	if err != nil {
+		t.Fatalf("OpenSSL 3 default .p12: %v", err)
+	}
+	if creds.Topic != testTopic || creds.Encryption != push.P12AES || len(creds.Certificate.Certificate) != 2 {
+		t.Errorf("Topic %q, Encryption %q, %d certificates: want %q, %q, leaf + CA",
+			creds.Topic, creds.Encryption, len(creds.Certificate.Certificate), testTopic, push.P12AES)
+	}
+	_, err = push.LoadCredentials(config.APNS{CertificateFile: modern, CertificatePassword: "wrong"}, time.Now())
+	wantErr(t, err, modern, "wrong certificate_password")
+	if !errors.Is(err, push.ErrWrongPassword) {
+		t.Errorf("error %v does not wrap push.ErrWrongPassword", err)
+	}
+}
+
+// TestLoadCredentialsP12Encoders reads .p12 files written with the modern
+// (PBES2, AES-256-CBC, SHA-256 MAC) and the legacy encoders, with and
+// without a CA certificate, in either order.
+func TestLoadCredentialsP12Encoders(t *testing.T) {
+	ca := testpki.NewCA(t)
+	cert := ca.ClientCert(t, testTopic)
+	caCert := parsePEMCert(t, ca.CertPEM())
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name    string
+		enc     *pkcs12.Encoder
+		want    string
+		withCA  bool
+		caFirst bool
+	}{
+		{"modern", pkcs12.Modern, push.P12AES, false, false},
+		{"modern2026", pkcs12.Modern2026, push.P12AES, false, false},
+		{"modern-chain", pkcs12.Modern, push.P12AES, true, false},
+		{"legacy-des", pkcs12.LegacyDES, push.P12Legacy, false, false},
+		{"legacy-rc2", pkcs12.LegacyRC2, push.P12Legacy, false, false},
+		{"legacy-ca-first", pkcs12.Legacy, push.P12Legacy, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leaf, cas := cert.Leaf, []*x509.Certificate(nil)
+			if tc.withCA {
+				cas = []*x509.Certificate{caCert}
+			}
+			if tc.caFirst {
+				// A file whose first certificate is not the key's.
+				leaf, cas = caCert, []*x509.Certificate{cert.Leaf}
+			}
+			data, err := tc.enc.Encode(cert.PrivateKey, leaf, cas, "s3cret")
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join(dir, tc.name+".p12")
+			if err := os.WriteFile(path, data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			creds, err := push.LoadCredentials(config.APNS{CertificateFile: path, CertificatePassword: "s3cret"}, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if creds.Format != "PKCS#12" || creds.Encryption != tc.want || creds.Topic != testTopic {
+				t.Errorf("Format %q, Encryption %q, Topic %q: want PKCS#12, %q, %q", creds.Format, creds.Encryption, creds.Topic, tc.want, testTopic)
+			}
+			if !creds.Certificate.Leaf.Equal(cert.Leaf) || len(creds.Certificate.Certificate) != len(cas)+1 {
+				t.Errorf("leaf %s with %d certificates: want the client certificate first of %d",
+					creds.Certificate.Leaf.Subject, len(creds.Certificate.Certificate), len(cas)+1)
+			}
+			if !strings.HasSuffix(creds.Subject, ",CN=Apple Push Services: "+testTopic+",UID="+testTopic) {
+				t.Errorf("Subject = %q, want it readable, UID as text", creds.Subject)
+			}
+
+			_, err = push.LoadCredentials(config.APNS{CertificateFile: path, CertificatePassword: "wrong"}, time.Now())
+			wantErr(t, err, "apns.certificate_file "+path+": wrong certificate_password for this .p12 file", "apns.certificate_password")
+			if !errors.Is(err, push.ErrWrongPassword) {
+				t.Errorf("error %v does not wrap push.ErrWrongPassword", err)
+			}
+		})
+	}
+
+	// DER that is not a PKCS#12 file.
+	notP12 := filepath.Join(dir, "cert.der")
+	if err := os.WriteFile(notP12, cert.Certificate[0], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := push.LoadCredentials(config.APNS{CertificateFile: notP12}, time.Now())
+	wantErr(t, err, "apns.certificate_file "+notP12+": not a readable PEM or PKCS#12 file")
+}
+
+func parsePEMCert(t *testing.T, data []byte) *x509.Certificate {
+	t.Helper()
+	b, _ := pem.Decode(data)
+	if b == nil {
+		t.Fatal("no PEM block")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// The subject and issuer show every attribute by its short name and its
+// value as text, UID included, in the certificate's order (not reversed as
+// pkix.Name.String does, which shows the UID as hex).
+func TestFormatName(t *testing.T) {
+	ca := testpki.NewCA(t)
+	cert := ca.ClientCert(t, testTopic)
+	path := testpki.WriteCombinedPEM(t, t.TempDir(), "apns", cert)
+	creds, err := push.LoadCredentials(config.APNS{CertificateFile: path}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Go writes the test certificate's UID (an extra name) last; Apple's
+	// certificates have it first.
+	want := "C=US,O=xapsproxy tests,OU=TESTTEAM01,CN=Apple Push Services: " + testTopic + ",UID=" + testTopic
+	if creds.Subject != want {
+		t.Errorf("Subject = %q, want %q", creds.Subject, want)
+	}
+	if want := push.FormatName(cert.Leaf.Issuer); creds.Issuer != want || creds.Issuer == "" || strings.Contains(creds.Issuer, "#") {
+		t.Errorf("Issuer = %q, want %q as text", creds.Issuer, want)
+	}
+	if d := creds.Describe(); !strings.Contains(d, "UID="+testTopic) {
+		t.Errorf("Describe() = %q, want the readable UID", d)
+	}
+
+	name := pkix.Name{Names: []pkix.AttributeTypeAndValue{
+		{Type: testpki.OIDUserID(), Value: "com.apple.mail.XServer.0a1b"},
+		{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "Doe, John + co"},
+		{Type: asn1.ObjectIdentifier{2, 5, 4, 10}, Value: " #lead"},
+		{Type: asn1.ObjectIdentifier{1, 2, 3, 4}, Value: "other"},
+		{Type: asn1.ObjectIdentifier{1, 2, 3, 5}, Value: 7},
+		{Type: asn1.ObjectIdentifier{0, 9, 2342, 19200300, 100, 1, 25}, Value: "example"},
+		{Type: asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}, Value: "a@example.com"},
+	}}
+	want = `UID=com.apple.mail.XServer.0a1b,CN=Doe\, John \+ co,O=\ #lead,1.2.3.4=other,1.2.3.5=#020107,DC=example,emailAddress=a@example.com`
+	if got := push.FormatName(name); got != want {
+		t.Errorf("FormatName = %q, want %q", got, want)
+	}
 }
 
 // requireOpenSSL returns the openssl binary, skipping the test without one

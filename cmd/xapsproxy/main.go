@@ -35,6 +35,7 @@ commands:
   registrations -config FILE [list | delete USER TOKEN | delete-token TOKEN]
   push -config FILE -user USER       send a test push to USER's devices
   mobileconfig -user U -host HOST    write a profile (-o FILE) that sets up U's Mail account on an iPhone
+  cert [-password P] FILE            show an APNs certificate (PEM, .p12) or .p8 key: topic, subject, expiry
   version                            print the version
 `
 
@@ -72,6 +73,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return pushCmd(ctx, args, stdout)
 	case "mobileconfig":
 		return mobileconfigCmd(ctx, args, stdout)
+	case "cert":
+		return certCmd(args, stdout)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "xapsproxy", version())
 		return nil
