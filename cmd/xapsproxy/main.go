@@ -6,6 +6,8 @@
 //	xapsproxy demo                        everything in one process, on an embedded default
 //	xapsproxy registrations -config FILE [list | delete USER TOKEN | delete-token TOKEN]
 //	xapsproxy push -config FILE -user U   send a test push to U's devices
+//	xapsproxy mobileconfig -user U -host HOST   a profile that sets up U's Mail account
+//	xapsproxy cert [-password P] FILE     inspect an APNs certificate or .p8 key
 //	xapsproxy version
 package main
 
