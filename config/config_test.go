@@ -45,6 +45,7 @@ func TestMinimalAndDefaults(t *testing.T) {
 		Store:   Store{Path: "/etc/xapsproxy/xapsproxy.db"},
 		Admin:   Admin{Listen: "127.0.0.1:9143"},
 		Events:  Events{Listen: "127.0.0.1:9144"},
+		Log:     Log{Format: "text", Level: "info"},
 	}
 	if !reflect.DeepEqual(*cfg, want) {
 		t.Errorf("got  %+v\nwant %+v", *cfg, want)
