@@ -156,4 +156,8 @@ func TestServeLogJSON(t *testing.T) {
 	if !strings.Contains(strings.Join(msgs, "\n"), "shutting down") {
 		t.Errorf("no shutdown line in:\n%s", stderr.String())
 	}
+	// The test's APNs certificate is valid for a day: serve warns at start.
+	if !strings.Contains(strings.Join(msgs, "\n"), "the APNs certificate expires soon") {
+		t.Errorf("no warning about the APNs certificate's expiry in:\n%s", stderr.String())
+	}
 }

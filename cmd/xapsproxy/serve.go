@@ -58,6 +58,9 @@ type app struct {
 	lock  *store.LockFile // held for the life of the process: one pusher per store
 	store store.Store
 	topic string
+	// apnsExpires is the APNs certificate's NotAfter; zero for a token key
+	// or a sender given by a test.
+	apnsExpires time.Time
 
 	proxy  *proxy.Server
 	cert   *proxy.Certificate
@@ -113,6 +116,9 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		}
 		a.topic = creds.Topic
 		credentials = creds.Describe()
+		if creds.Certificate != nil {
+			a.apnsExpires = creds.NotAfter
+		}
 	} else {
 		a.topic = cfg.APNS.Topic
 	}
@@ -204,6 +210,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 	}
 	if credentials != "" {
 		log.Info("APNs credentials loaded", "summary", credentials)
+		warnExpiry(log, a.apnsExpires, time.Now())
 	}
 	return nil
 }
@@ -315,9 +322,13 @@ func (a *app) run(ctx context.Context) error {
 		a.log.Info("events listening", "addr", a.eventsLn.Addr().String())
 	}
 
+	daily := time.NewTicker(expiryCheckEvery)
+	defer daily.Stop()
 	var err error
 	for err == nil && ctx.Err() == nil {
 		select {
+		case <-daily.C:
+			warnExpiry(a.log, a.apnsExpires, time.Now())
 		case <-ctx.Done():
 		case err = <-failed:
 			a.log.Error("listener failed, shutting down", "err", err)
