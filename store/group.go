@@ -10,7 +10,8 @@ import (
 )
 
 // Group commit: writes that callers make at the same time share one
-// transaction, so one fsync (synchronous=FULL) commits them all. Under load
+// transaction, so one commit (and for durable writes one fsync) takes them
+// all. Under load
 // this multiplies the write rate by the number of writers waiting; alone, a
 // write costs what it did. There is no goroutine of its own: the first
 // caller to find no batch running becomes the leader, runs the batch with
