@@ -281,7 +281,7 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 		if ra := res.Response.RetryAfter; ra > 0 && now.Add(ra).After(next) {
 			next = now.Add(ra) // APNs asked for this much
 		}
-		if p.gate.closed() && !next.After(j.expires) {
+		if p.gate.closed() && answerScope(res.Response, res.Err) != scopeOwn && !next.After(j.expires) {
 			next = now // held by the gate, sent when APNs is back
 		}
 		if next.After(j.expires) {
