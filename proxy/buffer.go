@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"io"
 	"sync"
+
+	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 )
 
 // Buffers are borrowed from pools only while a connection has something to
@@ -28,7 +30,7 @@ type lazyReader struct {
 	// An idle wait reads into this small array: most commands and short
 	// responses fit, so the pooled buffer needs no second read for them.
 	first [256]byte
-	pre   prefixReader
+	pre   imapwire.PrefixReader
 }
 
 // next returns a reader holding at least one byte of the next input,
@@ -43,7 +45,7 @@ func (l *lazyReader) next() (*bufio.Reader, error) {
 	for {
 		n, err := l.conn.Read(l.first[:])
 		if n > 0 {
-			l.pre = prefixReader{pre: l.first[:n], r: l.conn}
+			l.pre = imapwire.PrefixReader{Pre: l.first[:n], R: l.conn}
 			l.br = readerPool.Get().(*bufio.Reader)
 			l.br.Reset(&l.pre)
 			return l.br, nil
@@ -62,21 +64,6 @@ func (l *lazyReader) release() {
 		readerPool.Put(l.br)
 		l.br = nil
 	}
-}
-
-// prefixReader reads pre, then r.
-type prefixReader struct {
-	pre []byte
-	r   io.Reader
-}
-
-func (p *prefixReader) Read(b []byte) (int, error) {
-	if len(p.pre) > 0 {
-		n := copy(b, p.pre)
-		p.pre = p.pre[n:]
-		return n, nil
-	}
-	return p.r.Read(b)
 }
 
 // lazyWriter writes through a pooled bufio.Writer, which Flush gives back.

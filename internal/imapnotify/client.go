@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/event"
+	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 )
 
 // Defaults of Options.
@@ -125,7 +126,7 @@ type Client struct {
 	br  *bufio.Reader // borrowed from readerPool while reading; nil while waiting (see waitInput)
 	// first and pre hold the start of what a wait read, before br.
 	first [firstSize]byte
-	pre   prefixReader
+	pre   imapwire.PrefixReader
 	opts  Options
 	log   *slog.Logger
 

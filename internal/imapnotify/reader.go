@@ -2,8 +2,9 @@ package imapnotify
 
 import (
 	"bufio"
-	"io"
 	"sync"
+
+	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 )
 
 // readerPool holds the read buffers of connections that are being read;
@@ -51,7 +52,7 @@ func (c *Client) waitInput() error {
 	for {
 		n, err := c.rw.Read(c.first[:])
 		if n > 0 {
-			c.pre = prefixReader{pre: c.first[:n], r: c.rw}
+			c.pre = imapwire.PrefixReader{Pre: c.first[:n], R: c.rw}
 			c.br = readerPool.Get().(*bufio.Reader)
 			c.br.Reset(&c.pre)
 			return nil
@@ -60,19 +61,4 @@ func (c *Client) waitInput() error {
 			return err
 		}
 	}
-}
-
-// prefixReader reads pre, then r.
-type prefixReader struct {
-	pre []byte
-	r   io.Reader
-}
-
-func (p *prefixReader) Read(b []byte) (int, error) {
-	if len(p.pre) > 0 {
-		n := copy(b, p.pre)
-		p.pre = p.pre[n:]
-		return n, nil
-	}
-	return p.r.Read(b)
 }
