@@ -20,19 +20,27 @@ import (
 
 const healthTimeout = 5 * time.Second
 
-// Handler returns the admin HTTP handler; w and p, when not nil, add the
-// watchers' and the pusher's metrics.
-func Handler(st store.Store, w Watchers, p Pushes) http.Handler {
+// Options are what the admin handler reports on. Store is required; a nil
+// Watchers or Pushes leaves their metrics out.
+type Options struct {
+	Store    store.Store
+	Watchers Watchers
+	Pushes   Pushes
+}
+
+// Handler returns the admin HTTP handler.
+func Handler(o Options) http.Handler {
+	st := o.Store
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	if w != nil {
-		reg.MustRegister(watchCollector{w})
+	if o.Watchers != nil {
+		reg.MustRegister(watchCollector{o.Watchers})
 	}
-	if p != nil {
-		reg.MustRegister(pushCollector{p})
+	if o.Pushes != nil {
+		reg.MustRegister(pushCollector{o.Pushes})
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))

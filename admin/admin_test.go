@@ -18,7 +18,7 @@ func TestEndpoints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(Handler(st, nil, nil))
+	srv := httptest.NewServer(Handler(Options{Store: st}))
 	defer srv.Close()
 	get := func(path string) (int, string) {
 		res, err := http.Get(srv.URL + path)
@@ -125,7 +125,7 @@ func scrape(t *testing.T, w Watchers, p Pushes) string {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	srv := httptest.NewServer(Handler(st, w, p))
+	srv := httptest.NewServer(Handler(Options{Store: st, Watchers: w, Pushes: p}))
 	defer srv.Close()
 	res, err := http.Get(srv.URL + "/metrics")
 	if err != nil {

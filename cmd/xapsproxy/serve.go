@@ -196,7 +196,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		return err
 	}
 	if a.adminLn != nil {
-		a.admin = &http.Server{Handler: admin.Handler(a.store, a.watch, a.pusher), ReadHeaderTimeout: 10 * time.Second}
+		a.admin = &http.Server{Handler: admin.Handler(admin.Options{Store: a.store, Watchers: a.watch, Pushes: a.pusher}), ReadHeaderTimeout: 10 * time.Second}
 	}
 	if cfg.Events.Secret != "" {
 		h, err := dovecot.NewHandler(dovecot.Options{Secret: cfg.Events.Secret, Hint: a.watch.Hint, Logger: log.With("part", "events")})
