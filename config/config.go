@@ -411,9 +411,11 @@ func (b *Backend) validate() error {
 	if b.TLS == BackendTLSNone && (b.CAFile != "" || b.ServerName != "") {
 		return keyError("backend.tls", `ca_file and server_name need tls = "starttls" or "implicit"`)
 	}
-	if !validUsernameFormat(b.UsernameFormat) {
-		return keyError("backend.username_format", `%q is not one of "%%u", "%%Lu", "%%n", "%%Ln" — use the value of Dovecot's auth_username_format (default "%%Lu")`, b.UsernameFormat)
+	f, ok := usernameFormat(b.UsernameFormat)
+	if !ok {
+		return keyError("backend.username_format", `%q is not one of "%%u", "%%Lu", "%%n", "%%Ln" (Dovecot 2.4: "%%{user}", "%%{user | lower}", "%%{user | username}", "%%{user | username | lower}") — use the value of Dovecot's auth_username_format (default "%%Lu")`, b.UsernameFormat)
 	}
+	b.UsernameFormat = f
 	return nil
 }
 

@@ -332,6 +332,19 @@ func TestCanonicalUser(t *testing.T) {
 			t.Errorf("%s of %q = %q, want %q", tt.format, tt.name, got, tt.want)
 		}
 	}
+	// Dovecot 2.4's way of writing them means the same.
+	for format, want := range map[string]string{
+		"%{user}": "%u", "%{user | lower}": "%Lu", "%{user|username}": "%n",
+		"%{user | username | lower}": "%Ln", "%{user | lower | username}": "%Ln",
+	} {
+		doc := strings.Replace(minimal, "[backend]\n", "[backend]\nusername_format = \""+format+"\"\n", 1)
+		cfg, err := Parse(doc, "/etc/xapsproxy")
+		if err != nil {
+			t.Errorf("username_format %q: %v", format, err)
+		} else if cfg.Backend.UsernameFormat != want {
+			t.Errorf("username_format %q became %q, want %s", format, cfg.Backend.UsernameFormat, want)
+		}
+	}
 	doc := strings.Replace(minimal, "[backend]\n", "[backend]\nusername_format = \"%d\"\n", 1)
 	if _, err := Parse(doc, "/etc/xapsproxy"); err == nil || !strings.Contains(err.Error(), "backend.username_format") {
 		t.Errorf("username_format %%d: %v", err)

@@ -7,12 +7,27 @@ import "strings"
 // lowercased (%Lu, %Ln). Dovecot's default is %Lu.
 const DefaultUsernameFormat = "%Lu"
 
-func validUsernameFormat(f string) bool {
-	switch f {
-	case "%u", "%Lu", "%n", "%Ln":
-		return true
+// usernameFormats maps every accepted format to its Dovecot 2.3 form:
+// Dovecot 2.4 writes the same four as %{user} with the filters username
+// (the part before "@") and lower, in either order; its default is
+// %{user | lower}.
+var usernameFormats = map[string]string{
+	"%u": "%u", "%Lu": "%Lu", "%n": "%n", "%Ln": "%Ln",
+	"%{user}":                "%u",
+	"%{user|lower}":          "%Lu",
+	"%{user|username}":       "%n",
+	"%{user|username|lower}": "%Ln",
+	"%{user|lower|username}": "%Ln",
+}
+
+// usernameFormat returns f in its Dovecot 2.3 form, and whether it is one
+// of the accepted formats; spaces inside %{...} do not matter.
+func usernameFormat(f string) (string, bool) {
+	if strings.HasPrefix(f, "%{") {
+		f = strings.ReplaceAll(f, " ", "")
 	}
-	return false
+	g, ok := usernameFormats[f]
+	return g, ok
 }
 
 // CanonicalUser is the name the backend gives the user who logs in as name,

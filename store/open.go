@@ -92,7 +92,7 @@ func open(ctx context.Context, path string) (*SQLite, error) {
 		w.Close()
 		return nil, err
 	}
-	s := &SQLite{w: w, r: r}
+	s := &SQLite{w: w, r: r, path: abs}
 	var newMax, changedMax int64
 	if err := r.QueryRowContext(ctx, `SELECT coalesce(max(new_push), 0), coalesce(max(changed_push), 0) FROM mailbox_state`).Scan(&newMax, &changedMax); err != nil {
 		r.Close()
@@ -223,6 +223,10 @@ func restrictMode(p string, mode fs.FileMode) error {
 // the first '?' and SQLite percent-decodes the path, so those characters (and
 // '#', which would start a fragment) are escaped.
 func dsn(abs string) string {
-	esc := strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(abs)
-	return "file:" + esc + "?" + dsnParams
+	return "file:" + escapePath(abs) + "?" + dsnParams
+}
+
+// escapePath makes a path safe in a file: URI.
+func escapePath(path string) string {
+	return strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23").Replace(path)
 }

@@ -26,6 +26,7 @@ import (
 type SQLite struct {
 	w     *sql.DB
 	r     *sql.DB
+	path  string     // absolute
 	group group      // writes sharing one transaction; see write
 	stmts statements // the hot writes, prepared once
 	// lastID is the last outbox id given; it starts at the highest owed.
