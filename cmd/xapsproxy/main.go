@@ -74,7 +74,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case "registrations":
 		return registrationsCmd(ctx, args, stdout)
 	case "push":
-		return pushCmd(ctx, args, stdout)
+		return pushCmd(ctx, args, stdout, stderr)
 	case "backup":
 		return backupCmd(ctx, args, stdout)
 	case "mobileconfig":

@@ -11,8 +11,9 @@ import (
 )
 
 // pushCmd sends one push to every device registered for a user, to check
-// the APNs credentials end to end.
-func pushCmd(ctx context.Context, args []string, stdout io.Writer) error {
+// the APNs credentials end to end; what the pusher logs (a refused
+// credential, say) goes to stderr as [log] says.
+func pushCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	cmd := newConfigCommand("push")
 	user := cmd.fs.String("user", "", "user whose devices get the push")
 	if err := cmd.parse(args); err != nil {
@@ -39,7 +40,7 @@ func pushCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return storeError(cfg.Store.Path, err)
 	}
 	defer st.Close()
-	p := push.New(push.Options{Store: st, Sender: sender, Topic: creds.Topic, Logger: newLogger(io.Discard, false), OmitMailboxes: !cfg.APNS.MailboxHash, Priority: cfg.APNS.Priority,
+	p := push.New(push.Options{Store: st, Sender: sender, Topic: creds.Topic, Logger: newConfigLogger(stderr, cfg.Log, false), OmitMailboxes: !cfg.APNS.MailboxHash, Priority: cfg.APNS.Priority,
 		MaxConcurrent: cfg.APNS.Concurrency})
 	results, err := p.PushUser(ctx, cfg.Backend.CanonicalUser(*user))
 	if err != nil {
