@@ -50,6 +50,10 @@ func TestHintsArrivalsPushOnceEach(t *testing.T) {
 		!containsEvent(got, event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindChanged}) {
 		t.Fatalf("events %v", got)
 	}
+	// The statistics count them by kind as they are reported.
+	if s := e.m.Stats(); s.EventsNew != 2 || s.EventsChanged != 1 || s.Events != 3 {
+		t.Errorf("events counted: %d new, %d changed, %d in all; want 2, 1, 3", s.EventsNew, s.EventsChanged, s.Events)
+	}
 	// The hint workers run in parallel: the Junk hint may still be on its
 	// way.
 	waitStats(t, e.m, "one unregistered and one unwatched hint", func(s watch.Stats) bool {
