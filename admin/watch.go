@@ -13,8 +13,8 @@ type Watchers interface {
 
 var (
 	watchersDesc = prometheus.NewDesc("xapsproxy_watchers",
-		"Watchers (one per account with registrations) by state: connecting, watching (logged in, in IDLE), backoff (waiting to retry after a failure), unreachable (waiting for the backend to answer again).",
-		[]string{"state"}, nil)
+		"Watchers (one backend connection per account with registrations) by source (watch.source as resolved: auto, notify or idle; dovecot has none) and state: connecting, watching (logged in, waiting for news), backoff (waiting to retry after a failure), unreachable (waiting for the backend to answer again), \"waiting for login\" (watch.auth = captured: no usable password until the user logs in).",
+		[]string{"source", "state"}, nil)
 	greetingTimeoutsDesc = prometheus.NewDesc("xapsproxy_backend_greeting_timeouts_total",
 		"Backend connections given up because the backend sent no greeting in time.", nil, nil)
 	reconnectsDesc = prometheus.NewDesc("xapsproxy_backend_reconnects_total",
@@ -27,13 +27,19 @@ var (
 		"Accounts waiting for a catch-up look (Dovecot's own events: after a start, or after hints overflowed).", nil, nil)
 	catchUpsDesc = prometheus.NewDesc("xapsproxy_catchups_total",
 		"Accounts looked at by the catch-up, by result (ok or failed).", []string{"result"}, nil)
+	backendLoginsFailedDesc = prometheus.NewDesc("xapsproxy_backend_login_failures_total",
+		"Backend logins of watchers and the catch-up that failed, by kind: refused (for good: a wrong master password or captured password, an unknown user; retried after the longest backoff) or temporary (a temporary NO, a BAD, the connection lost during the login).",
+		[]string{"kind"}, nil)
+	eventsDesc = prometheus.NewDesc("xapsproxy_events_total",
+		"Events reported to the push stage by the accounts' owners, by kind: new (mail arrived, pushed at once) or changed (flags, expunges; pushes coalesced).",
+		[]string{"kind"}, nil)
 )
 
 // watchCollector reads the manager's statistics once per scrape.
 type watchCollector struct{ w Watchers }
 
 func (c watchCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{watchersDesc, greetingTimeoutsDesc, reconnectsDesc, accountsDesc, sessionsDesc, catchUpPendingDesc, catchUpsDesc} {
+	for _, d := range []*prometheus.Desc{watchersDesc, greetingTimeoutsDesc, reconnectsDesc, accountsDesc, sessionsDesc, catchUpPendingDesc, catchUpsDesc, backendLoginsFailedDesc, eventsDesc} {
 		ch <- d
 	}
 }
@@ -41,7 +47,7 @@ func (c watchCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c watchCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.w.Stats()
 	for st, n := range s.Watchers {
-		ch <- prometheus.MustNewConstMetric(watchersDesc, prometheus.GaugeValue, float64(n), watch.State(st).String())
+		ch <- prometheus.MustNewConstMetric(watchersDesc, prometheus.GaugeValue, float64(n), s.Source, watch.State(st).String())
 	}
 	ch <- prometheus.MustNewConstMetric(greetingTimeoutsDesc, prometheus.CounterValue, float64(s.GreetingTimeouts))
 	ch <- prometheus.MustNewConstMetric(reconnectsDesc, prometheus.CounterValue, float64(s.Reconnects))
@@ -51,4 +57,8 @@ func (c watchCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(catchUpPendingDesc, prometheus.GaugeValue, float64(s.CatchUpPending))
 	ch <- prometheus.MustNewConstMetric(catchUpsDesc, prometheus.CounterValue, float64(s.CatchUps), "ok")
 	ch <- prometheus.MustNewConstMetric(catchUpsDesc, prometheus.CounterValue, float64(s.CatchUpFailures), "failed")
+	ch <- prometheus.MustNewConstMetric(backendLoginsFailedDesc, prometheus.CounterValue, float64(s.LoginsRefused), "refused")
+	ch <- prometheus.MustNewConstMetric(backendLoginsFailedDesc, prometheus.CounterValue, float64(s.LoginsFailed), "temporary")
+	ch <- prometheus.MustNewConstMetric(eventsDesc, prometheus.CounterValue, float64(s.EventsNew), "new")
+	ch <- prometheus.MustNewConstMetric(eventsDesc, prometheus.CounterValue, float64(s.EventsChanged), "changed")
 }
