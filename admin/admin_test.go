@@ -59,11 +59,14 @@ func TestWatcherMetrics(t *testing.T) {
 	s.Events, s.EventsNew, s.EventsChanged = 30, 21, 9
 	body := scrape(t, fixedStats(s), nil)
 	for _, want := range []string{
-		`xapsproxy_watchers{source="idle",state="watching"} 498`,
-		`xapsproxy_watchers{source="idle",state="connecting"} 2`,
-		`xapsproxy_watchers{source="idle",state="backoff"} 0`,
-		`xapsproxy_watchers{source="idle",state="unreachable"} 0`,
-		`xapsproxy_watchers{source="idle",state="waiting for login"} 0`,
+		`xapsproxy_watchers{state="watching"} 498`,
+		`xapsproxy_watchers{state="connecting"} 2`,
+		`xapsproxy_watchers{state="backoff"} 0`,
+		`xapsproxy_watchers{state="unreachable"} 0`,
+		`xapsproxy_watched_accounts{source="idle",state="watching"} 498`,
+		`xapsproxy_watched_accounts{source="idle",state="connecting"} 2`,
+		`xapsproxy_watched_accounts{source="idle",state="waiting_for_login"} 0`,
+		"# TYPE xapsproxy_watched_accounts gauge",
 		`xapsproxy_backend_login_failures_total{kind="refused"} 4`,
 		`xapsproxy_backend_login_failures_total{kind="temporary"} 9`,
 		"# TYPE xapsproxy_backend_login_failures_total counter",
@@ -145,4 +148,23 @@ func scrape(t *testing.T, w Watchers, p Pushes) string {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return string(b)
+}
+
+// With Dovecot's own events there are no watchers: the watched accounts
+// are the owners, those waiting for the catch-up apart.
+func TestWatchedAccountsWithDovecotEvents(t *testing.T) {
+	s := watch.Stats{Source: watch.SourceEvents, Owners: 40, CatchUpPending: 15}
+	body := scrape(t, fixedStats(s), nil)
+	for _, want := range []string{
+		`xapsproxy_watched_accounts{source="dovecot",state="watching"} 25`,
+		`xapsproxy_watched_accounts{source="dovecot",state="catching_up"} 15`,
+		`xapsproxy_watchers{state="watching"} 0`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %q:\n%s", want, grepLines(body, "xapsproxy_"))
+		}
+	}
+	if strings.Contains(body, `source="dovecot",state="backoff"`) {
+		t.Errorf("watcher states shown for Dovecot's events:\n%s", grepLines(body, "xapsproxy_watched"))
+	}
 }

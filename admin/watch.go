@@ -1,6 +1,8 @@
 package admin
 
 import (
+	"strings"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/xapsproxy/xapsproxy/watch"
@@ -13,7 +15,10 @@ type Watchers interface {
 
 var (
 	watchersDesc = prometheus.NewDesc("xapsproxy_watchers",
-		"Watchers (one backend connection per account with registrations) by source (watch.source as resolved: auto, notify or idle; dovecot has none) and state: connecting, watching (logged in, waiting for news), backoff (waiting to retry after a failure), unreachable (waiting for the backend to answer again), \"waiting for login\" (watch.auth = captured: no usable password until the user logs in).",
+		"Watchers (one per account with registrations) by state: connecting, watching (logged in, in IDLE), backoff (waiting to retry after a failure), unreachable (waiting for the backend to answer again).",
+		[]string{"state"}, nil)
+	watchedDesc = prometheus.NewDesc("xapsproxy_watched_accounts",
+		"Accounts with registrations by event source (watch.source as resolved: dovecot, auto, notify or idle) and state. With a backend connection per account (auto, notify, idle) the states are the watchers': connecting, watching, backoff (waiting to retry after a failure), unreachable (waiting for the backend to answer again), waiting_for_login (watch.auth = captured: no password until the user logs in). With dovecot: watching, or catching_up (waiting for the catch-up's look).",
 		[]string{"source", "state"}, nil)
 	greetingTimeoutsDesc = prometheus.NewDesc("xapsproxy_backend_greeting_timeouts_total",
 		"Backend connections given up because the backend sent no greeting in time.", nil, nil)
@@ -39,7 +44,7 @@ var (
 type watchCollector struct{ w Watchers }
 
 func (c watchCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{watchersDesc, greetingTimeoutsDesc, reconnectsDesc, accountsDesc, sessionsDesc, catchUpPendingDesc, catchUpsDesc, backendLoginsFailedDesc, eventsDesc} {
+	for _, d := range []*prometheus.Desc{watchersDesc, watchedDesc, greetingTimeoutsDesc, reconnectsDesc, accountsDesc, sessionsDesc, catchUpPendingDesc, catchUpsDesc, backendLoginsFailedDesc, eventsDesc} {
 		ch <- d
 	}
 }
@@ -47,8 +52,9 @@ func (c watchCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c watchCollector) Collect(ch chan<- prometheus.Metric) {
 	s := c.w.Stats()
 	for st, n := range s.Watchers {
-		ch <- prometheus.MustNewConstMetric(watchersDesc, prometheus.GaugeValue, float64(n), s.Source, watch.State(st).String())
+		ch <- prometheus.MustNewConstMetric(watchersDesc, prometheus.GaugeValue, float64(n), watch.State(st).String())
 	}
+	c.collectWatched(ch, s)
 	ch <- prometheus.MustNewConstMetric(greetingTimeoutsDesc, prometheus.CounterValue, float64(s.GreetingTimeouts))
 	ch <- prometheus.MustNewConstMetric(reconnectsDesc, prometheus.CounterValue, float64(s.Reconnects))
 	ch <- prometheus.MustNewConstMetric(accountsDesc, prometheus.GaugeValue, float64(s.Owners))
@@ -61,4 +67,20 @@ func (c watchCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(backendLoginsFailedDesc, prometheus.CounterValue, float64(s.LoginsFailed), "temporary")
 	ch <- prometheus.MustNewConstMetric(eventsDesc, prometheus.CounterValue, float64(s.EventsNew), "new")
 	ch <- prometheus.MustNewConstMetric(eventsDesc, prometheus.CounterValue, float64(s.EventsChanged), "changed")
+}
+
+// collectWatched sends xapsproxy_watched_accounts: xapsproxy_watchers with
+// the source, kept apart so that xapsproxy_watchers keeps its labels.
+func (c watchCollector) collectWatched(ch chan<- prometheus.Metric, s watch.Stats) {
+	gauge := func(n int, state string) {
+		ch <- prometheus.MustNewConstMetric(watchedDesc, prometheus.GaugeValue, float64(n), s.Source, state)
+	}
+	if s.Source == watch.SourceEvents {
+		gauge(max(s.Owners-s.CatchUpPending, 0), "watching")
+		gauge(s.CatchUpPending, "catching_up")
+		return
+	}
+	for st, n := range s.Watchers {
+		gauge(n, strings.ReplaceAll(watch.State(st).String(), " ", "_"))
+	}
 }
