@@ -122,3 +122,91 @@ func grepMetrics(body string) string {
 	}
 	return b.String()
 }
+
+// /readyz follows the backend: ready while the watcher watches, 503 with
+// a line about the refused login once Dovecot refuses the master password
+// (changed in Dovecot, the watcher's session kicked), and ready again once
+// serve runs with the new password.
+func TestBinaryReadinessFollowsTheMasterLogin(t *testing.T) {
+	t.Parallel()
+	const newMaster = "the-new-master-password"
+	s := newStackWith(t, dovecottest.Options{}, "")
+	doc, err := os.ReadFile(s.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notify := strings.Replace(string(doc), "[watch]\n", "[watch]\nsource = \"notify\"\n", 1)
+	if err := os.WriteFile(s.cfgPath, []byte(notify), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	first := startServe(t, s.cfgPath)
+	var second *serveProc
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("serve's log:\n%s", first.log())
+			if second != nil {
+				t.Logf("log of serve restarted:\n%s", second.log())
+			}
+		}
+	})
+	d := dialProxy(t, s, first)
+	d.loginAndRegisterInbox()
+	d.conn.Close()
+	waitServeWatching(t, first)
+	waitReady(t, first, http.StatusOK, "ready\n")
+
+	s.dovecot.SetMasterPassword(t, "alice", newMaster)
+	s.dovecot.Doveadm(t, "kick", "alice")
+	body := waitReady(t, first, http.StatusServiceUnavailable, "watchers: 1 of 1 failing")
+	if !strings.Contains(body, "the backend refused the login of 1") || strings.Count(body, "\n") != 1 {
+		t.Errorf("/readyz = %q; want one line saying the backend refused the login", body)
+	}
+	_, metrics := adminGet(t, first, "/metrics")
+	if n, _ := metricValue(metrics, `xapsproxy_backend_login_failures_total{kind="refused"}`); n < 1 {
+		t.Errorf("refused backend logins = %v, want at least 1", n)
+	}
+	if v, _ := metricValue(metrics, `xapsproxy_watched_accounts{source="notify",state="backoff"}`); v != 1 {
+		t.Errorf("watched accounts in backoff = %v, want 1:\n%s", v, grepMetrics(metrics))
+	}
+	if code, _ := adminGet(t, first, "/healthz"); code != http.StatusOK {
+		t.Errorf("/healthz = %d while not ready; want 200: the process is alive", code)
+	}
+
+	// The operator puts the new password in the configuration and restarts.
+	first.kill()
+	fixed := strings.Replace(notify, strconv.Quote(dovecotMasterPassword), strconv.Quote(newMaster), 1)
+	if fixed == notify {
+		t.Fatal("no master_password line to change in the configuration")
+	}
+	if err := os.WriteFile(s.cfgPath, []byte(fixed), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	second = startServe(t, s.cfgPath)
+	waitReady(t, second, http.StatusOK, "ready\n")
+	for _, p := range []*serveProc{first, second} {
+		if strings.Contains(p.log(), newMaster) || strings.Contains(p.log(), dovecotMasterPassword) {
+			t.Error("serve logged a master password")
+		}
+	}
+}
+
+// dovecotMasterPassword is the master password dovecottest starts with.
+const dovecotMasterPassword = "masterpw"
+
+// waitReady polls p's /readyz until it answers code with a body
+// containing want, and returns that body.
+func waitReady(t *testing.T, p *serveProc, code int, want string) string {
+	t.Helper()
+	var got int
+	var body string
+	deadline := time.Now().Add(waitTimeout)
+	for {
+		if got, body = adminGet(t, p, "/readyz"); got == code && strings.Contains(body, want) {
+			return body
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz = %d %q after %v; want %d with %q", got, body, waitTimeout, code, want)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval
+	}
+}
