@@ -174,3 +174,22 @@ func TestCatchUpRepeats(t *testing.T) {
 	e.deliver("alice") // its event is lost: nothing posts it
 	wantEvents(t, e.rec.wait(t, 1), newEvent("alice", "INBOX"))
 }
+
+// The catch-up's looks that fail in a row are counted, and the refused
+// logins behind them: with a wrong master password, every one.
+func TestCatchUpFailuresInARow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *watch.Options) {
+		eventsSource(o)
+		o.Watch = masterLogin(o.Watch.MasterUser, "wrongpw")
+	})
+	for i, u := range []string{"alice", "bob", "carol"} {
+		e.register(u, i+1, "INBOX")
+	}
+	e.run()
+	s := waitStats(t, e.m, "three failed catch-ups", func(s watch.Stats) bool { return s.CatchUpFailures == 3 })
+	if s.CatchUpFailingInRow != 3 || s.LoginsRefused != 3 || s.LoginsFailed != 0 || s.CatchUps != 0 {
+		t.Errorf("after three refused catch-ups: %d failing in a row, %d logins refused, %d failed otherwise, %d catch-ups ok; want 3, 3, 0, 0",
+			s.CatchUpFailingInRow, s.LoginsRefused, s.LoginsFailed, s.CatchUps)
+	}
+}
