@@ -148,18 +148,18 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 
 	sendLatency := admin.NewSendLatency()
 	a.pusher = push.New(push.Options{
-		SendLatency: sendLatency,
-		Store:       a.store,
-		Sender:      sender,
-		Logger:      log.With("part", "push"),
-		Topic:       a.topic,
-		OnPrune:     func(user string) { a.watch.Sync(user) },
+		Store:   a.store,
+		Sender:  sender,
+		Logger:  log.With("part", "push"),
+		Topic:   a.topic,
+		OnPrune: func(user string) { a.watch.Sync(user) },
 
 		ChangeDelay:    cfg.Watch.ChangeDelay,
 		ChangeInterval: cfg.Watch.ChangeInterval,
 		OmitMailboxes:  !cfg.APNS.MailboxHash,
 		Priority:       cfg.APNS.Priority,
 		MaxConcurrent:  cfg.APNS.Concurrency,
+		SendLatency:    sendLatency,
 	})
 	source, why := watchSource(cfg)
 	a.sourceWhy = why
