@@ -32,8 +32,9 @@ func TestEndpoints(t *testing.T) {
 	if code, body := get("/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz = %d %q", code, body)
 	}
-	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "go_goroutines") || strings.Contains(body, "xapsproxy_") {
-		t.Errorf("/metrics without watchers = %d, %d bytes: want the Go metrics and none of xapsproxy's", code, len(body))
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, "go_goroutines") ||
+		!strings.Contains(body, "\nxapsproxy_registered_devices 0\n") || strings.Contains(body, "xapsproxy_watchers") {
+		t.Errorf("/metrics without watchers = %d, %d bytes: want the Go metrics, the store's and no others:\n%s", code, len(body), grepLines(body, "xapsproxy_"))
 	}
 	st.Close()
 	if code, body := get("/healthz"); code != http.StatusServiceUnavailable || !strings.Contains(body, "store") {
@@ -53,12 +54,25 @@ func TestWatcherMetrics(t *testing.T) {
 	s.GreetingTimeouts, s.Reconnects = 3, 517
 	s.Owners, s.NotifySessions, s.IdleSessions = 500, 499, 1
 	s.CatchUpPending, s.CatchUps, s.CatchUpFailures = 7, 493, 2
+	s.Source = watch.SourceIdle
+	s.LoginsRefused, s.LoginsFailed = 4, 9
+	s.Events, s.EventsNew, s.EventsChanged = 30, 21, 9
 	body := scrape(t, fixedStats(s), nil)
 	for _, want := range []string{
 		`xapsproxy_watchers{state="watching"} 498`,
 		`xapsproxy_watchers{state="connecting"} 2`,
 		`xapsproxy_watchers{state="backoff"} 0`,
 		`xapsproxy_watchers{state="unreachable"} 0`,
+		`xapsproxy_watched_accounts{source="idle",state="watching"} 498`,
+		`xapsproxy_watched_accounts{source="idle",state="connecting"} 2`,
+		`xapsproxy_watched_accounts{source="idle",state="waiting_for_login"} 0`,
+		"# TYPE xapsproxy_watched_accounts gauge",
+		`xapsproxy_backend_login_failures_total{kind="refused"} 4`,
+		`xapsproxy_backend_login_failures_total{kind="temporary"} 9`,
+		"# TYPE xapsproxy_backend_login_failures_total counter",
+		`xapsproxy_events_total{kind="new"} 21`,
+		`xapsproxy_events_total{kind="changed"} 9`,
+		"# TYPE xapsproxy_events_total counter",
 		"xapsproxy_backend_greeting_timeouts_total 3",
 		"xapsproxy_backend_reconnects_total 517",
 		"# TYPE xapsproxy_backend_reconnects_total counter",
@@ -134,4 +148,23 @@ func scrape(t *testing.T, w Watchers, p Pushes) string {
 	defer res.Body.Close()
 	b, _ := io.ReadAll(res.Body)
 	return string(b)
+}
+
+// With Dovecot's own events there are no watchers: the watched accounts
+// are the owners, those waiting for the catch-up apart.
+func TestWatchedAccountsWithDovecotEvents(t *testing.T) {
+	s := watch.Stats{Source: watch.SourceEvents, Owners: 40, CatchUpPending: 15}
+	body := scrape(t, fixedStats(s), nil)
+	for _, want := range []string{
+		`xapsproxy_watched_accounts{source="dovecot",state="watching"} 25`,
+		`xapsproxy_watched_accounts{source="dovecot",state="catching_up"} 15`,
+		`xapsproxy_watchers{state="watching"} 0`,
+	} {
+		if !strings.Contains(body, want+"\n") {
+			t.Errorf("/metrics lacks %q:\n%s", want, grepLines(body, "xapsproxy_"))
+		}
+	}
+	if strings.Contains(body, `source="dovecot",state="backoff"`) {
+		t.Errorf("watcher states shown for Dovecot's events:\n%s", grepLines(body, "xapsproxy_watched"))
+	}
 }

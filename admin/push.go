@@ -51,3 +51,14 @@ func (c pushCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(pushPendingDesc, prometheus.GaugeValue, float64(s.Pending))
 	ch <- prometheus.MustNewConstMetric(pushWorkersDesc, prometheus.GaugeValue, float64(s.Workers))
 }
+
+// NewSendLatency returns the histogram of APNs's answer times, for
+// push.Options.SendLatency and Options.SendLatency: buckets from 5 ms
+// (an answer on a warm connection nearby) to 30 s (push's send timeout).
+func NewSendLatency() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "xapsproxy_apns_latency_seconds",
+		Help:    "Seconds from handing a push to the APNs client to APNs's answer, for every push answered (pushes with no answer count in xapsproxy_pushes_total{status=\"error\"}).",
+		Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30},
+	})
+}

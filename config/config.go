@@ -146,7 +146,7 @@ type Store struct {
 	Path string `toml:"path"` // SQLite database file
 }
 
-// Admin is the HTTP listener for /healthz and /metrics.
+// Admin is the HTTP listener for /healthz, /readyz and /metrics.
 type Admin struct {
 	Listen string `toml:"listen"` // default "127.0.0.1:9143"; "" = off
 }

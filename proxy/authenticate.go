@@ -15,6 +15,7 @@ import (
 // checked, before the backend sees it.
 func (s *session) handleAuthenticate(tag string, rest []byte) error {
 	if s.plaintextRefused() {
+		s.refusedLogin()
 		return s.refuse(tag, rest, privacyRequired)
 	}
 	d := imapwire.NewDecoder(rest, nil)
@@ -31,10 +32,14 @@ func (s *session) handleAuthenticate(tag string, rest []byte) error {
 		ok = d.CRLF()
 	}
 	if !ok {
+		s.refusedLogin()
 		return s.refuse(tag, rest, "BAD AUTHENTICATE expects a mechanism and an optional initial response")
 	}
 	name = strings.ToUpper(name)
 	mech, ok := saslMechanismFor(name)
+	if !ok || hasIR && mech.serverFirst {
+		s.refusedLogin()
+	}
 	switch {
 	case !ok:
 		return s.refuse(tag, rest, "NO [CANNOT] AUTHENTICATE "+name+" is not available through this proxy")
@@ -50,6 +55,7 @@ func (s *session) handleAuthenticate(tag string, rest []byte) error {
 	if hasIR {
 		l := s.saslUser(mech, ir)
 		if l.refusal != "" {
+			s.refusedLogin()
 			return s.answer(tag, l.refusal)
 		}
 		c.user, c.secret, identified = l.user, l.secret, true

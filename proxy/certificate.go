@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"sync/atomic"
+	"time"
 )
 
 // Certificate is the certificate presented to clients, replaceable while the
@@ -42,4 +43,12 @@ func (c *Certificate) TLSConfig() *tls.Config {
 			return c.cur.Load(), nil
 		},
 	}
+}
+
+// NotAfter is when the current certificate (its leaf) expires.
+func (c *Certificate) NotAfter() time.Time {
+	if cert := c.cur.Load(); cert != nil && cert.Leaf != nil {
+		return cert.Leaf.NotAfter
+	}
+	return time.Time{}
 }

@@ -113,6 +113,9 @@ func (s *session) complete(tag, status string) *command {
 	}
 	delete(s.inflight, tag)
 	c.done = true
+	if c.kind == kindLogin || c.kind == kindAuth {
+		s.countLogin(equalFold(status, "OK"), c.reply != "")
+	}
 	if (c.kind == kindLogin || c.kind == kindAuth) && equalFold(status, "OK") && c.reply == "" {
 		s.authenticated = true
 		s.user = c.user

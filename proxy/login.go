@@ -25,6 +25,7 @@ func (s *session) plaintextRefused() bool {
 // never reaches the backend.
 func (s *session) handleLogin(tag string, rest []byte) error {
 	if s.plaintextRefused() {
+		s.refusedLogin()
 		return s.refuse(tag, rest, privacyRequired)
 	}
 	d := imapwire.NewDecoder(rest, s.cr)
@@ -43,11 +44,13 @@ func (s *session) handleLogin(tag string, rest []byte) error {
 		d.CRLF()
 	}
 	if err := d.Err(); err != nil {
+		s.refusedLogin()
 		return s.refuseParsed(tag, "LOGIN", d, err)
 	}
 	sessionUser, refusal := s.loginUser(user, "")
 	if refusal != "" {
 		s.log.Info("login refused", "command", "LOGIN", "reason", refusal)
+		s.refusedLogin()
 		return s.answer(tag, refusal)
 	}
 	c := &command{tag: tag, kind: kindLogin, user: sessionUser}

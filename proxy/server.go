@@ -129,6 +129,7 @@ type Server struct {
 	closing   bool
 	wg        sync.WaitGroup // sessions and rejections
 	nextID    atomic.Uint64
+	stats     counters
 }
 
 // ErrServerClosed is returned by Serve after Shutdown.
@@ -213,6 +214,11 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 			}
 		}
 		backoff = 0
+		if implicitTLS {
+			s.stats.acceptedTLS.Add(1)
+		} else {
+			s.stats.acceptedSTARTTLS.Add(1)
+		}
 		ip := remoteIP(conn)
 		sess := newSession(s, conn, implicitTLS, ip)
 		switch reason := s.track(sess); reason {
@@ -282,9 +288,11 @@ func (s *Server) track(sess *session) string {
 		return errClosing
 	case s.opts.MaxConnections > 0 && len(s.sessions) >= s.opts.MaxConnections:
 		s.wg.Add(1)
+		s.stats.refusedMax.Add(1)
 		return "Too many connections"
 	case s.opts.MaxConnectionsPerIP > 0 && s.perIP[sess.ip] >= s.opts.MaxConnectionsPerIP:
 		s.wg.Add(1)
+		s.stats.refusedPerIP.Add(1)
 		return "Too many connections from your address"
 	}
 	s.sessions[sess] = struct{}{}

@@ -39,6 +39,7 @@ func (s *session) handleXAPPLEPUSHSERVICE(ctx context.Context, tag string, rest 
 	}
 	authenticated, user := s.authState()
 	if !authenticated {
+		s.srv.stats.registrationsBad.Add(1)
 		return s.refuse(tag, rest, "BAD XAPPLEPUSHSERVICE is only valid after login")
 	}
 	d := imapwire.NewDecoder(rest, s.cr)
@@ -47,13 +48,16 @@ func (s *session) handleXAPPLEPUSHSERVICE(ctx context.Context, tag string, rest 
 	d.CheckLiteral = s.continueLiteral
 	values, mailboxes, err := parseXAPS(d)
 	if err != nil {
+		s.srv.stats.registrationsBad.Add(1)
 		return s.refuseParsed(tag, "XAPPLEPUSHSERVICE", d, err)
 	}
 	req, err := validateXAPS(values, mailboxes)
 	if err != nil {
+		s.srv.stats.registrationsBad.Add(1)
 		return s.writeClient(tag + " BAD XAPPLEPUSHSERVICE " + oneLine(err.Error()) + "\r\n")
 	}
 	if user == "" {
+		s.srv.stats.registrationsBad.Add(1)
 		return s.writeClient(tag + " NO XAPPLEPUSHSERVICE cannot tell which user this session belongs to (log in with LOGIN or AUTHENTICATE PLAIN)\r\n")
 	}
 
@@ -75,12 +79,15 @@ func (s *session) handleXAPPLEPUSHSERVICE(ctx context.Context, tag string, rest 
 	log := s.log.With("user", user, "token", store.ShortToken(req.token), "account", req.accountID)
 	switch {
 	case errors.Is(err, store.ErrLimit):
+		s.srv.stats.registrationsLimit.Add(1)
 		log.Warn("registration refused: too many devices", "limit", store.MaxRegistrationsPerUser)
 		return s.writeClient(tag + " NO [LIMIT] XAPPLEPUSHSERVICE too many devices are registered for this account\r\n")
 	case err != nil:
+		s.srv.stats.registrationsError.Add(1)
 		log.Error("registration not stored", "err", err)
 		return s.writeClient(tag + " NO [UNAVAILABLE] XAPPLEPUSHSERVICE registration could not be stored, try again later\r\n")
 	}
+	s.srv.stats.registrationsOK.Add(1)
 	log.Info("device registered", "version", req.version, "mailboxes", len(req.mailboxes))
 	return s.writeClient(xapsReply(tag, req, s.srv.opts.Topic))
 }

@@ -64,7 +64,18 @@ func newMemStore(regs ...store.Registration) *memStore {
 	return s
 }
 
-func (s *memStore) Ping(context.Context) error { return nil }
+func (s *memStore) Ping(context.Context) error      { return nil }
+func (s *memStore) PingWrite(context.Context) error { return nil }
+
+func (s *memStore) Counts(context.Context) (store.Counts, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	users := map[string]bool{}
+	for k := range s.regs {
+		users[k[0]] = true
+	}
+	return store.Counts{Registrations: len(s.regs), Users: len(users), Outbox: len(s.outbox)}, nil
+}
 
 func (s *memStore) Register(_ context.Context, r store.Registration) error {
 	s.mu.Lock()

@@ -102,6 +102,16 @@ type Options struct {
 	// Clock gives the time for timestamps and schedules and the timer Run
 	// waits on. nil = the real clock.
 	Clock Clock
+	// SendLatency, if set, is given the seconds from handing a push to
+	// the Sender to APNs's answer, for every push answered (those that got
+	// no answer are not). It is called from many workers at once
+	// (a prometheus.Histogram will do). nil = not measured.
+	SendLatency Observer
+}
+
+// Observer takes one measurement; prometheus.Histogram is one.
+type Observer interface {
+	Observe(float64)
 }
 
 // Pusher turns mailbox events into APNs pushes. Create it with New, start
@@ -123,6 +133,7 @@ type Pusher struct {
 	clock             Clock
 	credentialRecheck time.Duration
 	sendTimeout       time.Duration
+	sendLatency       Observer
 
 	wake    chan struct{} // 1-buffered: "events are waiting"
 	running atomic.Bool   // a Run is active
@@ -190,6 +201,7 @@ func New(opts Options) *Pusher {
 		priority:          opts.Priority,
 		credentialRecheck: orDefault(opts.CredentialRecheck, DefaultCredentialRecheck),
 		sendTimeout:       orDefault(opts.SendTimeout, DefaultSendTimeout),
+		sendLatency:       opts.SendLatency,
 		clock:             opts.Clock,
 		wake:              make(chan struct{}, 1),
 		events:            map[eventKey]eventState{},
@@ -356,7 +368,11 @@ func (p *Pusher) notification(reg store.Registration, expires time.Time, mailbox
 // bookkeeping is done even if ctx is cancelled.
 func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notification, batched bool) Result {
 	sctx, cancel := context.WithTimeout(ctx, p.sendTimeout)
+	start := time.Now() // the real clock: a latency, not a schedule
 	resp, err := p.sender.Send(sctx, n)
+	if err == nil && p.sendLatency != nil {
+		p.sendLatency.Observe(time.Since(start).Seconds())
+	}
 	cancel()
 	res := Result{User: reg.User, DeviceToken: reg.DeviceToken, AccountID: reg.AccountID, Response: resp, Err: err}
 	if err != nil {

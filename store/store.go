@@ -157,6 +157,10 @@ type Store interface {
 
 	// Ping reports whether the store answers.
 	Ping(ctx context.Context) error
+	// PingWrite reports whether the store can be written, writing nothing.
+	PingWrite(ctx context.Context) error
+	// Counts counts the registrations and the outbox, for monitoring.
+	Counts(ctx context.Context) (Counts, error)
 
 	Close() error
 }

@@ -119,8 +119,12 @@ func (m *Manager) login(ctx context.Context, c *imapnotify.Client, user string) 
 	err = fmt.Errorf("log in as %s: %w", login, err)
 	var re *imapnotify.ResponseError
 	if errors.As(err, &re) && re.Status == "NO" && !re.Temporary() {
+		m.stats.loginsRefused.Add(1)
 		m.creds.Refused(ctx, user, login, password)
 		return &refusedError{err}
+	}
+	if ctx.Err() == nil {
+		m.stats.loginsFailed.Add(1)
 	}
 	return err
 }

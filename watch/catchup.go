@@ -95,10 +95,12 @@ func (c *catchUp) run(ctx context.Context) {
 			defer m.logins.release()
 			if err := m.lookAt(ctx, o, o.snapshot()); err != nil && ctx.Err() == nil {
 				m.stats.catchUpFailures.Add(1)
+				m.stats.catchUpFailingInRow.Add(1)
 				m.log.Warn("catch-up failed", "user", user, "err", err)
 				return
 			}
 			m.stats.catchUps.Add(1)
+			m.stats.catchUpFailingInRow.Store(0)
 		})
 	}
 }

@@ -137,6 +137,9 @@ func TestRefusedLoginWaitsLongestBackoff(t *testing.T) {
 	if s.BackendUnreachable || s.Probes != 0 {
 		t.Errorf("a refused login closed the gate: %+v", s)
 	}
+	if s.Refused != 1 || s.LoginsRefused != 1 || s.LoginsFailed != 0 {
+		t.Errorf("stats after one refused login: Refused %d, LoginsRefused %d, LoginsFailed %d; want 1, 1, 0", s.Refused, s.LoginsRefused, s.LoginsFailed)
+	}
 	m := regexp.MustCompile(`msg="backend refused the login, retrying later".* delay=(\S+)`).FindStringSubmatch(logs.String())
 	if m == nil {
 		t.Fatalf("no refused login logged:\n%s", logs)

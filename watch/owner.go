@@ -197,6 +197,11 @@ func (o *owner) notify(mailbox string, kind event.Kind, id int64) {
 		return
 	}
 	o.m.stats.events.Add(1)
+	if kind == event.KindNew {
+		o.m.stats.eventsNew.Add(1)
+	} else {
+		o.m.stats.eventsChanged.Add(1)
+	}
 	o.m.opts.Notifier.Notify(event.Event{User: o.user, Mailbox: mailbox, Kind: kind, ID: id})
 }
 

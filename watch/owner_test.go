@@ -50,6 +50,10 @@ func TestHintsArrivalsPushOnceEach(t *testing.T) {
 		!containsEvent(got, event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindChanged}) {
 		t.Fatalf("events %v", got)
 	}
+	// The statistics count them by kind as they are reported.
+	if s := e.m.Stats(); s.EventsNew != 2 || s.EventsChanged != 1 || s.Events != 3 {
+		t.Errorf("events counted: %d new, %d changed, %d in all; want 2, 1, 3", s.EventsNew, s.EventsChanged, s.Events)
+	}
 	// The hint workers run in parallel: the Junk hint may still be on its
 	// way.
 	waitStats(t, e.m, "one unregistered and one unwatched hint", func(s watch.Stats) bool {
@@ -169,4 +173,23 @@ func TestCatchUpRepeats(t *testing.T) {
 	e.waitBaseline("alice", "INBOX")
 	e.deliver("alice") // its event is lost: nothing posts it
 	wantEvents(t, e.rec.wait(t, 1), newEvent("alice", "INBOX"))
+}
+
+// The catch-up's looks that fail in a row are counted, and the refused
+// logins behind them: with a wrong master password, every one.
+func TestCatchUpFailuresInARow(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(o *watch.Options) {
+		eventsSource(o)
+		o.Watch = masterLogin(o.Watch.MasterUser, "wrongpw")
+	})
+	for i, u := range []string{"alice", "bob", "carol"} {
+		e.register(u, i+1, "INBOX")
+	}
+	e.run()
+	s := waitStats(t, e.m, "three failed catch-ups", func(s watch.Stats) bool { return s.CatchUpFailures == 3 })
+	if s.CatchUpFailingInRow != 3 || s.LoginsRefused != 3 || s.LoginsFailed != 0 || s.CatchUps != 0 {
+		t.Errorf("after three refused catch-ups: %d failing in a row, %d logins refused, %d failed otherwise, %d catch-ups ok; want 3, 3, 0, 0",
+			s.CatchUpFailingInRow, s.LoginsRefused, s.LoginsFailed, s.CatchUps)
+	}
 }

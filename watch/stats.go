@@ -72,12 +72,25 @@ type Stats struct {
 	// HintsOverflowed those that found the queue full, their accounts
 	// being caught up instead.
 	Hints, HintsUnregistered, HintsUnwatched, HintsOverflowed uint64
-	// Events counts what owners reported to the push stage.
-	Events uint64
+	// Events counts what owners reported to the push stage; EventsNew and
+	// EventsChanged split it by kind (event.KindNew, event.KindChanged).
+	Events, EventsNew, EventsChanged uint64
 	// CatchUps counts accounts looked at by the catch-up, CatchUpFailures
 	// those whose look failed; CatchUpPending those waiting for one.
 	CatchUps, CatchUpFailures uint64
 	CatchUpPending            int
+	// CatchUpFailingInRow counts the catch-up's looks failed since its
+	// last one that succeeded.
+	CatchUpFailingInRow int
+
+	// LoginsRefused counts backend logins refused for good (a NO that is
+	// not temporary: a wrong master password, an unknown user),
+	// LoginsFailed the others that failed after the connection was up
+	// (a temporary NO, a BAD, the connection lost during LOGIN).
+	LoginsRefused, LoginsFailed uint64
+	// Refused is the watchers in StateBackoff because the backend refused
+	// their login.
+	Refused int
 }
 
 // counters are the manager's shared statistics, updated by the watchers.
@@ -88,9 +101,12 @@ type counters struct {
 	probes           atomic.Uint64
 
 	hints, hintsUnregistered, hintsUnwatched, hintsOverflowed atomic.Uint64
-	events                                                    atomic.Uint64
+	events, eventsNew, eventsChanged                          atomic.Uint64
 	catchUps, catchUpFailures                                 atomic.Uint64
+	catchUpFailingInRow                                       atomic.Int64
 	notifySessions, idleSessions                              atomic.Int64
+	loginsRefused, loginsFailed                               atomic.Uint64
+	refused                                                   atomic.Int64
 }
 
 // Stats returns the current statistics. It is safe to call from any
@@ -100,22 +116,28 @@ type counters struct {
 func (m *Manager) Stats() Stats {
 	c := &m.stats
 	s := Stats{
-		GreetingTimeouts:   c.greetingTimeouts.Load(),
-		Reconnects:         c.reconnects.Load(),
-		BackendUnreachable: !m.gate.up(),
-		Probes:             c.probes.Load(),
-		Owners:             m.Owners(),
-		Source:             m.opts.Source,
-		NotifySessions:     int(c.notifySessions.Load()),
-		IdleSessions:       int(c.idleSessions.Load()),
-		Hints:              c.hints.Load(),
-		HintsUnregistered:  c.hintsUnregistered.Load(),
-		HintsUnwatched:     c.hintsUnwatched.Load(),
-		HintsOverflowed:    c.hintsOverflowed.Load(),
-		Events:             c.events.Load(),
-		CatchUps:           c.catchUps.Load(),
-		CatchUpFailures:    c.catchUpFailures.Load(),
-		CatchUpPending:     m.catchUp.Pending(),
+		GreetingTimeouts:    c.greetingTimeouts.Load(),
+		Reconnects:          c.reconnects.Load(),
+		BackendUnreachable:  !m.gate.up(),
+		Probes:              c.probes.Load(),
+		Owners:              m.Owners(),
+		Source:              m.opts.Source,
+		NotifySessions:      int(c.notifySessions.Load()),
+		IdleSessions:        int(c.idleSessions.Load()),
+		Hints:               c.hints.Load(),
+		HintsUnregistered:   c.hintsUnregistered.Load(),
+		HintsUnwatched:      c.hintsUnwatched.Load(),
+		HintsOverflowed:     c.hintsOverflowed.Load(),
+		Events:              c.events.Load(),
+		EventsNew:           c.eventsNew.Load(),
+		EventsChanged:       c.eventsChanged.Load(),
+		LoginsRefused:       c.loginsRefused.Load(),
+		LoginsFailed:        c.loginsFailed.Load(),
+		Refused:             int(c.refused.Load()),
+		CatchUpFailingInRow: int(c.catchUpFailingInRow.Load()),
+		CatchUps:            c.catchUps.Load(),
+		CatchUpFailures:     c.catchUpFailures.Load(),
+		CatchUpPending:      m.catchUp.Pending(),
 	}
 	for st := range s.Watchers {
 		s.Watchers[st] = int(c.states[st].Load())

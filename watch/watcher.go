@@ -133,8 +133,16 @@ func (w *watcher) run(ctx context.Context) {
 			w.log.Warn("backend session ended, reconnecting", "err", err, "delay", delay.Round(time.Millisecond))
 		}
 		if delay > 0 {
+			refused := isRefused(err)
+			if refused { // first: a watcher seen in backoff is seen refused
+				w.m.stats.refused.Add(1)
+			}
 			w.setState(StateBackoff)
-			if !sleep(ctx, delay) {
+			slept := sleep(ctx, delay)
+			if refused {
+				w.m.stats.refused.Add(-1)
+			}
+			if !slept {
 				return
 			}
 			w.setState(StateConnecting)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -74,6 +75,10 @@ type app struct {
 	reload <-chan os.Signal
 
 	tlsLn, startTLSLn, adminLn, eventsLn net.Listener
+
+	// serving is true from when run serves the listeners to when it shuts
+	// down, for /readyz.
+	serving atomic.Bool
 
 	sourceWhy string // why the watch source is what it is, for the start-up log
 }
@@ -141,6 +146,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		return err
 	}
 
+	sendLatency := admin.NewSendLatency()
 	a.pusher = push.New(push.Options{
 		Store:   a.store,
 		Sender:  sender,
@@ -153,6 +159,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		OmitMailboxes:  !cfg.APNS.MailboxHash,
 		Priority:       cfg.APNS.Priority,
 		MaxConcurrent:  cfg.APNS.Concurrency,
+		SendLatency:    sendLatency,
 	})
 	source, why := watchSource(cfg)
 	a.sourceWhy = why
@@ -195,9 +202,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 	if a.adminLn, err = listen(cfg.Admin.Listen, "admin.listen"); err != nil {
 		return err
 	}
-	if a.adminLn != nil {
-		a.admin = &http.Server{Handler: admin.Handler(admin.Options{Store: a.store, Watchers: a.watch, Pushes: a.pusher}), ReadHeaderTimeout: 10 * time.Second}
-	}
+	var events *dovecot.Handler
 	if cfg.Events.Secret != "" {
 		h, err := dovecot.NewHandler(dovecot.Options{Secret: cfg.Events.Secret, Hint: a.watch.Hint, Logger: log.With("part", "events")})
 		if err != nil {
@@ -207,6 +212,10 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 			return err
 		}
 		a.events = dovecot.NewServer(h, log.With("part", "events"))
+		events = h
+	}
+	if a.adminLn != nil {
+		a.admin = &http.Server{Handler: admin.Handler(a.adminOptions(events, sendLatency)), ReadHeaderTimeout: 10 * time.Second}
 	}
 	if credentials != "" {
 		log.Info("APNs credentials loaded", "summary", credentials)
@@ -321,6 +330,7 @@ func (a *app) run(ctx context.Context) error {
 		serve(func() error { return a.events.Serve(a.eventsLn) })
 		a.log.Info("events listening", "addr", a.eventsLn.Addr().String())
 	}
+	a.serving.Store(true)
 
 	daily := time.NewTicker(expiryCheckEvery)
 	defer daily.Stop()
@@ -340,6 +350,7 @@ func (a *app) run(ctx context.Context) error {
 			}
 		}
 	}
+	a.serving.Store(false)
 	a.log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownGrace)
 	defer cancel()

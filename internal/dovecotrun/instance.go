@@ -222,3 +222,43 @@ func (d *Instance) DoveadmInput(stdin io.Reader, args ...string) ([]byte, error)
 	}
 	return out, nil
 }
+
+// SetMasterPassword changes the master user's password while Dovecot runs
+// and returns once a master login as user (one of the configured users)
+// works with it. The masters file gets a newer mtime whatever its size, so
+// that Dovecot's passwd-file passdb reads it again.
+func (d *Instance) SetMasterPassword(user, password string) error {
+	if d.MasterUser == "" {
+		return errors.New("set master password: no master user")
+	}
+	d.MasterPassword = password
+	p := filepath.Join(d.Dir, "masters")
+	old, err := os.Stat(p)
+	if err != nil {
+		return fmt.Errorf("set master password: %w", err)
+	}
+	if err := d.writeFile("masters.new", fmt.Sprintf("%s:{PLAIN}%s\n", d.MasterUser, password)); err != nil {
+		return err
+	}
+	mtime := time.Now()
+	if later := old.ModTime().Add(time.Second); mtime.Before(later) {
+		mtime = later
+	}
+	if err := os.Chtimes(filepath.Join(d.Dir, "masters.new"), mtime, mtime); err != nil {
+		return fmt.Errorf("set master password: %w", err)
+	}
+	if err := os.Rename(filepath.Join(d.Dir, "masters.new"), p); err != nil {
+		return fmt.Errorf("set master password: %w", err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		err := tryLogin(d.IMAPAddr, user+"*"+d.MasterUser, password)
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("new master password not in effect after 5s: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond) // polling interval
+	}
+}

@@ -151,6 +151,17 @@ func (d *Dovecot) SetPassword(t testing.TB, user, password string) {
 	}
 }
 
+// SetMasterPassword changes the master user's password while Dovecot runs
+// (MasterPassword follows); it returns once a master login as user works
+// with it.
+func (d *Dovecot) SetMasterPassword(t testing.TB, user, password string) {
+	t.Helper()
+	if err := d.inst.SetMasterPassword(user, password); err != nil {
+		t.Fatalf("dovecottest: %v", err)
+	}
+	d.MasterPassword = password
+}
+
 // Log returns the contents of Dovecot's log file.
 func (d *Dovecot) Log() string { return d.inst.Log() }
 
