@@ -1,13 +1,14 @@
 // Package admin serves xapsproxy's operator endpoints over HTTP: /healthz
-// (200 when the store answers) and /metrics (Prometheus: the Go runtime,
-// the process, the watchers, the pushes). The listener defaults to loopback
-// only; put it behind something that authenticates before exposing it
-// further.
+// (200 when the store answers), /metrics (Prometheus: the Go runtime, the
+// process, the watchers, the pushes) and the status page (/status: why a
+// user's phone does or does not get push). The listener defaults to
+// loopback only; elsewhere Options.Token is required.
 package admin
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -26,6 +27,19 @@ type Options struct {
 	Store    store.Store
 	Watchers Watchers
 	Pushes   Pushes
+
+	// The status page (status.go). Token, when set, is required by every
+	// endpoint but /healthz and /readyz; "" = none (loopback only).
+	// Accounts and PushStatus are the running watch manager and pusher
+	// (nil: the page shows what the store knows, and no test push).
+	// CanonicalUser maps a name looked up to the stored form (nil: as
+	// typed); Topic is the credential's topic ("" = not compared).
+	Token         string
+	Accounts      Accounts
+	PushStatus    PushStatus
+	CanonicalUser func(string) string
+	Topic         string
+	Logger        *slog.Logger // nil discards
 }
 
 // Handler returns the admin HTTP handler.
@@ -53,5 +67,6 @@ func Handler(o Options) http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	return mux
+	addStatus(mux, o)
+	return protect(mux, o.Token)
 }

@@ -196,7 +196,9 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		return err
 	}
 	if a.adminLn != nil {
-		a.admin = &http.Server{Handler: admin.Handler(admin.Options{Store: a.store, Watchers: a.watch, Pushes: a.pusher}), ReadHeaderTimeout: 10 * time.Second}
+		a.admin = &http.Server{Handler: admin.Handler(admin.Options{Store: a.store, Watchers: a.watch, Pushes: a.pusher,
+			Token: cfg.Admin.Token, Accounts: a.watch, PushStatus: a.pusher, CanonicalUser: cfg.Backend.CanonicalUser,
+			Topic: a.topic, Logger: log.With("part", "admin")}), ReadHeaderTimeout: 10 * time.Second}
 	}
 	if cfg.Events.Secret != "" {
 		h, err := dovecot.NewHandler(dovecot.Options{Secret: cfg.Events.Secret, Hint: a.watch.Hint, Logger: log.With("part", "events")})
