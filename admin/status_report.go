@@ -187,7 +187,7 @@ func hints(r *Report) []string {
 		return []string{
 			"No device registered for this user: the phone never asked the proxy for push.",
 			"Is the account set up with the proxy's host name as its IMAP server (not the mail server's own)?",
-			"Does a registration appear in serve's log (\"registered\", with this user) when Mail opens the account?",
+			"Does serve log \"device registered\" with this user when Mail opens the account? If it logs \"registration refused\" or \"registration not stored\", that is why.",
 			"The user name must be the one the phone logs in with (after backend.username_format).",
 		}
 	}
@@ -212,7 +212,7 @@ func hints(r *Report) []string {
 	for _, p := range r.RecentPushes {
 		results = append(results, pushResultText(p.Status, p.Reason, p.Error))
 	}
-	if !r.Live {
+	if len(results) == 0 { // the store's last results: serve is not running, or restarted since
 		for _, g := range r.Registrations {
 			if g.LastPushResult != "" {
 				results = append(results, g.LastPushResult)
