@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"net"
 	"net/http"
 	"strings"
 )
@@ -16,15 +17,26 @@ const cookieName = "xapsproxy_admin"
 // (probes that tell nothing): "Authorization: Bearer TOKEN", or the cookie
 // that GET /status?token=TOKEN sets before it redirects to the same page
 // without the token in the address. The cookie holds an HMAC of the token,
-// not the token. With no token, protect is next.
+// not the token.
+//
+// With no token (the listener is on loopback), it asks for nothing but a
+// loopback name in the Host header: a web page whose name an attacker
+// points at 127.0.0.1 (DNS rebinding) would otherwise be same-origin with
+// the status page, read it and press its button.
 func protect(next http.Handler, token string) http.Handler {
-	if token == "" {
-		return next
-	}
 	session := cookieValue(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/healthz", "/readyz":
+			next.ServeHTTP(w, r)
+			return
+		}
+		if token == "" {
+			if !loopbackHost(r.Host) {
+				securityHeaders(w)
+				http.Error(w, "without admin.token, the admin listener answers only to a loopback address or localhost", http.StatusMisdirectedRequest)
+				return
+			}
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -90,4 +102,18 @@ func securityHeaders(w http.ResponseWriter) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Referrer-Policy", "no-referrer")
+}
+
+// loopbackHost reports whether host (a Host header: name or address, with
+// or without a port) is localhost or a loopback address.
+func loopbackHost(host string) bool {
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

@@ -277,6 +277,18 @@ func TestStatusAuth(t *testing.T) {
 	if res, _ := open.get("/status?user=alice"); res.StatusCode != 200 {
 		t.Errorf("without a token configured: %d, want 200", res.StatusCode)
 	}
+	for host, want := range map[string]int{"localhost:9143": 200, "[::1]:9143": 200, "127.0.0.2": 200, "rebound.example:9143": 421, "192.0.2.1:9143": 421} {
+		req, _ := http.NewRequest("GET", open.srv.URL+"/status?user=alice", nil)
+		req.Host = host
+		if res, body := open.do(req); res.StatusCode != want || want != 200 && strings.Contains(body, "a1b2c3d4") {
+			t.Errorf("without a token, Host %s: %d, want %d", host, res.StatusCode, want)
+		}
+	}
+	req, _ := http.NewRequest("GET", open.srv.URL+"/healthz", nil)
+	req.Host = "rebound.example"
+	if res, _ := open.do(req); res.StatusCode != 200 {
+		t.Errorf("/healthz with another Host: %d, want 200", res.StatusCode)
+	}
 }
 
 var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
