@@ -114,6 +114,13 @@ code{background:#f4f4f4;padding:0 .2em}button{font-size:1em;padding:.3em .8em}
 {{- else}}<p>Nothing owed.</p>{{end}}
 <h2>What to check</h2>
 <ul id="hints">{{range .Hints}}<li>{{.}}</li>{{end}}</ul>
+<details><summary>What Apple's answers mean</summary><ul>
+<li><b>200</b>: Apple took the push; the rest is on the phone (the list above).</li>
+<li><b>410</b>, <b>400 BadDeviceToken</b>: the device token is gone; its registration was pruned, and the device registers again at its next IMAP session.</li>
+<li><b>403</b>: Apple refused the certificate or token: check it with <code>xapsproxy cert</code>; every push is held until Apple takes it.</li>
+<li><b>400 DeviceTokenNotForTopic</b>: the device registered for another topic than the certificate's (another server's certificate, or this one changed).</li>
+<li><b>error: ...</b> (no answer, refused or reset connections, timeouts): Apple or the way to it is down; pushes are held and retried.</li>
+</ul></details>
 <p class="note"><a href="/status.json?user={{.User}}">JSON</a> · <a href="/status">all accounts</a></p>
 {{- end}}
 {{- end}}

@@ -12,7 +12,10 @@ import (
 // the status page and `xapsproxy status`: a copy, safe to keep.
 type AccountStatus struct {
 	User   string
-	Source string // the manager's source: SourceEvents, SourceAuto, SourceNotify or SourceIdle
+	// Source is the manager's source: SourceEvents, SourceNotify,
+	// SourceIdle, or for SourceAuto what it resolved to ("auto: notify"
+	// until the backend was found without NOTIFY, then "auto: idle").
+	Source string
 	// Connection reports whether the account has a backend connection of
 	// its own (every source but SourceEvents); State and Since are its
 	// state and when it entered it.
@@ -102,9 +105,16 @@ func (m *Manager) Account(user string) (AccountStatus, bool) {
 	if o == nil {
 		return AccountStatus{}, false
 	}
+	source := m.opts.Source
+	if source == SourceAuto {
+		source = SourceAuto + ": " + SourceNotify
+		if m.noNotify.Load() {
+			source = SourceAuto + ": " + SourceIdle
+		}
+	}
 	a := AccountStatus{
 		User:               user,
-		Source:             m.opts.Source,
+		Source:             source,
 		Connection:         hasConn,
 		BackendUnreachable: !m.gate.up(),
 		Mailboxes:          append([]string(nil), o.snapshot()...),
