@@ -11,7 +11,7 @@ import (
 // AccountStatus is what the manager knows of one account right now, for
 // the status page and `xapsproxy status`: a copy, safe to keep.
 type AccountStatus struct {
-	User   string
+	User string
 	// Source is the manager's source: SourceEvents, SourceNotify,
 	// SourceIdle, or for SourceAuto what it resolved to ("auto: notify"
 	// until the backend was found without NOTIFY, then "auto: idle").
