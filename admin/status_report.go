@@ -125,14 +125,12 @@ func Collect(ctx context.Context, st store.Store, accounts Accounts, pushes Push
 			LastPush: g.LastPush, LastPushResult: g.LastPushResult,
 		})
 	}
-	outbox, err := st.Outbox(ctx)
+	outbox, err := st.OutboxOf(ctx, user)
 	if err != nil {
-		return r, fmt.Errorf("outbox: %w", err)
+		return r, fmt.Errorf("outbox of %s: %w", user, err)
 	}
 	for _, e := range outbox {
-		if e.User == user {
-			r.Outbox = append(r.Outbox, OutboxReport{Mailbox: e.Mailbox, Kind: kindName(e.Changed), At: e.At})
-		}
+		r.Outbox = append(r.Outbox, OutboxReport{Mailbox: e.Mailbox, Kind: kindName(e.Changed), At: e.At})
 	}
 	if accounts != nil {
 		if a, ok := accounts.Account(user); ok {

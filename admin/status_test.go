@@ -90,6 +90,11 @@ func newStatusEnv(t *testing.T, token string) *statusEnv {
 	if err := st.RecordPush(t.Context(), "alice", aliceToken, now.Add(-time.Minute), "200"); err != nil {
 		t.Fatal(err)
 	}
+	for _, user := range []string{"alice", hostile} { // a push owed to each
+		if _, err := st.CommitMailbox(t.Context(), user, "Notes", nil, &store.OutboxEntry{Changed: true, At: now}); err != nil {
+			t.Fatal(err)
+		}
+	}
 	acc := fakeAccounts{"alice": {User: "alice", Source: watch.SourceIdle, Connection: true, State: watch.StateWatching, Since: now.Add(-time.Hour),
 		Mailboxes: []string{"INBOX", "Notes"}, LastError: "idle: connection reset", LastErrorAt: now.Add(-2 * time.Hour),
 		LastEvent: watch.SeenEvent{At: now.Add(-time.Minute), Mailbox: "INBOX", Kind: event.KindNew}}}
@@ -203,7 +208,8 @@ func TestStatusJSON(t *testing.T) {
 	if r.User != "alice" || !r.Live || len(r.Registrations) != 1 || r.Registrations[0].Token != "a1b2c3d4" ||
 		r.Registrations[0].LastPushResult != "200" || r.Registrations[0].Version != 2 || r.Registrations[0].Stale ||
 		r.Watch == nil || r.Watch.State != "watching" || r.Watch.LastEvent == nil || r.Watch.LastEvent.Kind != "new" ||
-		len(r.RecentPushes) != 1 || r.RecentPushes[0].Status != 200 || r.RecentPushes[0].APNsID == "" {
+		len(r.RecentPushes) != 1 || r.RecentPushes[0].Status != 200 || r.RecentPushes[0].APNsID == "" ||
+		len(r.Outbox) != 1 || r.Outbox[0].Mailbox != "Notes" || r.Outbox[0].Kind != "changed" {
 		t.Errorf("report = %+v", r)
 	}
 	if strings.Contains(body, aliceToken) {
