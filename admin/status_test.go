@@ -361,3 +361,21 @@ func TestStatusUnknownUser(t *testing.T) {
 		t.Errorf("unknown user's page:\n%s", body)
 	}
 }
+
+// The text form shows control characters from clients' data escaped, so
+// that a user name cannot drive the operator's terminal.
+func TestStatusTextEscapesControls(t *testing.T) {
+	var b strings.Builder
+	r := Report{User: "evil\x1b[2J\x07", Generated: time.Now(),
+		Registrations: []RegistrationReport{{Token: "a1b2c3d4", AccountID: "acct\x1b]0;pwned\x07", Mailboxes: []string{"IN\rBOX"}}}}
+	if err := WriteText(&b, r); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	if strings.ContainsAny(out, "\x1b\x07\r") {
+		t.Errorf("text output has raw control characters: %q", out)
+	}
+	if !strings.Contains(out, `user evil\x1b[2J\x07`) || !strings.Contains(out, `IN\x0dBOX`) {
+		t.Errorf("text output does not show them escaped: %q", out)
+	}
+}

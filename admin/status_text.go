@@ -5,6 +5,7 @@ import (
 	"io"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // WriteText writes r as `xapsproxy status` prints it.
@@ -65,8 +66,24 @@ func WriteText(w io.Writer, r Report) error {
 			fmt.Fprintf(b, "  - %s\n", h)
 		}
 	}
-	_, err := io.WriteString(w, b.String())
+	_, err := io.WriteString(w, printable(b.String()))
 	return err
+}
+
+// printable shows control characters other than newlines as \xNN: user
+// names, account ids and mailboxes come from clients, and must not be
+// able to drive the operator's terminal (ANSI escapes) when printed.
+func printable(s string) string {
+	s = strings.ToValidUTF8(s, "\ufffd")
+	var b strings.Builder
+	for _, r := range s {
+		if r != '\n' && unicode.IsControl(r) {
+			fmt.Fprintf(&b, "\\x%02x", r)
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func writeWatch(b *strings.Builder, w *WatchReport, now time.Time) {
