@@ -352,9 +352,10 @@ func (p *Pusher) notification(reg store.Registration, expires time.Time, mailbox
 	return Notification{DeviceToken: reg.DeviceToken, Topic: topic, AccountID: reg.AccountID, Expiration: expires, Mailboxes: mailboxes, Priority: p.priority}
 }
 
-// pushOnce sends n (a push of kind, see RecentPush) for reg, records the outcome (through the recorder when
-// batched, else at once) and prunes a dead token. It records nothing when
-// ctx was cancelled during the send (shutdown); once APNs has answered, the
+// pushOnce sends n (a push of kind, see RecentPush) for reg, records the
+// outcome (through the recorder when batched, else at once; and among the
+// recent pushes) and prunes a dead token. It records nothing when ctx was
+// cancelled during the send (shutdown); once APNs has answered, the
 // bookkeeping is done even if ctx is cancelled.
 func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notification, batched bool, kind string) Result {
 	sctx, cancel := context.WithTimeout(ctx, p.sendTimeout)
