@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/internal/dovecottest"
 )
 
@@ -111,5 +114,29 @@ func TestStatusCommand(t *testing.T) {
 	}
 	if strings.Contains(out, "recent pushes:") || strings.Contains(out, "watcher:") {
 		t.Errorf("status with serve stopped shows live state:\n%s", out)
+	}
+}
+
+// status reaches a listener bound to every address on loopback, and
+// names admin.token when serve refuses the token it sent.
+func TestStatusAsksServe(t *testing.T) {
+	t.Parallel()
+	for addr, want := range map[string]string{"0.0.0.0:9143": "127.0.0.1:9143", ":9143": "127.0.0.1:9143", "[::]:9143": "[::1]:9143", "192.0.2.1:9143": "192.0.2.1:9143"} {
+		if got := dialAddr(addr); got != want {
+			t.Errorf("dialAddr(%s) = %s, want %s", addr, got, want)
+		}
+	}
+	var auth string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		auth = r.Header.Get("Authorization")
+		http.Error(w, "unauthorized", http.StatusUnauthorized)
+	}))
+	defer srv.Close()
+	_, err := askServe(t.Context(), config.Admin{Listen: srv.Listener.Addr().String(), Token: statusToken}, "alice")
+	if err == nil || !strings.HasPrefix(err.Error(), "admin.token: serve at ") || strings.Contains(err.Error(), statusToken) {
+		t.Errorf("refused token: %v", err)
+	}
+	if auth != "Bearer "+statusToken {
+		t.Errorf("Authorization sent = %q", auth)
 	}
 }
