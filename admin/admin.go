@@ -13,15 +13,17 @@
 //     watchers and backend logins, events, Dovecot's requests, pushes and
 //     APNs's latency, the outbox and certificate expiry (README's
 //     Monitoring section lists them).
+//   - /status: the status page, why a user's phone does or does not get
+//     push (status*.go), with its JSON form /status.json and a test push.
 //
 // Use: http.Serve(ln, admin.Handler(admin.Options{Store: st, ...})). The
-// listener defaults to loopback only; put it behind something that
-// authenticates before exposing it further.
+// listener defaults to loopback only; elsewhere Options.Token is required.
 package admin
 
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -52,6 +54,18 @@ type Options struct {
 	// Serving reports whether the listeners are up, for /readyz; nil
 	// means they are.
 	Serving func() error
+	// The status page (status.go). Token, when set, is required by every
+	// endpoint but /healthz and /readyz; "" = none (loopback only).
+	// Accounts and PushStatus are the running watch manager and pusher
+	// (nil: the page shows what the store knows, and no test push).
+	// CanonicalUser maps a name looked up to the stored form (nil: as
+	// typed); Topic is the credential's topic ("" = not compared).
+	Token         string
+	Accounts      Accounts
+	PushStatus    PushStatus
+	CanonicalUser func(string) string
+	Topic         string
+	Logger        *slog.Logger // nil discards
 }
 
 // Handler returns the admin HTTP handler.
@@ -81,5 +95,6 @@ func Handler(o Options) http.Handler {
 		}
 		fmt.Fprintln(w, "ok")
 	})
-	return mux
+	addStatus(mux, o)
+	return protect(mux, o.Token)
 }

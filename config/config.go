@@ -146,9 +146,15 @@ type Store struct {
 	Path string `toml:"path"` // SQLite database file
 }
 
-// Admin is the HTTP listener for /healthz, /readyz and /metrics.
+// Admin is the HTTP listener for /healthz, /readyz, /metrics and the status
+// page.
 type Admin struct {
 	Listen string `toml:"listen"` // default "127.0.0.1:9143"; "" = off
+	// Token, when set, is required (Authorization: Bearer, or the cookie
+	// /status?token= sets) by every endpoint but /healthz and /readyz;
+	// required when Listen is not a loopback address.
+	Token     string `toml:"token"`
+	TokenFile string `toml:"token_file"` // file holding it; trailing newline ignored
 }
 
 // Events is the HTTP listener for Dovecot's own mail events, posted by
@@ -317,6 +323,7 @@ func (c *Config) resolvePaths(dir string) {
 		&c.APNS.CertificateFile, &c.APNS.KeyFile, &c.APNS.TokenKeyFile, &c.APNS.CAFile,
 		&c.Store.Path,
 		&c.Events.SecretFile,
+		&c.Admin.TokenFile,
 	} {
 		if *p != "" && !filepath.IsAbs(*p) {
 			*p = filepath.Join(dir, *p)
@@ -561,12 +568,7 @@ func (c *Config) validateRest() error {
 	if c.Store.Path == "" {
 		return keyError("store.path", "must not be empty")
 	}
-	if c.Admin.Listen != "" {
-		if _, _, err := net.SplitHostPort(c.Admin.Listen); err != nil {
-			return keyError("admin.listen", "%q is not host:port: %v", c.Admin.Listen, err)
-		}
-	}
-	return nil
+	return c.Admin.validate()
 }
 
 // EndpointURL is the base URL pushes are sent to.

@@ -110,6 +110,11 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"both credentials", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\ntoken_key_file = \"k.p8\"", "apns.certificate_file: set certificate_file or token_key_file, not both"},
 		{"bad endpoint", `certificate_file = "apns.pem"`, "certificate_file = \"apns.pem\"\nendpoint = \"http://x\"", `apns.endpoint: "http://x" is not production, development or an https:// URL`},
 		{"bad admin", `[apns]`, "[admin]\nlisten = \"nope\"\n[apns]", `admin.listen: "nope" is not host:port`},
+		{"admin off loopback without a token", `[apns]`, "[admin]\nlisten = \"0.0.0.0:9143\"\n[apns]", `admin.token: required when admin.listen ("0.0.0.0:9143") is not a loopback address — set token or token_file`},
+		{"admin on every address without a token", `[apns]`, "[admin]\nlisten = \":9143\"\n[apns]", `admin.token: required when admin.listen (":9143")`},
+		{"short admin token", `[apns]`, "[admin]\ntoken = \"short\"\n[apns]", "admin.token: the secret is 5 bytes, too short — use at least 16"},
+		{"both admin tokens", `[apns]`, "[admin]\ntoken = \"0123456789abcdef\"\ntoken_file = \"t\"\n[apns]", "admin.token: set token or token_file, not both"},
+		{"missing admin token file", `[apns]`, "[admin]\ntoken_file = \"nonexistent\"\n[apns]", "admin.token_file /"},
 		{"short events secret", `[apns]`, "[events]\nsecret = \"0123456789abcde\"\n[apns]", "events.secret: the secret is 15 bytes, too short — use at least 16 letters, digits or -._~+/=, e.g. the output of `openssl rand -hex 32`"},
 		{"events secret with a comment sign", `[apns]`, "[events]\nsecret = \"0123456789abcdef#\"\n[apns]", "events.secret: the secret has a character other than letters, digits and -._~+/= (byte 17)"},
 		{"both events secrets", `[apns]`, "[events]\nsecret = \"0123456789abcdef\"\nsecret_file = \"s\"\n[apns]", "events.secret: set secret or secret_file, not both"},
@@ -206,6 +211,32 @@ func TestEventsSecret(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "0123456789") {
 			t.Errorf("%s: the error shows the secret: %v", file, err)
 		}
+	}
+}
+
+// The admin token: from the file without its newline, and required only
+// off loopback.
+func TestAdminToken(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("0123456789abcdef0123456789abcdef\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Parse(minimal+"[admin]\nlisten = \"[::]:9143\"\ntoken_file = \"token\"\n", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (Admin{Listen: "[::]:9143", Token: "0123456789abcdef0123456789abcdef", TokenFile: filepath.Join(dir, "token")}); cfg.Admin != want {
+		t.Errorf("Admin = %+v, want %+v", cfg.Admin, want)
+	}
+	for _, listen := range []string{"127.0.0.1:9143", "[::1]:9143", "localhost:9143", ""} {
+		if _, err := Parse(minimal+"[admin]\nlisten = \""+listen+"\"\n", dir); err != nil {
+			t.Errorf("listen %q without a token: %v", listen, err)
+		}
+	}
+	_, err = Parse(minimal+"[admin]\nlisten = \"192.0.2.1:9143\"\n", dir)
+	if err == nil || strings.Contains(err.Error(), "\n") || !strings.HasPrefix(err.Error(), "admin.token: required") {
+		t.Errorf("listen off loopback without a token: %v, want one line naming admin.token", err)
 	}
 }
 
@@ -362,6 +393,7 @@ func TestSecretFilesOpenToOthersRefused(t *testing.T) {
 		key, doc string
 	}{
 		{"events.secret_file", minimal + "[events]\nsecret_file = \"s\"\n"},
+		{"admin.token_file", minimal + "[admin]\ntoken_file = \"s\"\n"},
 		{"watch.master_password_file", strings.Replace(minimal, `master_password = "pw"`, `master_password_file = "s"`, 1)},
 	} {
 		for _, mode := range []os.FileMode{0o644, 0o604, 0o602, 0o601} {

@@ -214,6 +214,17 @@ func (s *memStore) Outbox(context.Context) ([]store.OutboxEntry, error) {
 	return slices.Clone(s.outbox), nil
 }
 
+func (s *memStore) OutboxOf(ctx context.Context, user string) ([]store.OutboxEntry, error) {
+	all, _ := s.Outbox(ctx)
+	var out []store.OutboxEntry
+	for _, e := range all {
+		if e.User == user {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
 func (s *memStore) SetCredential(context.Context, string, []byte) error { return nil }
 
 func (s *memStore) Credential(context.Context, string) ([]byte, error) { return nil, store.ErrNotFound }

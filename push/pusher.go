@@ -141,6 +141,7 @@ type Pusher struct {
 	answers answerCounts  // for Stats
 	held    atomic.Int32  // the gate's cause, for Stats
 	workers atomic.Int32  // worker goroutines alive, for Stats
+	recent  *recentLog    // the last pushes per user, for the status page (recent.go)
 
 	mu        sync.Mutex
 	events    map[eventKey]eventState // reported, not yet looked up
@@ -212,6 +213,7 @@ func New(opts Options) *Pusher {
 		p.logger = slog.Default()
 	}
 	p.rec = newRecorder(p.store, p.logger)
+	p.recent = newRecentLog(RecentPerUser, RecentUsers)
 	if p.maxConcurrent <= 0 {
 		p.maxConcurrent = DefaultMaxConcurrent
 	}
@@ -344,7 +346,7 @@ func (p *Pusher) PushUser(ctx context.Context, user string) ([]Result, error) {
 	results := make([]Result, 0, len(regs))
 	for _, reg := range regs {
 		n := p.notification(reg, expires, []string{testMailbox(&reg)})
-		results = append(results, p.pushOnce(ctx, reg, n, false))
+		results = append(results, p.pushOnce(ctx, reg, n, false, PushTest))
 	}
 	return results, nil
 }
@@ -362,11 +364,12 @@ func (p *Pusher) notification(reg store.Registration, expires time.Time, mailbox
 	return Notification{DeviceToken: reg.DeviceToken, Topic: topic, AccountID: reg.AccountID, Expiration: expires, Mailboxes: mailboxes, Priority: p.priority}
 }
 
-// pushOnce sends n for reg, records the outcome (through the recorder when
-// batched, else at once) and prunes a dead token. It records nothing when
-// ctx was cancelled during the send (shutdown); once APNs has answered, the
+// pushOnce sends n (a push of kind, see RecentPush) for reg, records the
+// outcome (through the recorder when batched, else at once; and among the
+// recent pushes) and prunes a dead token. It records nothing when ctx was
+// cancelled during the send (shutdown); once APNs has answered, the
 // bookkeeping is done even if ctx is cancelled.
-func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notification, batched bool) Result {
+func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notification, batched bool, kind string) Result {
 	sctx, cancel := context.WithTimeout(ctx, p.sendTimeout)
 	start := time.Now() // the real clock: a latency, not a schedule
 	resp, err := p.sender.Send(sctx, n)
@@ -389,6 +392,7 @@ func (p *Pusher) pushOnce(ctx context.Context, reg store.Registration, n Notific
 	}
 	// APNs answered: book-keep even if shutdown starts now.
 	ctx = context.WithoutCancel(ctx)
+	p.recent.record(p.clock.Now(), res, n, kind)
 	if batched {
 		p.rec.record(store.PushRecord{User: reg.User, DeviceToken: reg.DeviceToken, At: p.clock.Now(), Result: res.Outcome()})
 	} else if rerr := p.store.RecordPush(ctx, reg.User, reg.DeviceToken, p.clock.Now(), res.Outcome()); rerr != nil && !errors.Is(rerr, store.ErrNotFound) {

@@ -227,10 +227,17 @@ func (p *Pusher) dispatch(ctx context.Context, now time.Time, inflight int, pool
 		if j.attempt == 0 {
 			j.expires = now.Add(p.expiration)
 		}
+		kind := PushChanges
+		switch {
+		case j.attempt > 0:
+			kind = PushRetry
+		case j.urgent:
+			kind = PushNewMail
+		}
 		j.running, j.urgent = true, false
 		reg, n := j.reg, p.notification(j.reg, j.expires, j.mailboxes.list())
 		started++
-		pool.do(func() { done <- outcome{k, p.pushOnce(ctx, reg, n, true), probe} }, inflight+started)
+		pool.do(func() { done <- outcome{k, p.pushOnce(ctx, reg, n, true, kind), probe} }, inflight+started)
 		if probe {
 			break
 		}

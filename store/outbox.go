@@ -67,11 +67,24 @@ func (s *SQLite) Outbox(ctx context.Context) ([]OutboxEntry, error) {
 	return out, wrap("outbox", err)
 }
 
+// OutboxOf returns the entries in the outbox for user, oldest first: a
+// look at the user's rows of the mailbox state's primary key.
+func (s *SQLite) OutboxOf(ctx context.Context, user string) ([]OutboxEntry, error) {
+	out, err := s.outboxRows(ctx, `
+		SELECT user, mailbox, new_push, new_at, changed_push, changed_at FROM mailbox_state
+		WHERE user = ? AND (new_push IS NOT NULL OR changed_push IS NOT NULL)`, user)
+	return out, wrap("outbox", err)
+}
+
 func (s *SQLite) outbox(ctx context.Context) ([]OutboxEntry, error) {
 	// Read at start only: a scan of the mailboxes, no index to keep up.
-	rows, err := s.r.QueryContext(ctx, `
+	return s.outboxRows(ctx, `
 		SELECT user, mailbox, new_push, new_at, changed_push, changed_at FROM mailbox_state
 		WHERE new_push IS NOT NULL OR changed_push IS NOT NULL`)
+}
+
+func (s *SQLite) outboxRows(ctx context.Context, query string, args ...any) ([]OutboxEntry, error) {
+	rows, err := s.r.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}

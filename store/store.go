@@ -143,6 +143,9 @@ type Store interface {
 	CommitMailbox(ctx context.Context, user, mailbox string, st *MailboxState, push *OutboxEntry) (int64, error)
 	// Outbox returns every entry in the outbox, oldest first.
 	Outbox(ctx context.Context) ([]OutboxEntry, error)
+	// OutboxOf returns the entries in the outbox for one user, oldest
+	// first (for status reports).
+	OutboxOf(ctx context.Context, user string) ([]OutboxEntry, error)
 
 	// SetCredential stores the sealed credential of user (package
 	// credential seals it; the store never sees a password), replacing

@@ -96,6 +96,7 @@ func (c *catchUp) run(ctx context.Context) {
 			if err := m.lookAt(ctx, o, o.snapshot()); err != nil && ctx.Err() == nil {
 				m.stats.catchUpFailures.Add(1)
 				m.stats.catchUpFailingInRow.Add(1)
+				o.failed(fmt.Errorf("catch-up: %w", err))
 				m.log.Warn("catch-up failed", "user", user, "err", err)
 				return
 			}

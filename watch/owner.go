@@ -33,6 +33,8 @@ type owner struct {
 	known     map[string]store.MailboxState // by wire name: the state last stored
 	conn      *watcher                      // the account's connection, when its source needs one
 
+	status accountStatus // what Manager.Account reports; under its own mutex (status.go)
+
 	// baselineOnly: an owner that only records baselines and never
 	// notifies (Baseline's, beside the account's own).
 	baselineOnly bool
@@ -202,6 +204,7 @@ func (o *owner) notify(mailbox string, kind event.Kind, id int64) {
 	} else {
 		o.m.stats.eventsChanged.Add(1)
 	}
+	o.status.sawEvent(mailbox, kind)
 	o.m.opts.Notifier.Notify(event.Event{User: o.user, Mailbox: mailbox, Kind: kind, ID: id})
 }
 

@@ -155,4 +155,5 @@ func (w *watcher) setState(s State) {
 	w.m.stats.states[w.state].Add(-1)
 	w.m.stats.states[s].Add(1)
 	w.state = s
+	w.o.status.setState(s)
 }

@@ -48,6 +48,7 @@ func (m *Manager) startWatcher(ctx context.Context, o *owner) *watcher {
 		state:   StateConnecting,
 	}
 	m.stats.states[StateConnecting].Add(1)
+	o.status.setState(StateConnecting)
 	go func() {
 		defer close(w.done)
 		defer func() { m.stats.states[w.state].Add(-1) }()
@@ -105,6 +106,7 @@ func (w *watcher) run(ctx context.Context) {
 		if errors.Is(err, ErrNoCredential) || isRefused(err) && w.m.opts.Watch.Auth == config.AuthCaptured {
 			// Nothing to log in with until the user logs in again.
 			w.setState(StateNoCredential)
+			w.o.failed(err)
 			w.log.Warn("no password to log in with: waiting for the user's next login", "err", err)
 			select {
 			case <-ctx.Done():
@@ -116,6 +118,7 @@ func (w *watcher) run(ctx context.Context) {
 			continue
 		}
 		w.troubled()
+		w.o.failed(err)
 		if !loggedIn.IsZero() && time.Since(loggedIn) > healthyAfter {
 			backoff, failures = opts.MinBackoff, 0
 		}
@@ -225,6 +228,7 @@ func (w *watcher) connect(ctx context.Context, open func(context.Context) error)
 		down := err != nil && ctx.Err() == nil && isUnreachable(err)
 		if down {
 			m.gate.fail(epoch, err)
+			w.o.failed(err)
 		}
 		m.logins.release()
 		if !down {

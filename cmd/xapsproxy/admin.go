@@ -25,6 +25,13 @@ func (a *app) adminOptions(events *dovecot.Handler, sendLatency prometheus.Histo
 		Certificates: []admin.Certificate{
 			{Name: "proxy", NotAfter: a.cert.NotAfter},
 		},
+
+		Token:         a.cfg.Admin.Token,
+		Accounts:      a.watch,
+		PushStatus:    a.pusher,
+		CanonicalUser: a.cfg.Backend.CanonicalUser,
+		Topic:         a.topic,
+		Logger:        a.log.With("part", "admin"),
 	}
 	if events != nil {
 		o.Events = events

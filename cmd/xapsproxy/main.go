@@ -6,6 +6,7 @@
 //	xapsproxy demo                        everything in one process, on an embedded default
 //	xapsproxy registrations -config FILE [list | delete USER TOKEN | delete-token TOKEN]
 //	xapsproxy push -config FILE -user U   send a test push to U's devices
+//	xapsproxy status -config FILE -user U   why U's phone does or does not get push
 //	xapsproxy backup -config FILE OUT     a consistent copy of the store, while serve runs
 //	xapsproxy mobileconfig -user U -host HOST   a profile that sets up U's Mail account
 //	xapsproxy cert [-password P] FILE     inspect an APNs certificate or .p8 key
@@ -37,6 +38,7 @@ commands:
   demo [-keep]                       run everything in one process on an embedded default
   registrations -config FILE [list | delete USER TOKEN | delete-token TOKEN]
   push -config FILE -user USER       send a test push to USER's devices
+  status -config FILE -user USER     why USER's phone does or does not get push (asks the running serve)
   backup -config FILE OUT            copy the store to OUT (a new file), also while serve runs
   mobileconfig -user U -host HOST    write a profile (-o FILE) that sets up U's Mail account on an iPhone
   cert [-password P] FILE            show an APNs certificate (PEM, .p12) or .p8 key: topic, subject, expiry
@@ -77,6 +79,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return pushCmd(ctx, args, stdout, stderr)
 	case "backup":
 		return backupCmd(ctx, args, stdout)
+	case "status":
+		return statusCmd(ctx, args, stdout)
 	case "mobileconfig":
 		return mobileconfigCmd(ctx, args, stdout)
 	case "cert":

@@ -53,6 +53,7 @@ func TestUsageReason(t *testing.T) {
 		{[]string{"check"}, "xapsproxy: check: -config FILE is required\n"},
 		{[]string{"serve"}, "xapsproxy: serve: -config FILE is required\n"},
 		{[]string{"push", "-config", "x"}, "xapsproxy: push: -user is required\n"},
+		{[]string{"status", "-config", "x"}, "xapsproxy: status: -user is required\n"},
 		{[]string{"frobnicate"}, "xapsproxy: unknown command \"frobnicate\"\n"},
 		{[]string{"check", "-bogus"}, "xapsproxy: check: flag provided but not defined: -bogus (xapsproxy check -h lists the flags)\n"},
 		{nil, ""},
@@ -83,6 +84,7 @@ func TestUsageHelp(t *testing.T) {
 		{"serve", "usage: xapsproxy serve -config FILE\n", map[string]string{"config": "configuration file (TOML)", "debug": "log debug lines"}},
 		{"check", "usage: xapsproxy check -config FILE\n", map[string]string{"config": "configuration file (TOML)", "user": "also log in to the backend as this user"}},
 		{"push", "usage: xapsproxy push -config FILE -user USER\n", map[string]string{"config": "configuration file (TOML)", "user": "user whose devices get the push"}},
+		{"status", "usage: xapsproxy status -config FILE -user USER\n", map[string]string{"config": "configuration file (TOML)", "user": "user whose push status to show"}},
 		{"registrations", "usage: xapsproxy registrations -config FILE [list | delete USER TOKEN | delete-token TOKEN]\n", map[string]string{"config": "configuration file (TOML)"}},
 		{"demo", "usage: xapsproxy demo [-keep]\n", map[string]string{"keep": "keep running after the demo", "debug": "log debug lines to stderr"}},
 	} {

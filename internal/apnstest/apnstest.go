@@ -51,6 +51,7 @@ type Request struct {
 	ClientUID     string // UID attribute of that subject
 	Authorization string // the authorization header (token auth only)
 	Received      time.Time
+	APNsID        string // the apns-id the fake answers with
 	// Conn is the connection that carried the request: 1 for the first the
 	// server accepted, 2 for the second, and so on.
 	Conn int

@@ -122,6 +122,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	s.errs = append(s.errs, errs...)
 	s.count++
 	index := -1
+	req.APNsID = newUUID()
 	if s.record {
 		req.Header = r.Header.Clone()
 		index = len(s.requests)
@@ -138,7 +139,7 @@ func (s *Server) handle(w http.ResponseWriter, r *http.Request) {
 	ctx := r.Context()
 	answered := s.wait(ctx, hold, delay)
 	if answered {
-		writeReply(w, rep, now)
+		writeReply(w, rep, req.APNsID, now)
 		// Best effort: a client that resets the stream just now is
 		// counted as answered.
 		answered = ctx.Err() == nil
@@ -185,12 +186,12 @@ func (s *Server) wait(ctx context.Context, hold <-chan struct{}, delay time.Dura
 
 // writeReply writes rep as APNs does: an apns-id always, and for an error a
 // JSON body with the reason (and for 410 the time the token went away).
-func writeReply(w http.ResponseWriter, rep Reply, now time.Time) {
+func writeReply(w http.ResponseWriter, rep Reply, apnsID string, now time.Time) {
 	status := rep.Status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	w.Header().Set("apns-id", newUUID())
+	w.Header().Set("apns-id", apnsID)
 	if rep.RetryAfter != "" {
 		w.Header().Set("Retry-After", rep.RetryAfter)
 	}
