@@ -211,7 +211,7 @@ func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 // token shortened, as logs show tokens.
 func describeRecord(rec xapsd.Record) string {
 	token := store.ShortToken(strings.ToLower(rec.DeviceToken))
-	if strings.Trim(token, "0123456789abcdef") != "" {
+	if strings.Trim(token, "0123456789abcdefghijklmnopqrstuvwxyz") != "" {
 		token = strconv.Quote(token)
 	}
 	return fmt.Sprintf("user %q account %q token %s", clip(rec.User), clip(rec.AccountID), token)

@@ -84,6 +84,7 @@ func TestUsageHelp(t *testing.T) {
 		{"check", "usage: xapsproxy check -config FILE\n", map[string]string{"config": "configuration file (TOML)", "user": "also log in to the backend as this user"}},
 		{"push", "usage: xapsproxy push -config FILE -user USER\n", map[string]string{"config": "configuration file (TOML)", "user": "user whose devices get the push"}},
 		{"registrations", "usage: xapsproxy registrations -config FILE [list | delete USER TOKEN | delete-token TOKEN]\n", map[string]string{"config": "configuration file (TOML)"}},
+		{"import-xapsd", "usage: xapsproxy import-xapsd -config FILE [-dry-run] DB\n", map[string]string{"config": "configuration file (TOML)", "dry-run": "write nothing"}},
 		{"demo", "usage: xapsproxy demo [-keep]\n", map[string]string{"keep": "keep running after the demo", "debug": "log debug lines to stderr"}},
 	} {
 		for _, h := range []string{"-h", "-help", "--help"} {

@@ -96,8 +96,12 @@ func Parse(data []byte) (*Database, error) {
 		return nil, fmt.Errorf("not a dovecot-xaps-daemon database: %w", err)
 	}
 	db.AppleCerts = len(top.AppleCerts) > 0 && !bytes.Equal(top.AppleCerts, []byte("null"))
-	for _, user := range sortedKeys(top.Users) {
-		db.Records = append(db.Records, readUser(user, top.Users[user])...)
+	var users map[string]json.RawMessage
+	if err := decodeMap(top.Users, &users); err != nil {
+		return nil, fmt.Errorf("not a dovecot-xaps-daemon database: Users: %w", err)
+	}
+	for _, user := range sortedKeys(users) {
+		db.Records = append(db.Records, readUser(user, users[user])...)
 	}
 	return db, nil
 }
@@ -105,11 +109,11 @@ func Parse(data []byte) (*Database, error) {
 // The daemon's types, as its json.MarshalIndent writes them.
 type (
 	fileJSON struct {
-		Users      map[string]json.RawMessage
+		Users      json.RawMessage // an object: user -> userJSON
 		AppleCerts json.RawMessage
 	}
 	userJSON struct {
-		Accounts map[string]json.RawMessage
+		Accounts json.RawMessage // an object: account id -> accountJSON
 	}
 	accountJSON struct {
 		DeviceToken      string
@@ -122,12 +126,17 @@ type (
 // is a single Record with Err.
 func readUser(user string, raw json.RawMessage) []Record {
 	var u userJSON
-	if err := decodeStrict(raw, &u, "Accounts"); err != nil {
+	var accounts map[string]json.RawMessage
+	err := decodeStrict(raw, &u, "Accounts")
+	if err == nil {
+		err = decodeMap(u.Accounts, &accounts)
+	}
+	if err != nil {
 		return []Record{{User: user, Err: fmt.Errorf("user entry: %w", err)}}
 	}
 	var recs []Record
-	for _, id := range sortedKeys(u.Accounts) {
-		recs = append(recs, readAccount(user, id, u.Accounts[id]))
+	for _, id := range sortedKeys(accounts) {
+		recs = append(recs, readAccount(user, id, accounts[id]))
 	}
 	return recs
 }
@@ -157,6 +166,15 @@ func readAccount(user, id string, raw json.RawMessage) Record {
 		rec.Err = fmt.Errorf("registration time %s is in the future", rec.Time.UTC().Format(time.RFC3339))
 	}
 	return rec
+}
+
+// decodeMap decodes an object of any keys, each once, into m; absent or
+// null is an empty map.
+func decodeMap(data json.RawMessage, m *map[string]json.RawMessage) error {
+	if len(data) == 0 {
+		return nil
+	}
+	return decodeStrict(data, m)
 }
 
 // decodeStrict decodes one JSON value into v. If v is a struct, keys are
