@@ -130,6 +130,8 @@ type Pusher struct {
 	answers answerCounts  // for Stats
 	held    atomic.Int32  // the gate's cause, for Stats
 	workers atomic.Int32  // worker goroutines alive, for Stats
+	// reloaded is set by CredentialReloaded, for Run.
+	reloaded atomic.Bool
 
 	mu        sync.Mutex
 	events    map[eventKey]eventState // reported, not yet looked up
