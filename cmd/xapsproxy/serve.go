@@ -64,13 +64,14 @@ type app struct {
 
 	proxy  *proxy.Server
 	cert   *proxy.Certificate
+	apns   *push.APNs // nil when a test gave the sender
 	watch  *watch.Manager
 	pusher *push.Pusher
 	admin  *http.Server
 	events *http.Server // Dovecot's own events; nil when [events] has no secret
 
-	// reload, when it delivers, makes run read the client certificate again
-	// (SIGHUP after a renewal).
+	// reload, when it delivers, makes run read the proxy's certificate and
+	// the APNs credential again (SIGHUP after a renewal).
 	reload <-chan os.Signal
 
 	tlsLn, startTLSLn, adminLn, eventsLn net.Listener
@@ -111,9 +112,10 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		if err != nil {
 			return err
 		}
-		if sender, err = push.NewAPNs(creds, cfg.APNS); err != nil {
+		if a.apns, err = push.NewAPNs(creds, cfg.APNS); err != nil {
 			return err
 		}
+		sender = a.apns
 		a.topic = creds.Topic
 		credentials = creds.Describe()
 		if creds.Certificate != nil {
@@ -338,6 +340,7 @@ func (a *app) run(ctx context.Context) error {
 			} else {
 				a.log.Info("certificate reloaded")
 			}
+			a.reloadAPNs(time.Now())
 		}
 	}
 	a.log.Info("shutting down")
