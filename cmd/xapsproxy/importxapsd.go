@@ -52,7 +52,7 @@ func importXapsdCmd(ctx context.Context, args []string, stdout io.Writer) error 
 		lock, err := store.Lock(cfg.Store.Path)
 		var locked *store.LockedError
 		if errors.As(err, &locked) {
-			return fmt.Errorf("store.path %s: %v — stop xapsproxy serve first, then import, then start it", cfg.Store.Path, locked)
+			return fmt.Errorf("store.path %s: %w — stop xapsproxy serve first, then import, then start it", cfg.Store.Path, locked)
 		}
 		if err != nil {
 			return storeError(cfg.Store.Path, err)
