@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -153,9 +154,30 @@ func send(ctx context.Context, c *apns2.Client, n Notification) (Response, error
 // GOAWAY does not hold up the pushes on the others. With token authentication every
 // connection signs with the same provider token. It is safe for concurrent
 // use.
+//
+// Reload replaces the credential without a pause: the connections are
+// made anew for it (see apnsPool), and pushes already in flight finish on
+// the old ones, which are closed after the last of them.
 type APNs struct {
+	cfg   config.APNS
+	host  string
+	n     int    // connections per pool
+	topic string // of the credential; Reload keeps it
+
+	reload sync.Mutex // one Reload at a time
+	cur    atomic.Pointer[apnsPool]
+}
+
+// apnsPool is the connections made for one credential. Sends hold it
+// (acquire, release) while they use it; once Reload has put another in
+// its place and the last send is done, its connections are closed.
+type apnsPool struct {
 	conns []*apnsConn
 	token *token.Token // nil with certificate authentication
+
+	mu      sync.Mutex
+	users   int  // sends using the pool
+	retired bool // replaced: close when users is 0
 }
 
 // apnsConn is one client, with the transport that keeps its connection.
@@ -171,12 +193,6 @@ type apnsConn struct {
 // certificates are verified against creds.RootCAs (which LoadCredentials
 // fills from cfg.CAFile) or else the system roots.
 func NewAPNs(creds *Credentials, cfg config.APNS) (*APNs, error) {
-	if creds == nil || (creds.Certificate == nil && creds.Token == nil) {
-		return nil, errors.New("push: no APNs credentials (neither certificate nor token key)")
-	}
-	if cfg.CAFile != "" && creds.RootCAs == nil {
-		return nil, fmt.Errorf("push: apns ca_file %s is set but the credentials carry no roots; load them with LoadCredentials", cfg.CAFile)
-	}
 	host := cfg.EndpointURL()
 	if u, err := url.Parse(host); err != nil || u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("push: apns endpoint %q is not an https:// URL", host)
@@ -188,12 +204,54 @@ func NewAPNs(creds *Credentials, cfg config.APNS) (*APNs, error) {
 	if n < 1 || n > config.MaxAPNsConnections {
 		return nil, fmt.Errorf("push: apns connections %d is out of range 1 to %d", cfg.Connections, config.MaxAPNsConnections)
 	}
+	a := &APNs{cfg: cfg, host: host, n: n}
+	p, err := a.newPool(creds)
+	if err != nil {
+		return nil, err
+	}
+	a.topic = creds.Topic
+	a.cur.Store(p)
+	return a, nil
+}
+
+// ErrTopicChanged is wrapped by Reload's error for a credential of
+// another topic than the current one.
+var ErrTopicChanged = errors.New("the new credential is for another topic")
+
+// Reload makes every push from now on go with creds, on new connections;
+// pushes in flight finish on the old ones, which are closed when the last
+// of them is done. It refuses (and keeps the current credential) when
+// creds is for another topic than the current one: devices registered
+// with the topic they were answered, and a push to another one fails
+// with DeviceTokenNotForTopic until each registers again.
+func (a *APNs) Reload(creds *Credentials) error {
+	a.reload.Lock()
+	defer a.reload.Unlock()
+	if creds != nil && creds.Topic != a.topic {
+		return fmt.Errorf("push: %w (%s, not %s)", ErrTopicChanged, creds.Topic, a.topic)
+	}
+	p, err := a.newPool(creds)
+	if err != nil {
+		return err
+	}
+	a.cur.Swap(p).retire()
+	return nil
+}
+
+// newPool makes the connections for creds; it does no I/O.
+func (a *APNs) newPool(creds *Credentials) (*apnsPool, error) {
+	if creds == nil || (creds.Certificate == nil && creds.Token == nil) {
+		return nil, errors.New("push: no APNs credentials (neither certificate nor token key)")
+	}
+	if a.cfg.CAFile != "" && creds.RootCAs == nil {
+		return nil, fmt.Errorf("push: apns ca_file %s is set but the credentials carry no roots; load them with LoadCredentials", a.cfg.CAFile)
+	}
 	tlsConfig := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: creds.RootCAs}
 	if creds.Certificate != nil {
 		tlsConfig.Certificates = []tls.Certificate{*creds.Certificate}
 	}
-	a := &APNs{token: creds.Token}
-	for range n {
+	p := &apnsPool{token: creds.Token}
+	for range a.n {
 		// net/http's transport restricted to HTTP/2 (x/net/http2.Transport
 		// is deprecated); it negotiates h2 by ALPN and keeps the connection.
 		// For HTTP/2, MaxConnsPerHost bounds the connections being dialed
@@ -212,7 +270,7 @@ func NewAPNs(creds *Credentials, cfg config.APNS) (*APNs, error) {
 			HTTP2:               &http.HTTP2Config{SendPingTimeout: pingAfter, PingTimeout: pingTimeout},
 		}
 		client := &apns2.Client{
-			Host:  host,
+			Host:  a.host,
 			Token: creds.Token, // shared: one provider token for all connections
 			// No Client.Timeout: it costs a goroutine per request; Send
 			// bounds each push with a context deadline instead.
@@ -221,9 +279,51 @@ func NewAPNs(creds *Credentials, cfg config.APNS) (*APNs, error) {
 		if creds.Certificate != nil {
 			client.Certificate = *creds.Certificate
 		}
-		a.conns = append(a.conns, &apnsConn{client: client, transport: transport})
+		p.conns = append(p.conns, &apnsConn{client: client, transport: transport})
 	}
-	return a, nil
+	return p, nil
+}
+
+// acquire returns the current pool, held until release.
+func (a *APNs) acquire() *apnsPool {
+	for {
+		p := a.cur.Load()
+		p.mu.Lock()
+		if !p.retired {
+			p.users++
+			p.mu.Unlock()
+			return p
+		}
+		p.mu.Unlock() // replaced just now: the new one is in cur
+	}
+}
+
+// release ends a send's hold on p; the last on a retired pool closes it.
+func (p *apnsPool) release() {
+	p.mu.Lock()
+	p.users--
+	last := p.retired && p.users == 0
+	p.mu.Unlock()
+	if last {
+		p.closeIdle()
+	}
+}
+
+// retire marks p replaced, and closes it if no send holds it.
+func (p *apnsPool) retire() {
+	p.mu.Lock()
+	p.retired = true
+	idle := p.users == 0
+	p.mu.Unlock()
+	if idle {
+		p.closeIdle()
+	}
+}
+
+func (p *apnsPool) closeIdle() {
+	for _, c := range p.conns {
+		c.transport.CloseIdleConnections()
+	}
 }
 
 // Send pushes n to APNs over the connection with the fewest pushes in
@@ -239,7 +339,9 @@ func NewAPNs(creds *Credentials, cfg config.APNS) (*APNs, error) {
 func (a *APNs) Send(ctx context.Context, n Notification) (Response, error) {
 	ctx, cancel := context.WithTimeout(ctx, requestTimeout)
 	defer cancel()
-	c := a.pick()
+	p := a.acquire()
+	defer p.release()
+	c := p.pick()
 	c.inFlight.Add(1)
 	defer c.inFlight.Add(-1)
 	var h answerHeader
@@ -249,7 +351,7 @@ func (a *APNs) Send(ctx context.Context, n Notification) (Response, error) {
 	}
 	res.RetryAfter = parseRetryAfter(h.retryAfter, time.Now())
 	if res.StatusCode == http.StatusForbidden && res.Reason == apns2.ReasonExpiredProviderToken {
-		a.renewToken(time.Now())
+		p.renewToken(time.Now())
 	}
 	return res, nil
 }
@@ -257,10 +359,10 @@ func (a *APNs) Send(ctx context.Context, n Notification) (Response, error) {
 // pick returns the connection with the fewest pushes in flight, the first
 // such: pushes one at a time all use the first connection, and the others
 // are opened only when pushes overlap.
-func (a *APNs) pick() *apnsConn {
-	best := a.conns[0]
+func (p *apnsPool) pick() *apnsConn {
+	best := p.conns[0]
 	least := best.inFlight.Load()
-	for _, c := range a.conns[1:] {
+	for _, c := range p.conns[1:] {
 		if least == 0 {
 			break
 		}
@@ -273,8 +375,8 @@ func (a *APNs) pick() *apnsConn {
 
 // renewToken signs a new provider token if the current one is at least
 // minTokenAge old at now.
-func (a *APNs) renewToken(now time.Time) {
-	t := a.token
+func (p *apnsPool) renewToken(now time.Time) {
+	t := p.token
 	if t == nil {
 		return
 	}
@@ -291,9 +393,7 @@ func (a *APNs) renewToken(now time.Time) {
 // Close closes the idle connections to APNs, on every client. Sends after
 // Close reconnect.
 func (a *APNs) Close() {
-	for _, c := range a.conns {
-		c.transport.CloseIdleConnections()
-	}
+	a.cur.Load().closeIdle()
 }
 
 // answerKey is the context key of the *answerHeader a Send fills.

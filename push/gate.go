@@ -61,6 +61,9 @@ type gate struct {
 	probeAt      time.Time       // when the next probe may go (cause != gateOpen)
 	probing      bool            // a probe is in flight
 	since        time.Time       // when the gate closed
+	// reloaded: the credential was replaced while a probe with the old
+	// one was out; its refusal says nothing of the new one.
+	reloaded bool
 }
 
 // scope says what an answer means beyond its own push.
@@ -115,6 +118,9 @@ func (p *Pusher) observe(res Result, probe bool, now time.Time) (reopened bool) 
 		if probe || first {
 			g.probes += boolInt(probe)
 			g.probeAt = now.Add(p.credentialRecheck)
+			if probe && g.reloaded {
+				g.probeAt, g.reloaded = now, false
+			}
 		}
 		if first {
 			p.logger.Error("APNs refused the credential; holding every push and trying again periodically",
@@ -156,6 +162,30 @@ func (p *Pusher) observe(res Result, probe bool, now time.Time) (reopened bool) 
 		}
 	}
 	return false
+}
+
+// CredentialReloaded tells the Pusher that the APNs credential was
+// replaced (APNs.Reload): if pushes are held because APNs refused the old
+// one, a probe goes at once rather than at the next CredentialRecheck,
+// and when APNs takes it every held push follows. It never blocks.
+func (p *Pusher) CredentialReloaded() {
+	p.reloaded.Store(true)
+	select {
+	case p.wake <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// recheckNow is CredentialReloaded's work, in Run.
+func (g *gate) recheckNow(now time.Time) {
+	if g.cause != gateCredential {
+		return
+	}
+	if g.probing {
+		g.reloaded = true
+		return
+	}
+	g.probeAt = now
 }
 
 // probeDue reports whether a probe may be sent now.

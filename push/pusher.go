@@ -142,6 +142,8 @@ type Pusher struct {
 	held    atomic.Int32  // the gate's cause, for Stats
 	workers atomic.Int32  // worker goroutines alive, for Stats
 	recent  *recentLog    // the last pushes per user, for the status page (recent.go)
+	// reloaded is set by CredentialReloaded, for Run.
+	reloaded atomic.Bool
 
 	mu        sync.Mutex
 	events    map[eventKey]eventState // reported, not yet looked up

@@ -86,6 +86,9 @@ func (p *Pusher) Run(ctx context.Context) error {
 	outboxRead := p.loadOutbox(ctx, p.clock.Now())
 	for {
 		now := p.clock.Now()
+		if p.reloaded.Swap(false) {
+			p.gate.recheckNow(now)
+		}
 		if !outboxRead && !now.Before(p.storeRetryAt) {
 			if outboxRead = p.loadOutbox(ctx, now); !outboxRead {
 				p.storeErrors++

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -36,10 +35,8 @@ func (a *app) adminOptions(events *dovecot.Handler, sendLatency prometheus.Histo
 	if events != nil {
 		o.Events = events
 	}
-	if !a.apnsExpires.IsZero() {
-		expires := a.apnsExpires
-		o.Certificates = append(o.Certificates, admin.Certificate{Name: "apns", NotAfter: func() time.Time { return expires }})
-	}
+	// Read at every scrape: SIGHUP may have reloaded the credential.
+	o.Certificates = append(o.Certificates, admin.Certificate{Name: "apns", NotAfter: a.apnsExpiry})
 	return o
 }
 

@@ -10,6 +10,7 @@ import (
 const (
 	expiryWarnBefore = 30 * 24 * time.Hour
 	expiryCheckEvery = 24 * time.Hour
+	expiryFix        = "renew it, replace apns.certificate_file and send xapsproxy SIGHUP (kill -HUP its PID; xapsproxy cert FILE shows a file's expiry)"
 )
 
 // warnExpiry logs, when the APNs certificate expires within
@@ -24,10 +25,10 @@ func warnExpiry(log *slog.Logger, notAfter, now time.Time) {
 	switch {
 	case left <= 0:
 		log.Error("the APNs certificate has expired: APNs refuses every push until it is renewed",
-			"expired", notAfter.UTC().Format(time.RFC3339), "fix", "renew it, replace apns.certificate_file and restart xapsproxy (xapsproxy cert FILE shows a file's expiry)")
+			"expired", notAfter.UTC().Format(time.RFC3339), "fix", expiryFix)
 	case left < expiryWarnBefore:
 		log.Warn("the APNs certificate expires soon: renew it before then, or pushes stop",
 			"expires", notAfter.UTC().Format(time.RFC3339), "days_left", int(left/(24*time.Hour)),
-			"fix", "renew it, replace apns.certificate_file and restart xapsproxy (xapsproxy cert FILE shows a file's expiry)")
+			"fix", expiryFix)
 	}
 }

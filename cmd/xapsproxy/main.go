@@ -10,6 +10,7 @@
 //	xapsproxy backup -config FILE OUT     a consistent copy of the store, while serve runs
 //	xapsproxy mobileconfig -user U -host HOST   a profile that sets up U's Mail account
 //	xapsproxy cert [-password P] FILE     inspect an APNs certificate or .p8 key
+//	xapsproxy import-xapsd -config FILE DB   take over dovecot-xaps-daemon's registrations
 //	xapsproxy version
 package main
 
@@ -42,6 +43,7 @@ commands:
   backup -config FILE OUT            copy the store to OUT (a new file), also while serve runs
   mobileconfig -user U -host HOST    write a profile (-o FILE) that sets up U's Mail account on an iPhone
   cert [-password P] FILE            show an APNs certificate (PEM, .p12) or .p8 key: topic, subject, expiry
+  import-xapsd -config FILE [-dry-run] DB   take over dovecot-xaps-daemon's registrations (its database.json)
   version                            print the version
 `
 
@@ -85,6 +87,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return mobileconfigCmd(ctx, args, stdout)
 	case "cert":
 		return certCmd(args, stdout)
+	case "import-xapsd":
+		return importXapsdCmd(ctx, args, stdout)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "xapsproxy", version())
 		return nil

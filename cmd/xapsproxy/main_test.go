@@ -86,6 +86,7 @@ func TestUsageHelp(t *testing.T) {
 		{"push", "usage: xapsproxy push -config FILE -user USER\n", map[string]string{"config": "configuration file (TOML)", "user": "user whose devices get the push"}},
 		{"status", "usage: xapsproxy status -config FILE -user USER\n", map[string]string{"config": "configuration file (TOML)", "user": "user whose push status to show"}},
 		{"registrations", "usage: xapsproxy registrations -config FILE [list | delete USER TOKEN | delete-token TOKEN]\n", map[string]string{"config": "configuration file (TOML)"}},
+		{"import-xapsd", "usage: xapsproxy import-xapsd -config FILE [-dry-run] DB\n", map[string]string{"config": "configuration file (TOML)", "dry-run": "write nothing"}},
 		{"demo", "usage: xapsproxy demo [-keep]\n", map[string]string{"keep": "keep running after the demo", "debug": "log debug lines to stderr"}},
 	} {
 		for _, h := range []string{"-h", "-help", "--help"} {

@@ -59,19 +59,21 @@ type app struct {
 	lock  *store.LockFile // held for the life of the process: one pusher per store
 	store store.Store
 	topic string
-	// apnsExpires is the APNs certificate's NotAfter; zero for a token key
-	// or a sender given by a test.
-	apnsExpires time.Time
+	// apnsExpires is the APNs certificate's NotAfter (unix seconds; 0 for
+	// a token key or a sender given by a test): set by open and by a
+	// reload in run, read by the admin listener's scrapes.
+	apnsExpires atomic.Int64
 
 	proxy  *proxy.Server
 	cert   *proxy.Certificate
+	apns   *push.APNs // nil when a test gave the sender
 	watch  *watch.Manager
 	pusher *push.Pusher
 	admin  *http.Server
 	events *http.Server // Dovecot's own events; nil when [events] has no secret
 
-	// reload, when it delivers, makes run read the client certificate again
-	// (SIGHUP after a renewal).
+	// reload, when it delivers, makes run read the proxy's certificate and
+	// the APNs credential again (SIGHUP after a renewal).
 	reload <-chan os.Signal
 
 	tlsLn, startTLSLn, adminLn, eventsLn net.Listener
@@ -116,14 +118,13 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		if err != nil {
 			return err
 		}
-		if sender, err = push.NewAPNs(creds, cfg.APNS); err != nil {
+		if a.apns, err = push.NewAPNs(creds, cfg.APNS); err != nil {
 			return err
 		}
+		sender = a.apns
 		a.topic = creds.Topic
 		credentials = creds.Describe()
-		if creds.Certificate != nil {
-			a.apnsExpires = creds.NotAfter
-		}
+		a.setAPNsExpiry(creds)
 	} else {
 		a.topic = cfg.APNS.Topic
 	}
@@ -219,7 +220,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 	}
 	if credentials != "" {
 		log.Info("APNs credentials loaded", "summary", credentials)
-		warnExpiry(log, a.apnsExpires, time.Now())
+		warnExpiry(log, a.apnsExpiry(), time.Now())
 	}
 	return nil
 }
@@ -338,7 +339,7 @@ func (a *app) run(ctx context.Context) error {
 	for err == nil && ctx.Err() == nil {
 		select {
 		case <-daily.C:
-			warnExpiry(a.log, a.apnsExpires, time.Now())
+			warnExpiry(a.log, a.apnsExpiry(), time.Now())
 		case <-ctx.Done():
 		case err = <-failed:
 			a.log.Error("listener failed, shutting down", "err", err)
@@ -348,6 +349,7 @@ func (a *app) run(ctx context.Context) error {
 			} else {
 				a.log.Info("certificate reloaded")
 			}
+			a.reloadAPNs(time.Now())
 		}
 	}
 	a.serving.Store(false)

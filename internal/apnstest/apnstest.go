@@ -49,6 +49,7 @@ type Request struct {
 	Header        http.Header
 	ClientSubject string // subject of the client certificate; "" with token auth
 	ClientUID     string // UID attribute of that subject
+	ClientSerial  string // serial number of that certificate, in hex
 	Authorization string // the authorization header (token auth only)
 	Received      time.Time
 	APNsID        string // the apns-id the fake answers with
@@ -75,7 +76,7 @@ type Server struct {
 	ctx       context.Context
 	cancel    context.CancelFunc // ends held and delayed answers when the test ends
 	wg        sync.WaitGroup     // accept loops and HTTP servers
-	peers     sync.Map           // *x509.Certificate of a client -> [subject, UID]
+	peers     sync.Map           // *x509.Certificate of a client -> [subject, UID, serial]
 
 	mu sync.Mutex
 	// ln is the TCP listener; nil after Stop. Connections it accepts go to

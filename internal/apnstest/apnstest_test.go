@@ -92,7 +92,7 @@ func TestGoodRequestIsRecorded(t *testing.T) {
 		t.Fatalf("status %d %v, want 200", status, body)
 	}
 	r := s.WaitRequests(t, 1, 5*time.Second)[0]
-	if r.Token != goodToken || r.Topic != topic || r.PushType != "background" || r.AccountID != "acct-1" || r.ClientUID != topic || r.Mailboxes != nil {
+	if r.Token != goodToken || r.Topic != topic || r.PushType != "background" || r.AccountID != "acct-1" || r.ClientUID != topic || r.ClientSerial == "" || r.Mailboxes != nil {
 		t.Errorf("recorded %+v", r)
 	}
 

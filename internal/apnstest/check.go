@@ -78,7 +78,7 @@ func (s *Server) check(r *http.Request, now time.Time) (req Request, errs []stri
 		req.AccountID, req.Mailboxes = id, m
 	}
 	if r.TLS != nil && len(r.TLS.PeerCertificates) > 0 {
-		req.ClientSubject, req.ClientUID = s.peer(r.TLS.PeerCertificates[0])
+		req.ClientSubject, req.ClientUID, req.ClientSerial = s.peer(r.TLS.PeerCertificates[0])
 	}
 	req.Authorization = r.Header.Get("Authorization")
 	if s.token == nil {
@@ -91,14 +91,14 @@ func (s *Server) check(r *http.Request, now time.Time) (req Request, errs []stri
 	return req, errs, reason
 }
 
-// peer returns the subject of a client certificate and the UID in it. They
-// are worked out once per certificate: every request on a connection
-// carries the same one, and formatting a subject costs more than the rest
-// of a request's checks.
-func (s *Server) peer(leaf *x509.Certificate) (subject, uid string) {
+// peer returns the subject of a client certificate, the UID in it and its
+// serial number in hex. They are worked out once per certificate: every
+// request on a connection carries the same one, and formatting a subject
+// costs more than the rest of a request's checks.
+func (s *Server) peer(leaf *x509.Certificate) (subject, uid, serial string) {
 	if p, ok := s.peers.Load(leaf); ok {
-		p := p.([2]string)
-		return p[0], p[1]
+		p := p.([3]string)
+		return p[0], p[1], p[2]
 	}
 	subject = leaf.Subject.String()
 	for _, n := range leaf.Subject.Names {
@@ -106,8 +106,9 @@ func (s *Server) peer(leaf *x509.Certificate) (subject, uid string) {
 			uid = fmt.Sprint(n.Value)
 		}
 	}
-	s.peers.Store(leaf, [2]string{subject, uid})
-	return subject, uid
+	serial = leaf.SerialNumber.Text(16)
+	s.peers.Store(leaf, [3]string{subject, uid, serial})
+	return subject, uid, serial
 }
 
 func first(a, b string) string {
