@@ -28,11 +28,10 @@ type Info struct {
 
 // Inspect reads the database at path without changing it: it is opened
 // read-only and is neither migrated nor locked, so it may run beside a
-// serve. It fails if the file does not exist, is not a xapsproxy
-// database, or is at a schema version newer than this program's. A
-// database at an older version is fine (Open migrates it); it says
-// nothing about registrations then, whose table may not be as this
-// program knows it.
+// serve. It fails if the file does not exist or is not a xapsproxy
+// database. At a schema version other than SchemaVersion (older: Open
+// migrates it; newer: Open refuses it) it reports the version only, since
+// the registrations table may not be as this program knows it.
 //
 // Its errors are *fs.PathError with Op "store: inspect" and Path path.
 func Inspect(ctx context.Context, path string) (Info, error) {
@@ -73,10 +72,7 @@ func inspect(ctx context.Context, path string) (Info, error) {
 	if err := checkOwner(ctx, tx, info.Version); err != nil {
 		return Info{}, err
 	}
-	if info.Version > len(migrations) {
-		return Info{}, fmt.Errorf("schema version %d is newer than this program supports (%d)", info.Version, len(migrations))
-	}
-	if info.Version < len(migrations) {
+	if info.Version != len(migrations) {
 		return info, nil
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT user, count(*) FROM registrations GROUP BY user ORDER BY user`)
