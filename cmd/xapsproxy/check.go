@@ -47,6 +47,7 @@ func checkCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	r.ok("config %s", *cmd.path)
 	c := &checker{cfg: cfg, r: r, user: *user, dovecotConfig: *dovecotConfig, now: time.Now()}
 	c.checkStore(ctx)
+	c.checkSecretKey()
 	c.checkProxyCertificate()
 	c.checkListeners()
 	c.checkAPNs(ctx)

@@ -1,7 +1,7 @@
 package main
 
-// The checks of what serve opens on this machine: the store, the proxy's
-// certificate and the listen addresses.
+// The checks of what serve opens on this machine: the store, the key of
+// captured passwords, the proxy's certificate and the listen addresses.
 
 import (
 	"context"
@@ -17,6 +17,7 @@ import (
 	"syscall"
 
 	"github.com/xapsproxy/xapsproxy/config"
+	"github.com/xapsproxy/xapsproxy/credential"
 	"github.com/xapsproxy/xapsproxy/store"
 )
 
@@ -160,4 +161,28 @@ func (c *checker) checkListeners() {
 			c.r.fail(listenError(l.key, l.addr, err))
 		}
 	}
+}
+
+// checkSecretKey reads watch.secret_key_file (auth = "captured") as serve
+// does, except that a missing one is left for serve to create.
+func (c *checker) checkSecretKey() {
+	w := c.cfg.Watch
+	if w.Auth != config.AuthCaptured {
+		return
+	}
+	if _, err := os.Lstat(w.SecretKeyFile); errors.Is(err, fs.ErrNotExist) {
+		dir := filepath.Dir(w.SecretKeyFile)
+		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
+			c.r.fail(&config.Error{Key: "watch.secret_key_file", Value: w.SecretKeyFile, Err: fmt.Errorf("directory %s does not exist", dir),
+				Fix: fmt.Sprintf("create it (mkdir -p %s), or change watch.secret_key_file", dir)})
+			return
+		}
+		c.r.ok("watch.secret_key_file %s: does not exist yet (serve creates it)", w.SecretKeyFile)
+		return
+	}
+	if _, err := credential.LoadKey(w.SecretKeyFile); err != nil {
+		c.r.fail(err)
+		return
+	}
+	c.r.ok("watch.secret_key_file %s: a usable key", w.SecretKeyFile)
 }
