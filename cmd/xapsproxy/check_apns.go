@@ -90,11 +90,12 @@ func apnsFix(err error, addr string) string {
 	var hostname x509.HostnameError
 	var verify *tls.CertificateVerificationError
 	var dnsErr *net.DNSError
+	var netErr net.Error
 	switch {
 	case errors.As(err, &unknown) || errors.As(err, &invalid) || errors.As(err, &hostname) || errors.As(err, &verify):
 		return "the endpoint's certificate is not trusted: for Apple's endpoints leave apns.ca_file unset and keep the system's CA certificates installed (ca-certificates); " +
 			"for another endpoint set apns.ca_file to the CA that signed its certificate"
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &netErr) && netErr.Timeout():
 		return fmt.Sprintf("no answer within %v: let this machine connect out to %s (firewall, outbound proxy)", apnsHandshakeTimeout, addr)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Sprintf("nothing listens at %s: check apns.endpoint (\"production\", \"development\" or the URL of an APNs) and outbound access to it", addr)

@@ -355,3 +355,33 @@ func TestCheckDovecotLimits(t *testing.T) {
 		t.Errorf("limits warned about with dovecot events:\n%s", out)
 	}
 }
+
+// TestCheckConfigError: a configuration that does not validate is one
+// FAIL line naming the key, and nothing else is checked.
+func TestCheckConfigError(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.set("backend.tls", "bogus")
+	path := f.write()
+	out, code := runCheck(t, "-config", path)
+	if code != 1 {
+		t.Errorf("exit status %d, want 1", code)
+	}
+	wantFindings(t, out, []string{"FAIL  " + path + `: backend.tls: "bogus" is not one of`}, []string{"1 problem, 0 warnings"})
+	if strings.Contains(out, "ok    ") {
+		t.Errorf("checks ran after the configuration failed:\n%s", out)
+	}
+}
+
+// TestCheckDovecotConfigUnreadable: a -dovecot-config doveconf cannot read
+// is a warning, and the other checks are not affected.
+func TestCheckDovecotConfigUnreadable(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	missing := filepath.Join(f.dir, "dovecot.conf")
+	out, _ := runCheck(t, "-config", f.write(), "-dovecot-config", missing)
+	wantFindings(t, out, []string{"warn  -dovecot-config " + missing + ": Dovecot's limits not checked: "})
+	if strings.Contains(out, "ok    dovecot limits") {
+		t.Errorf("limits reported from a missing file:\n%s", out)
+	}
+}
