@@ -35,6 +35,14 @@ type loginResult struct {
 	user, login string
 	caps        []string // after login
 	err         error
+	crossCheck  bool // tried only to tell whose fault another's refusal is
+}
+
+// isRefusal reports whether err is the backend's refusal of a login for
+// good.
+func isRefusal(err error) bool {
+	var re *imapnotify.ResponseError
+	return errors.As(err, &re) && re.Status == "NO" && !re.Temporary()
 }
 
 // checkBackend connects to the backend as a watcher would, then logs in
@@ -92,6 +100,19 @@ func (c *checker) checkBackend(ctx context.Context) {
 		caps, err := m.Probe(ctx, u)
 		results = append(results, loginResult{user: u, login: login, caps: caps, err: err})
 	}
+	var re *imapnotify.ResponseError
+	if res := results[0]; c.user != "" && isRefusal(res.err) && errors.As(res.err, &re) && re.Code != "AUTHORIZATIONFAILED" {
+		// A registered user the same master credentials log in as would
+		// prove them right, and the refusal U's own.
+		for _, u := range c.store.Users {
+			if u != res.user {
+				login, _, _ := creds.For(ctx, u)
+				caps, err := m.Probe(ctx, u)
+				results = append(results, loginResult{user: u, login: login, caps: caps, err: err, crossCheck: true})
+				break
+			}
+		}
+	}
 	c.reportLogins(results)
 	c.reportEventSource(source, why, results)
 }
@@ -131,8 +152,12 @@ func (c *checker) reportLogins(results []loginResult) {
 		switch {
 		case res.err == nil:
 			worked = cmp.Or(worked, res.user)
-			c.r.ok("master login as %s: ok", res.login)
-		case errors.As(res.err, &re) && re.Status == "NO" && !re.Temporary():
+			if res.crossCheck {
+				c.r.ok("master login as %s: ok (%s is registered in the store; tried to compare)", res.login, res.user)
+			} else {
+				c.r.ok("master login as %s: ok", res.login)
+			}
+		case isRefusal(res.err):
 			refused = append(refused, res)
 		case errors.As(res.err, &re):
 			c.r.fail(fmt.Errorf("master login as %s: %w — the backend failed, not the credentials: see Dovecot's log (doveadm log errors)", res.login, re))
@@ -197,7 +222,7 @@ func (c *checker) reportEventSource(source, why string, results []loginResult) {
 	var users []string
 	byUser := map[string]found{}
 	for _, res := range results {
-		if res.err != nil {
+		if res.err != nil || res.crossCheck {
 			continue
 		}
 		f := found{source: watch.SourceIdle, why: why + "; the backend does not offer NOTIFY after login"}

@@ -175,7 +175,7 @@ func TestCheckProblems(t *testing.T) {
 			return nil
 		}, [][]string{{"FAIL  proxy.cert_file DIR/missing.crt: no such file or directory — check the path"}}, nil},
 		{"listen address in use", func(f *checkFixture) []string {
-			f.set("proxy.listen_starttls", busyAddr(t))
+			f.set("proxy.listen_starttls", busyAddr(f.t))
 			return nil
 		}, [][]string{{`FAIL  proxy.listen_starttls "127.0.0.1:`, "address already in use — is Dovecot (or another xapsproxy) listening there?"}}, nil},
 		{"APNs endpoint refuses", func(f *checkFixture) []string {
@@ -183,7 +183,7 @@ func TestCheckProblems(t *testing.T) {
 			return nil
 		}, [][]string{{"FAIL  apns.endpoint https://127.0.0.1:1: TLS handshake with 127.0.0.1:1: ", "connection refused — nothing listens at 127.0.0.1:1"}}, nil},
 		{"APNs endpoint of another CA", func(f *checkFixture) []string {
-			f.set("apns.ca_file", testpki.NewCA(t).WriteCA(t, t.TempDir()))
+			f.set("apns.ca_file", testpki.NewCA(f.t).WriteCA(f.t, f.t.TempDir()))
 			return nil
 		}, [][]string{{"FAIL  apns.endpoint https://127.0.0.1:", "certificate signed by unknown authority", " — the endpoint's certificate is not trusted", "set apns.ca_file to the CA"}}, nil},
 		{"backend unreachable", func(f *checkFixture) []string {
@@ -204,8 +204,9 @@ func TestCheckProblems(t *testing.T) {
 			[]string{"Wr0ngMasterSecret"}},
 		{"wrong master separator", func(f *checkFixture) []string {
 			f.set("watch.master_separator", "#")
+			f.register(map[string]int{"bob": 1})
 			return []string{"-user", "alice"}
-		}, [][]string{{"FAIL  master login as alice#master: NO [AUTHENTICATIONFAILED] ", "watch.master_separator (\"#\")", "doveadm auth test 'alice#master'"}}, nil},
+		}, [][]string{{"FAIL  master login as alice#master: NO [AUTHENTICATIONFAILED] ", "every user tried (alice, bob)", "watch.master_separator (\"#\")", "doveadm auth test 'alice#master'"}}, nil},
 		{"unknown user", func(f *checkFixture) []string {
 			return []string{"-user", "nosuch"}
 		}, [][]string{{"FAIL  master login as nosuch*master: NO [AUTHORIZATIONFAILED] ", "the master user and password were accepted, but the backend knows no user \"nosuch\"", "doveadm auth test 'nosuch*master'"}},
@@ -220,7 +221,7 @@ func TestCheckProblems(t *testing.T) {
 		}, []string{"watch.master_password"}},
 		{"several problems", func(f *checkFixture) []string {
 			f.set("proxy.cert_file", filepath.Join(f.dir, "missing.crt"))
-			f.set("proxy.listen_tls", busyAddr(t))
+			f.set("proxy.listen_tls", busyAddr(f.t))
 			f.set("apns.endpoint", "https://127.0.0.1:1")
 			f.set("backend.address", "127.0.0.1:1")
 			return nil
