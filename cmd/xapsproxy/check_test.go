@@ -386,3 +386,21 @@ func TestCheckDovecotConfigUnreadable(t *testing.T) {
 		t.Errorf("limits reported from a missing file:\n%s", out)
 	}
 }
+
+// TestCheckBesideServeProcess: the same beside a real serve process,
+// which holds the store and its port.
+func TestCheckBesideServeProcess(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	addr := freeAddr(t)
+	f.set("proxy.listen_tls", addr)
+	cfg := f.write()
+	serve := startServe(t, cfg)
+	out, _ := runCheck(t, "-config", cfg, "-dovecot-config", filepath.Join(f.dir, "none.conf"))
+	wantFindings(t, out,
+		[]string{"note  store " + filepath.Join(f.dir, "xapsproxy.db") + fmt.Sprintf(": a serve is running on it (PID %d holds ", serve.pid())},
+		[]string{fmt.Sprintf(`note  proxy.listen_tls %q: in use, presumably by the running serve (PID %d)`, addr, serve.pid())})
+	if strings.Contains(out, "FAIL  proxy.listen_tls") || strings.Contains(out, "FAIL  store") {
+		t.Errorf("the running serve's store or port reported as a problem:\n%s", out)
+	}
+}
