@@ -1,76 +1,130 @@
 package main
 
+// xapsproxy check: a preflight. It finds what serve would fail on (the
+// configuration, the store, the certificates, the listen addresses, the
+// APNs credentials), then reaches the outside parties (APNs, the backend,
+// its master user) and reads Dovecot's limits, all without side effects:
+// it takes no lock, migrates nothing, binds nothing for longer than a
+// moment and sends no push. Every finding is one line that starts with
+// its kind, so that all problems show in one run:
+//
+//	ok    what was checked: what was found
+//	note  something to know, not a problem
+//	warn  something to fix before it bites (exit status 0)
+//	FAIL  key value: what is wrong — what to do (exit status 1)
+//
+// and a summary line ends the report.
+
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/config"
-	"github.com/xapsproxy/xapsproxy/push"
-	"github.com/xapsproxy/xapsproxy/watch"
+	"github.com/xapsproxy/xapsproxy/store"
 )
 
 // expiryWarning is how early check warns about an expiring certificate.
 const expiryWarning = 30 * 24 * time.Hour
 
-// checkCmd validates the configuration and reaches every outside party it
-// can without side effects: it prints what it found and fails on the first
-// problem.
+// checkCmd runs the preflight and returns an error if it found a problem.
 func checkCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	cmd := newConfigCommand("check")
 	fs := cmd.fs
-	user := fs.String("user", "", "also log in to the backend as this user through the master user")
-	cfg, err := cmd.load(args)
-	if err != nil {
+	user := fs.String("user", "", "also log in to the backend as this user through the master user (default: up to 3 users registered in the store)")
+	dovecotConfig := fs.String("dovecot-config", "", "Dovecot's configuration file, read with doveconf -c FILE for its limits (default: doveconf's own, when it can read it)")
+	if err := cmd.parse(args); err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "config %s: ok\n", *cmd.path)
+	r := &checkReport{w: stdout}
+	cfg, err := loadConfig(*cmd.path)
+	if err != nil {
+		r.fail(err)
+		return r.summary()
+	}
+	r.ok("config %s", *cmd.path)
+	c := &checker{cfg: cfg, r: r, user: *user, dovecotConfig: *dovecotConfig, now: time.Now()}
+	c.checkStore(ctx)
+	c.checkSecretKey()
+	c.checkProxyCertificate()
+	c.checkListeners()
+	c.checkAPNs(ctx)
+	c.checkBackend(ctx)
+	c.checkDovecotLimits(ctx)
+	return r.summary()
+}
 
-	creds, err := push.LoadCredentials(cfg.APNS, time.Now())
-	if err != nil {
-		return err
-	}
-	fmt.Fprintln(stdout, creds.Describe())
-	if !creds.NotAfter.IsZero() && time.Until(creds.NotAfter) < expiryWarning {
-		fmt.Fprintf(stdout, "WARNING: the APNs certificate expires in %s; renew it before then\n", time.Until(creds.NotAfter).Round(time.Hour))
-	}
-	fmt.Fprintf(stdout, "APNs endpoint: %s\n", cfg.APNS.EndpointURL())
+// checker is one run of check: the configuration and what the checks
+// found that later ones use.
+type checker struct {
+	cfg           *config.Config
+	r             *checkReport
+	user          string // -user
+	dovecotConfig string // -dovecot-config
+	now           time.Time
 
-	backendTLS, err := cfg.Backend.TLSConfig()
-	if err != nil {
-		return err
+	store    store.Info // the accounts registered; zero when unreadable
+	servePID int        // the serve holding the store's lock, -1 if unknown
+	serving  bool       // a serve holds the store's lock
+}
+
+// checkReport writes the findings, one line each, and counts them.
+type checkReport struct {
+	w               io.Writer
+	problems, warns int
+}
+
+func (r *checkReport) line(kind, format string, args ...any) {
+	fmt.Fprintf(r.w, "%-5s %s\n", kind, oneLine(fmt.Sprintf(format, args...)))
+}
+
+// ok reports something checked and found right.
+func (r *checkReport) ok(format string, args ...any) { r.line("ok", format, args...) }
+
+// note reports something worth knowing that is not a problem.
+func (r *checkReport) note(format string, args ...any) { r.line("note", format, args...) }
+
+// warn reports something that works now but should be fixed.
+func (r *checkReport) warn(format string, args ...any) {
+	r.warns++
+	r.line("warn", format, args...)
+}
+
+// fail reports a problem: err says what and, as a config.Error, the key
+// and the fix.
+func (r *checkReport) fail(err error) {
+	r.problems++
+	r.line("FAIL", "%s", err.Error())
+}
+
+// errCheckFailed is check's error when it found problems: the report
+// has said what they are.
+var errCheckFailed = errors.New("check found problems")
+
+// summary ends the report with the counts, and fails if there were
+// problems.
+func (r *checkReport) summary() error {
+	fmt.Fprintf(r.w, "%s, %s\n", plural(r.problems, "problem"), plural(r.warns, "warning"))
+	if r.problems > 0 {
+		return fmt.Errorf("%w: %s (see the FAIL lines above)", errCheckFailed, plural(r.problems, "problem"))
 	}
-	if cfg.Watch.Auth == config.AuthCaptured && *user != "" {
-		// Watchers log in with the password of each user's last login
-		// through the proxy, which check does not have.
-		fmt.Fprintln(stdout, `-user ignored: with auth = "captured" watchers log in with each user's own password, stored at their next login through the proxy`)
-		*user = ""
-	}
-	m := watch.New(watch.Options{Backend: cfg.Backend, BackendTLS: backendTLS, Watch: cfg.Watch})
-	caps, err := m.Probe(ctx, *user)
-	if err != nil {
-		return fmt.Errorf("backend %s: %w", cfg.Backend.Address, err)
-	}
-	fmt.Fprintf(stdout, "backend %s (tls %s): reachable\n", cfg.Backend.Address, cfg.Backend.TLS)
-	source, why := watchSource(cfg)
-	if *user != "" {
-		fmt.Fprintf(stdout, "master login as %s%s%s: ok\n", *user, cfg.Watch.MasterSeparator, cfg.Watch.MasterUser)
-		notify := slices.Contains(caps, "NOTIFY")
-		switch {
-		case (source == watch.SourceAuto || source == watch.SourceNotify) && notify:
-			source, why = watch.SourceNotify, why+"; the backend offers NOTIFY after login"
-		case source == watch.SourceAuto || source == watch.SourceNotify:
-			source, why = watch.SourceIdle, why+"; the backend does not offer NOTIFY after login"
-		}
-		if source == watch.SourceIdle && !slices.Contains(caps, "IDLE") {
-			return fmt.Errorf("the backend offers neither NOTIFY nor IDLE after login (capabilities: %s)", strings.Join(caps, " "))
-		}
-	} else if cfg.Watch.Auth == config.AuthMaster {
-		fmt.Fprintln(stdout, "master login not tried: pass -user NAME to test it")
-	}
-	fmt.Fprintf(stdout, "event source: %s (%s)\n", source, why)
 	return nil
+}
+
+// plural is "1 problem", "2 problems".
+func plural(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// days words a duration to an expiry: "in 12 days", "in 5 hours".
+func days(d time.Duration) string {
+	if d < 48*time.Hour {
+		return fmt.Sprintf("in %d hours", int(d.Hours()))
+	}
+	return fmt.Sprintf("in %d days", int(d.Hours()/24))
 }

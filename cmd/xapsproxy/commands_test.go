@@ -19,11 +19,14 @@ func TestOperatorCommands(t *testing.T) {
 		return out.String(), err
 	}
 
-	out, err := cmd("check", "-config", s.cfgPath, "-user", "alice")
+	out, err := cmd("check", "-config", s.cfgPath, "-user", "alice", "-dovecot-config", s.dovecot.Dir+"/dovecot.conf")
 	if err != nil {
 		t.Fatalf("check: %v\n%s", err, out)
 	}
-	for _, want := range []string{"topic " + topic, "reachable", "master login as alice*master: ok", "event source: notify (watch.source = auto, and [events] has no secret: NOTIFY where the backend offers it after login, else IDLE; the backend offers NOTIFY after login)"} {
+	t.Logf("check:\n%s", out)
+	for _, want := range []string{"topic " + topic, "reachable", "\nok    master login as alice*master: ok\n",
+		"\nok    event source for alice: notify (watch.source = auto, and [events] has no secret: NOTIFY where the backend offers it after login, else IDLE; the backend offers NOTIFY after login)\n",
+		"\n0 problems, "} {
 		if !strings.Contains(out, want) {
 			t.Errorf("check output lacks %q:\n%s", want, out)
 		}

@@ -2,7 +2,7 @@
 // for any IMAP server. See README.md for how to run it.
 //
 //	xapsproxy serve -config FILE          run the proxy
-//	xapsproxy check -config FILE          validate config, reach the backend, show the APNs topic
+//	xapsproxy check -config FILE [-user U] [-dovecot-config FILE]   preflight: everything serve needs, APNs, the backend, Dovecot's limits
 //	xapsproxy demo                        everything in one process, on an embedded default
 //	xapsproxy registrations -config FILE [list | delete USER TOKEN | delete-token TOKEN]
 //	xapsproxy push -config FILE -user U   send a test push to U's devices
@@ -35,7 +35,8 @@ const usage = `usage: xapsproxy <command> [flags]
 
 commands:
   serve -config FILE                 run the proxy
-  check -config FILE                 validate the config, reach the backend, show the APNs topic and expiry
+  check -config FILE [-user U] [-dovecot-config FILE]
+                                     preflight: what serve needs, APNs, the backend and its master login, Dovecot's limits
   demo [-keep]                       run everything in one process on an embedded default
   registrations -config FILE [list | delete USER TOKEN | delete-token TOKEN]
   push -config FILE -user USER       send a test push to USER's devices

@@ -82,7 +82,8 @@ func TestUsageHelp(t *testing.T) {
 		flags map[string]string
 	}{
 		{"serve", "usage: xapsproxy serve -config FILE\n", map[string]string{"config": "configuration file (TOML)", "debug": "log debug lines"}},
-		{"check", "usage: xapsproxy check -config FILE\n", map[string]string{"config": "configuration file (TOML)", "user": "also log in to the backend as this user"}},
+		{"check", "usage: xapsproxy check -config FILE [-user U] [-dovecot-config FILE]\n", map[string]string{"config": "configuration file (TOML)",
+			"user": "also log in to the backend as this user", "dovecot-config": "read with doveconf -c FILE for its limits"}},
 		{"push", "usage: xapsproxy push -config FILE -user USER\n", map[string]string{"config": "configuration file (TOML)", "user": "user whose devices get the push"}},
 		{"status", "usage: xapsproxy status -config FILE -user USER\n", map[string]string{"config": "configuration file (TOML)", "user": "user whose push status to show"}},
 		{"registrations", "usage: xapsproxy registrations -config FILE [list | delete USER TOKEN | delete-token TOKEN]\n", map[string]string{"config": "configuration file (TOML)"}},

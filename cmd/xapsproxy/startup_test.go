@@ -27,7 +27,7 @@ type fixture struct {
 }
 
 // fixtureSections is the order sections are written in.
-var fixtureSections = []string{"proxy", "backend", "watch", "apns", "store", "admin", "log"}
+var fixtureSections = []string{"proxy", "backend", "watch", "apns", "store", "admin", "events", "log"}
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
