@@ -57,8 +57,13 @@ func TestWatcherMetrics(t *testing.T) {
 	s.Source = watch.SourceIdle
 	s.LoginsRefused, s.LoginsFailed = 4, 9
 	s.Events, s.EventsNew, s.EventsChanged = 30, 21, 9
+	s.Hints, s.HintsUnregistered, s.HintsUnwatched, s.HintsOverflowed = 40, 5, 11, 2
 	body := scrape(t, fixedStats(s), nil)
 	for _, want := range []string{
+		`xapsproxy_hints_total{result="applied"} 40`,
+		`xapsproxy_hints_total{result="unregistered_mailbox"} 5`,
+		`xapsproxy_hints_total{result="unwatched_user"} 11`,
+		`xapsproxy_hints_total{result="overflowed"} 2`,
 		`xapsproxy_watchers{state="watching"} 498`,
 		`xapsproxy_watchers{state="connecting"} 2`,
 		`xapsproxy_watchers{state="backoff"} 0`,

@@ -38,13 +38,16 @@ var (
 	eventsDesc = prometheus.NewDesc("xapsproxy_events_total",
 		"Events reported to the push stage by the accounts' owners, by kind: new (mail arrived, pushed at once) or changed (flags, expunges; pushes coalesced).",
 		[]string{"kind"}, nil)
+	hintsDesc = prometheus.NewDesc("xapsproxy_hints_total",
+		"Hints from the event sources (Dovecot's events, NOTIFY, IDLE), by result: applied (looked at by the account's owner), unregistered_mailbox (about a mailbox no device registered), unwatched_user (about a user with no registrations: with Dovecot's events, every other user, or a name that backend.username_format does not match), overflowed (the owner's queue was full; the account is caught up instead).",
+		[]string{"result"}, nil)
 )
 
 // watchCollector reads the manager's statistics once per scrape.
 type watchCollector struct{ w Watchers }
 
 func (c watchCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{watchersDesc, watchedDesc, greetingTimeoutsDesc, reconnectsDesc, accountsDesc, sessionsDesc, catchUpPendingDesc, catchUpsDesc, backendLoginsFailedDesc, eventsDesc} {
+	for _, d := range []*prometheus.Desc{watchersDesc, watchedDesc, greetingTimeoutsDesc, reconnectsDesc, accountsDesc, sessionsDesc, catchUpPendingDesc, catchUpsDesc, backendLoginsFailedDesc, eventsDesc, hintsDesc} {
 		ch <- d
 	}
 }
@@ -67,6 +70,10 @@ func (c watchCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(backendLoginsFailedDesc, prometheus.CounterValue, float64(s.LoginsFailed), "temporary")
 	ch <- prometheus.MustNewConstMetric(eventsDesc, prometheus.CounterValue, float64(s.EventsNew), "new")
 	ch <- prometheus.MustNewConstMetric(eventsDesc, prometheus.CounterValue, float64(s.EventsChanged), "changed")
+	for result, n := range map[string]uint64{"applied": s.Hints, "unregistered_mailbox": s.HintsUnregistered,
+		"unwatched_user": s.HintsUnwatched, "overflowed": s.HintsOverflowed} {
+		ch <- prometheus.MustNewConstMetric(hintsDesc, prometheus.CounterValue, float64(n), result)
+	}
 }
 
 // collectWatched sends xapsproxy_watched_accounts: xapsproxy_watchers with
