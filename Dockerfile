@@ -28,15 +28,16 @@ RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false \
 		-ldflags "-s -w -X main.buildVersion=${VERSION}" \
 		-o /out/xapsproxy ./cmd/xapsproxy \
 	&& setcap cap_net_bind_service=+ep /out/xapsproxy \
-	&& install -d -m 0700 /out/var/lib/xapsproxy
+	&& mkdir -p /out/var/lib/xapsproxy
 
 FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 COPY --from=build /out/xapsproxy /xapsproxy
 # The store (store.path = "/var/lib/xapsproxy/xapsproxy.db"; watch.auth =
-# "captured" puts its secret.key beside it). Docker fills a new named volume
-# from here, owner and mode included; a bind-mounted host directory must be
-# writable by uid 65532 itself (chown 65532:65532 DIR).
+# "captured" puts its secret.key beside it). COPY makes the directory 0755
+# whatever its mode in the build stage; xapsproxy creates its files 0600.
+# Docker fills a new named volume from here, owner included; a bind-mounted
+# host directory must be writable by uid 65532 itself (chown 65532 DIR).
 COPY --from=build --chown=65532:65532 /out/var/lib/xapsproxy /var/lib/xapsproxy
 VOLUME ["/var/lib/xapsproxy"]
 # Not root. Files the configuration names (certificates, key, master
