@@ -6,9 +6,9 @@
 #
 # (podman build / podman run the same.) The image holds one static binary,
 # the CA certificates it needs to reach APNs (api.push.apple.com) and an
-# empty store directory: no shell, no package manager. README.md, "Running
-# it in a container", says what the configuration must contain; a complete
-# example with Dovecot beside it is contrib/docker/compose.yaml.
+# empty store directory: no shell, no package manager. README.md, "In a
+# container", says what the configuration must contain; a complete example
+# with Dovecot beside it is contrib/docker/compose.yaml.
 
 # The build stage. The final stage takes three things from it, and nothing
 # else: /out/xapsproxy, /out/var/lib/xapsproxy and the CA bundle.
