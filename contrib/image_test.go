@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -148,12 +149,15 @@ func TestImageServesComposeConfig(t *testing.T) {
 		r := p.cmd(t.Context(), "logs", "xapsproxy")
 		return r.stdout + r.stderr
 	}
-	ready := []string{`msg=listening tls=[::]:993`, `msg=listening starttls=[::]:143`,
-		`msg="admin listening" addr=[::]:9143`, `msg="events listening" addr=[::]:9144`}
+	// [::]:993, or 0.0.0.0:993 on a kernel without IPv6.
+	ready := []*regexp.Regexp{regexp.MustCompile(`msg=listening tls=\S+:993\n`),
+		regexp.MustCompile(`msg=listening starttls=\S+:143\n`),
+		regexp.MustCompile(`msg="admin listening" addr=\S+:9143\n`),
+		regexp.MustCompile(`msg="events listening" addr=\S+:9144\n`)}
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		log := logs()
-		if !slices.ContainsFunc(ready, func(s string) bool { return !strings.Contains(log, s) }) {
+		if !slices.ContainsFunc(ready, func(re *regexp.Regexp) bool { return !re.MatchString(log) }) {
 			break
 		}
 		running := strings.TrimSpace(p.must("inspect", "--format", "{{.State.Running}}", "xapsproxy"))
