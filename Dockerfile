@@ -52,7 +52,8 @@ USER 65532:65532
 # ("operation not permitted"). With --security-opt no-new-privileges the
 # file capability is ignored: then listen on ports above 1023 and publish
 # them as 993 and 143 (-p 993:1993), or set the container's sysctl
-# net.ipv4.ip_unprivileged_port_start=0 (Docker does since 20.10).
+# net.ipv4.ip_unprivileged_port_start=0 (Docker's default since 20.10;
+# podman's is not).
 # 9143: the admin listener (/healthz, /metrics; admin.listen = ":9143",
 # publish it on loopback only). 9144: Dovecot's events (events.listen =
 # ":9144"), for a Dovecot on the same container network; do not publish it.
