@@ -183,3 +183,51 @@ func TestImageServesComposeConfig(t *testing.T) {
 		t.Errorf("xapsproxy.db in the volume: %v, owner %d; want 0600, 65532", fi.Mode(), st.Uid)
 	}
 }
+
+// TestDockerignore builds a context with the repository's .dockerignore,
+// holding what must never reach an image layer (compose's secrets, keys,
+// certificates, stores, .git) beside what the build needs, and copies all
+// of it into an image: only the sources must arrive.
+func TestDockerignore(t *testing.T) {
+	p := newPodman(t)
+	dir := t.TempDir()
+	files := map[string]bool{ // path -> must be in the context
+		"go.mod":                           true,
+		"cmd/xapsproxy/main.go":            true,
+		"contrib/dovecot/xapsproxy.lua":    true,
+		"contrib/docker/config.toml":       true,
+		"contrib/docker/secrets/tls_key":   false,
+		"contrib/docker/secrets/apns_cert": false,
+		"etc/privkey.pem":                  false,
+		"deep/down/apns.p12":               false,
+		"deep/down/token.p8":               false,
+		"tls.key":                          false,
+		"xapsproxy.db":                     false,
+		"var/xapsproxy.db-wal":             false,
+		".git/config":                      false,
+		"xapsproxy":                        false,
+		"contrib/xapsproxy-contrib.test":   false,
+	}
+	for name := range files {
+		mustMkdirWrite(t, filepath.Join(dir, name), name)
+	}
+	copyFile(t, repo(t, ".dockerignore"), filepath.Join(dir, ".dockerignore"), 0o644)
+	mustWrite(t, filepath.Join(dir, "Dockerfile.ctx"), "FROM scratch\nCOPY . /ctx/\n")
+	p.must("build", "--pull=never", "-f", filepath.Join(dir, "Dockerfile.ctx"), "-t", "localhost/xapsproxy-context:latest", dir)
+	root := strings.TrimSpace(p.must("image", "mount", "localhost/xapsproxy-context:latest"))
+	t.Cleanup(func() { p.cmd(t.Context(), "image", "unmount", "localhost/xapsproxy-context:latest") })
+	for name, want := range files {
+		_, err := os.Stat(filepath.Join(root, "ctx", name))
+		if got := err == nil; got != want {
+			t.Errorf("%s in the build context: %v, want %v", name, got, want)
+		}
+	}
+}
+
+func mustMkdirWrite(t *testing.T, path, text string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, path, text)
+}
