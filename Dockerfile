@@ -32,6 +32,10 @@ RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false \
 
 FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+# Without --chown: changing the owner clears the file capability (below).
+# BuildKit (Docker's builder since 23.0) and buildah keep it in COPY
+# --from; Docker's legacy builder drops it, and serve then says that 993
+# needs CAP_NET_BIND_SERVICE.
 COPY --from=build /out/xapsproxy /xapsproxy
 # The store (store.path = "/var/lib/xapsproxy/xapsproxy.db"; watch.auth =
 # "captured" puts its secret.key beside it). COPY makes the directory 0755
