@@ -96,6 +96,7 @@ func binary(t *testing.T) string {
 
 // TestDockerfileBuildsLikeTheTests keeps binary's flags those of the
 // Dockerfile, and the result static: FROM scratch has no libc to load.
+// It needs no podman: what it checks holds for every builder.
 func TestDockerfileBuildsLikeTheTests(t *testing.T) {
 	df := readRepo(t, "Dockerfile")
 	for _, want := range []string{
@@ -105,6 +106,11 @@ func TestDockerfileBuildsLikeTheTests(t *testing.T) {
 	} {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile does not build with %s; the tests' binary() does", want)
+		}
+	}
+	for _, c := range finalStage(t).copiesFromBuild(t) {
+		if c.src == "/out/xapsproxy" && c.chown != "" {
+			t.Errorf("Dockerfile: COPY --chown of the binary: a change of owner clears its file capability")
 		}
 	}
 	f, err := elf.Open(binary(t))
