@@ -10,8 +10,8 @@
 # container", says what the configuration must contain; a complete example
 # with Dovecot beside it is contrib/docker/compose.yaml.
 
-# The build stage. The final stage takes three things from it, and nothing
-# else: /out/xapsproxy, /out/var/lib/xapsproxy and the CA bundle.
+# The build stage. The final stage takes four things from it, and nothing
+# else: /out/xapsproxy, /out/var/lib/xapsproxy, /out/tmp and the CA bundle.
 FROM golang:1.26-trixie AS build
 # setcap: see "Ports below 1024" at the final stage.
 RUN apt-get update -qq \
@@ -28,7 +28,7 @@ RUN CGO_ENABLED=0 go build -trimpath -buildvcs=false \
 		-ldflags "-s -w -X main.buildVersion=${VERSION}" \
 		-o /out/xapsproxy ./cmd/xapsproxy \
 	&& setcap cap_net_bind_service=+ep /out/xapsproxy \
-	&& mkdir -p /out/var/lib/xapsproxy
+	&& mkdir -p /out/var/lib/xapsproxy /out/tmp
 
 FROM scratch
 COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
@@ -44,6 +44,10 @@ COPY --from=build /out/xapsproxy /xapsproxy
 # host directory must be writable by uid 65532 itself (chown 65532 DIR).
 COPY --from=build --chown=65532:65532 /out/var/lib/xapsproxy /var/lib/xapsproxy
 VOLUME ["/var/lib/xapsproxy"]
+# SQLite puts a large sort or statement journal in a temporary file, in
+# /tmp: scratch has none, so the image brings one of the user's own (with
+# --read-only, mount a tmpfs there).
+COPY --from=build --chown=65532:65532 /out/tmp /tmp
 # Not root. Files the configuration names (certificates, key, master
 # password, events secret) must be readable by this uid (or gid), and the
 # secret files not by others: xapsproxy refuses those open to others.
@@ -53,7 +57,7 @@ USER 65532:65532
 # capability sets let it keep, so it binds 993 and 143 as uid 65532 and
 # holds no other privilege. Run with --cap-drop ALL, add it back
 # (--cap-add NET_BIND_SERVICE), or the kernel refuses to start the binary
-# ("operation not permitted"). With --security-opt no-new-privileges the
+# ("exec /xapsproxy: operation not permitted"). With --security-opt no-new-privileges the
 # file capability is ignored: then listen on ports above 1023 and publish
 # them as 993 and 143 (-p 993:1993), or set the container's sysctl
 # net.ipv4.ip_unprivileged_port_start=0 (Docker's default since 20.10;

@@ -34,6 +34,10 @@ type composeService struct {
 	Image     string
 	Restart   string
 	DependsOn []string `yaml:"depends_on"`
+	ReadOnly  bool     `yaml:"read_only"`
+	Tmpfs     []string
+	CapDrop   []string `yaml:"cap_drop"`
+	CapAdd    []string `yaml:"cap_add"`
 	Ports     []string
 	Volumes   []string
 	Secrets   []serviceSecret
@@ -134,6 +138,9 @@ func TestComposeFile(t *testing.T) {
 	xp, dc := c.Services["xapsproxy"], c.Services["dovecot"]
 	if want := []string{"993:993", "143:143", "127.0.0.1:9143:9143"}; !slices.Equal(xp.Ports, want) {
 		t.Errorf("xapsproxy publishes %v, want %v (the admin port on loopback, the events port not at all)", xp.Ports, want)
+	}
+	if !xp.ReadOnly || !slices.Equal(xp.CapDrop, []string{"ALL"}) || !slices.Equal(xp.CapAdd, []string{"NET_BIND_SERVICE"}) {
+		t.Errorf("xapsproxy: read_only %v, cap_drop %v, cap_add %v; want true, ALL, NET_BIND_SERVICE", xp.ReadOnly, xp.CapDrop, xp.CapAdd)
 	}
 	if len(dc.Ports) != 0 {
 		t.Errorf("dovecot publishes %v: it must be reachable from the backend network only", dc.Ports)

@@ -72,8 +72,8 @@ func TestImage(t *testing.T) {
 }
 
 // checkImageFiles looks into the image: exactly the binary (with
-// cap_net_bind_service), the CA bundle and the store directory, owned by
-// the image's user and closed to others.
+// cap_net_bind_service) and the CA bundle, and the store directory and
+// /tmp, owned by the image's user and closed to others.
 func checkImageFiles(t *testing.T, p *podman) {
 	t.Helper()
 	root := strings.TrimSpace(p.must("image", "mount", imageName))
@@ -100,19 +100,22 @@ func checkImageFiles(t *testing.T, p *podman) {
 	if err != nil || !strings.Contains(string(out), "cap_net_bind_service=ep") {
 		t.Errorf("getcap /xapsproxy: %q, %v; want cap_net_bind_service=ep, which COPY must keep", out, err)
 	}
-	fi, err := os.Stat(filepath.Join(root, "var/lib/xapsproxy"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := fi.Sys().(*syscall.Stat_t)
-	if !fi.IsDir() || st.Uid != 65532 || st.Gid != 65532 || fi.Mode().Perm()&0o022 != 0 {
-		t.Errorf("/var/lib/xapsproxy: %v, owner %d:%d; want a directory owned by 65532:65532, writable by its owner only", fi.Mode(), st.Uid, st.Gid)
+	for _, dir := range []string{"/var/lib/xapsproxy", "/tmp"} {
+		fi, err := os.Stat(filepath.Join(root, dir))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := fi.Sys().(*syscall.Stat_t)
+		if !fi.IsDir() || st.Uid != 65532 || st.Gid != 65532 || fi.Mode().Perm()&0o022 != 0 {
+			t.Errorf("%s: %v, owner %d:%d; want a directory owned by 65532:65532, writable by its owner only", dir, fi.Mode(), st.Uid, st.Gid)
+		}
 	}
 }
 
 // TestImageServesComposeConfig runs the image as compose.yaml's xapsproxy
-// service runs it, with its configuration, volume and secrets (test
-// certificates, owned by uid 65532 as compose.yaml tells the operator), on
+// service runs it, with its configuration, volume, secrets (test
+// certificates, owned by uid 65532 as compose.yaml tells the operator),
+// read-only root and capabilities (all dropped but NET_BIND_SERVICE), on
 // no network: serve must bind 993 and 143 as uid 65532, write its store
 // into the volume, and stop cleanly on SIGTERM. Dovecot and APNs are out of
 // reach; serve does not need them to start.
@@ -128,7 +131,20 @@ func TestImageServesComposeConfig(t *testing.T) {
 	values["tls_cert"] = testpki.CertPEM(server)
 	values["tls_key"] = testpki.KeyPEM(t, server)
 	values["apns_cert"] = append(testpki.CertPEM(apns), testpki.KeyPEM(t, apns)...)
+	xp := c.Services["xapsproxy"]
 	var flags []string
+	if xp.ReadOnly {
+		flags = append(flags, "--read-only")
+	}
+	for _, dir := range xp.Tmpfs {
+		flags = append(flags, "--tmpfs", dir)
+	}
+	for _, capability := range xp.CapDrop {
+		flags = append(flags, "--cap-drop", capability)
+	}
+	for _, capability := range xp.CapAdd {
+		flags = append(flags, "--cap-add", capability)
+	}
 	for path, file := range writeSecrets(t, c, "xapsproxy", dir, values) {
 		if err := os.Chown(file, 65532, 65532); err != nil {
 			t.Fatal(err)
@@ -138,7 +154,7 @@ func TestImageServesComposeConfig(t *testing.T) {
 	for dst, src := range c.binds(t, "xapsproxy") {
 		flags = append(flags, "-v", src+":"+dst+":ro")
 	}
-	for _, v := range c.Services["xapsproxy"].Volumes {
+	for _, v := range xp.Volumes {
 		if !strings.HasPrefix(v, ".") {
 			flags = append(flags, "-v", v)
 		}

@@ -154,7 +154,7 @@ func buildImage(t *testing.T, p *podman) {
 			if out, err := exec.Command(setcap, "cap_net_bind_service=+ep", dst).CombinedOutput(); err != nil {
 				t.Fatalf("setcap: %v\n%s", err, out)
 			}
-		case "/out/var/lib/xapsproxy":
+		case "/out/var/lib/xapsproxy", "/out/tmp":
 			if err := os.Mkdir(dst, 0o755); err != nil {
 				t.Fatal(err)
 			}
