@@ -1,10 +1,10 @@
 // Package contrib_test checks the packaging the repository ships: the
 // Dockerfile at its root (built with podman from a host-built binary, then
-// run), contrib/docker's compose example and its configurations, and
-// contrib/systemd's unit (systemd-analyze). Tests needing podman,
-// systemd-analyze or doveconf skip when they are missing, unless
-// XAPSPROXY_TEST_SERVERS=required (XAPSPROXY_TEST_DOVECOT=required for
-// doveconf), as CI sets.
+// run), contrib/docker's compose example and its configurations (its
+// Dovecot side run on this machine's Dovecot), and contrib/systemd's unit
+// (systemd-analyze). Tests needing podman, systemd-analyze or Dovecot skip
+// when they are missing, unless XAPSPROXY_TEST_SERVERS=required
+// (XAPSPROXY_TEST_DOVECOT=required for Dovecot), as CI sets.
 package contrib_test
 
 import (
