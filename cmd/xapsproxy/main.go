@@ -163,7 +163,17 @@ func newLogger(w io.Writer, debug bool) *slog.Logger {
 	return newConfigLogger(w, config.Log{Format: config.LogFormatText, Level: config.LogLevelInfo}, debug)
 }
 
+// buildVersion, when set at link time, is what version reports: builds
+// without the repository's history (the Dockerfile's, whose context has no
+// .git) set it with -ldflags "-X main.buildVersion=$(git describe)".
+var buildVersion string
+
+// version is buildVersion, or else the module version and VCS revision Go
+// recorded in the binary.
 func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
 	info, ok := debug.ReadBuildInfo()
 	if !ok {
 		return "unknown"
