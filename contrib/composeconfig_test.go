@@ -15,6 +15,7 @@ import (
 const (
 	testMasterPassword = "compose-master-password"
 	testEventsSecret   = "0123456789abcdef0123456789abcdef"
+	testAdminToken     = "fedcba9876543210fedcba9876543210"
 )
 
 func placeholderSecrets() map[string][]byte {
@@ -24,6 +25,7 @@ func placeholderSecrets() map[string][]byte {
 		"apns_cert":            []byte("certificate and key\n"),
 		"master_password":      []byte(testMasterPassword + "\n"),
 		"events_secret":        []byte(testEventsSecret + "\n"),
+		"admin_token":          []byte(testAdminToken + "\n"),
 		"dovecot_master_users": []byte("xapsproxy:{PLAIN}" + testMasterPassword + "\n"),
 		"dovecot_users":        []byte("alice@example.com:{PLAIN}alice-password\n"),
 	}
@@ -63,6 +65,7 @@ func TestComposeConfigLoads(t *testing.T) {
 		{"events.listen", cfg.Events.Listen, ":9144"},
 		{"events.secret (from its file)", cfg.Events.Secret, testEventsSecret},
 		{"admin.listen", cfg.Admin.Listen, ":9143"},
+		{"admin.token (from its file)", cfg.Admin.Token, testAdminToken},
 		{"directory of store.path (the image's VOLUME)", filepath.Dir(cfg.Store.Path), volume},
 	} {
 		if c.got != c.want {
