@@ -305,7 +305,7 @@ func (p *apnsPool) release() {
 	last := p.retired && p.users == 0
 	p.mu.Unlock()
 	if last {
-		p.closeIdle()
+		p.close()
 	}
 }
 
@@ -316,8 +316,22 @@ func (p *apnsPool) retire() {
 	idle := p.users == 0
 	p.mu.Unlock()
 	if idle {
-		p.closeIdle()
+		p.close()
 	}
+}
+
+// retiredCloseAgain is when a retired pool's connections are closed once
+// more: a send's stream may still be winding down in the HTTP/2
+// transport's own goroutines when the send returns, and a connection
+// with a stream open is not idle to CloseIdleConnections.
+const retiredCloseAgain = 500 * time.Millisecond
+
+// close closes a retired pool's connections now and, for one whose last
+// stream was still ending, a little later; no send uses the pool again.
+func (p *apnsPool) close() {
+	p.closeIdle()
+	time.AfterFunc(retiredCloseAgain, p.closeIdle)
+	time.AfterFunc(10*retiredCloseAgain, p.closeIdle)
 }
 
 func (p *apnsPool) closeIdle() {
