@@ -97,5 +97,5 @@ func Handler(o Options) http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	addStatus(mux, o)
-	return protect(mux, o.Token)
+	return protect(mux, o.Token, time.Now)
 }
