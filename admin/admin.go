@@ -3,7 +3,8 @@
 //   - /healthz: liveness, 200 "ok" when the process answers and the store
 //     answers a read. Restart the process when it fails.
 //   - /readyz: readiness, 200 "ready" when the listeners are up, the store
-//     takes a write, no certificate has expired, APNs accepts the
+//     takes a write (checked at most once a second, however many ask),
+//     no certificate has expired, APNs accepts the
 //     credential and fewer than half of the watchers are failing (or, with
 //     Dovecot's own events, the catch-up's looks do not keep failing);
 //     else 503 with one line per condition that does not hold. Take the
@@ -96,5 +97,5 @@ func Handler(o Options) http.Handler {
 		fmt.Fprintln(w, "ok")
 	})
 	addStatus(mux, o)
-	return protect(mux, o.Token)
+	return protect(mux, o.Token, time.Now)
 }

@@ -5,17 +5,21 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/xapsproxy/xapsproxy/store"
 	"github.com/xapsproxy/xapsproxy/watch"
 )
 
 // What /readyz tolerates.
 const (
-	// readyWriteTimeout bounds the store's write check.
+	// readyWriteTimeout bounds the store's write check; readyWriteEvery
+	// is how long its answer serves every /readyz (which needs no token).
 	readyWriteTimeout = 2 * time.Second
+	readyWriteEvery   = time.Second
 	// maxFailingWatchers is the share of watchers in backoff or waiting
 	// for an unreachable backend at which the proxy is not ready (at least
 	// one failing): a backend refusing the master login puts them all
@@ -49,8 +53,9 @@ func registerMore(reg *prometheus.Registry, o Options) {
 // readiness answers /readyz: 200 "ready" when every condition holds, else
 // 503 with one line per condition that does not.
 func readiness(o Options, now func() time.Time) http.HandlerFunc {
+	wc := &writeCheck{st: o.Store, now: now}
 	return func(w http.ResponseWriter, r *http.Request) {
-		problems := notReady(r.Context(), o, now())
+		problems := notReady(r.Context(), o, wc, now())
 		if len(problems) > 0 {
 			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 			w.WriteHeader(http.StatusServiceUnavailable)
@@ -62,17 +67,14 @@ func readiness(o Options, now func() time.Time) http.HandlerFunc {
 }
 
 // notReady returns a line for each reason the proxy is not ready.
-func notReady(ctx context.Context, o Options, now time.Time) []string {
+func notReady(ctx context.Context, o Options, wc *writeCheck, now time.Time) []string {
 	var out []string
 	if o.Serving != nil {
 		if err := o.Serving(); err != nil {
 			out = append(out, "listeners: "+err.Error())
 		}
 	}
-	wctx, cancel := context.WithTimeout(ctx, readyWriteTimeout)
-	err := o.Store.PingWrite(wctx)
-	cancel()
-	if err != nil {
+	if err := wc.check(ctx); err != nil {
 		out = append(out, fmt.Sprintf("store: not writable: %v", err))
 	}
 	for _, c := range o.Certificates {
@@ -111,4 +113,31 @@ func watchersNotReady(s watch.Stats) []string {
 		out = append(out, fmt.Sprintf("catch-up: its last %d looks at accounts failed (is the backend refusing the master login?)", s.CatchUpFailingInRow))
 	}
 	return out
+}
+
+// writeCheck is the store's write check for /readyz, made at most once per
+// readyWriteEvery however many ask: /readyz needs no token, and each check
+// takes the store's one writer connection, so requests from anyone who
+// reaches the listener must not queue ahead of the store's own writes.
+type writeCheck struct {
+	st  store.Store
+	now func() time.Time
+
+	mu  sync.Mutex // held during a check: the others wait for its answer
+	at  time.Time  // of the last check; zero before the first
+	err error
+}
+
+func (c *writeCheck) check(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && c.now().Sub(c.at) < readyWriteEvery {
+		return c.err
+	}
+	// Its answer is shared: one request's going away must not be it.
+	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), readyWriteTimeout)
+	defer cancel()
+	c.err = c.st.PingWrite(wctx)
+	c.at = c.now()
+	return c.err
 }

@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/http/httptest"
+	"runtime"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -128,5 +132,69 @@ func TestHealthzIgnoresReadiness(t *testing.T) {
 	}
 	if code, body := get(t, o, "/healthz"); code != 200 || body != "ok\n" {
 		t.Errorf("/healthz = %d %q; want 200 ok", code, body)
+	}
+}
+
+// countingStore counts the write checks; each blocks until release is
+// closed, as a write check waiting behind the store's writes does.
+type countingStore struct {
+	store.Store
+	checks  atomic.Int32
+	release chan struct{}
+}
+
+func (s *countingStore) PingWrite(ctx context.Context) error {
+	s.checks.Add(1)
+	select {
+	case <-s.release:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// /readyz needs no token, and its write check takes the store's one writer
+// connection: requests at once share one check, and a check's answer is
+// reused for readyWriteEvery, so that anyone who reaches the listener
+// cannot queue write checks ahead of the store's own writes.
+func TestReadinessSharesTheWriteCheck(t *testing.T) {
+	st := &countingStore{Store: openStore(t), release: make(chan struct{})}
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	h := readiness(Options{Store: st}, clock)
+	const n = 20
+	codes := make(chan int, n)
+	for range n {
+		go func() {
+			w := httptest.NewRecorder()
+			h(w, httptest.NewRequest("GET", "/readyz", nil))
+			codes <- w.Code
+		}()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for st.checks.Load() == 0 && time.Now().Before(deadline) {
+		runtime.Gosched()
+	}
+	close(st.release)
+	for range n {
+		if code := <-codes; code != http.StatusOK {
+			t.Errorf("/readyz = %d, want 200", code)
+		}
+	}
+	if got := st.checks.Load(); got != 1 {
+		t.Errorf("%d requests at once made %d write checks, want 1", n, got)
+	}
+	w := httptest.NewRecorder()
+	h(w, httptest.NewRequest("GET", "/readyz", nil))
+	if got := st.checks.Load(); got != 1 || w.Code != http.StatusOK {
+		t.Errorf("a request right after: %d, %d write checks; want 200 and the answer reused", w.Code, got)
+	}
+	mu.Lock()
+	now = now.Add(readyWriteEvery)
+	mu.Unlock()
+	h(httptest.NewRecorder(), httptest.NewRequest("GET", "/readyz", nil))
+	if got := st.checks.Load(); got != 2 {
+		t.Errorf("after readyWriteEvery: %d write checks, want 2", got)
 	}
 }

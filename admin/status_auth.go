@@ -7,24 +7,30 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
 )
 
-// cookieName is the cookie /status?token= sets.
-const cookieName = "xapsproxy_admin"
+// cookieName is the cookie /status?token= sets; sessionFor is how long it
+// lasts. Browsers send a cookie to every port of the host it came from, so
+// it must not be a key for good.
+const (
+	cookieName = "xapsproxy_admin"
+	sessionFor = 12 * time.Hour
+)
 
 // protect requires the token of every request but /healthz and /readyz
 // (probes that tell nothing): "Authorization: Bearer TOKEN", or the cookie
 // that GET /status?token=TOKEN sets before it redirects to the same page
-// without the token in the address. The cookie holds an HMAC of the token,
-// not the token.
+// without the token in the address. The cookie holds its expiry and an
+// HMAC of it under the token, not the token.
 //
 // With no token (the listener is on loopback), it asks for nothing but a
 // loopback name in the Host header: a web page whose name an attacker
 // points at 127.0.0.1 (DNS rebinding) would otherwise be same-origin with
 // the status page, read it and press its button.
-func protect(next http.Handler, token string) http.Handler {
-	session := cookieValue(token)
+func protect(next http.Handler, token string, now func() time.Time) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/healthz", "/readyz":
@@ -46,8 +52,8 @@ func protect(next http.Handler, token string) http.Handler {
 				unauthorized(w)
 				return
 			}
-			http.SetCookie(w, &http.Cookie{Name: cookieName, Value: session, Path: "/",
-				HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
+			http.SetCookie(w, &http.Cookie{Name: cookieName, Value: cookieValue(token, now().Add(sessionFor)), Path: "/",
+				MaxAge: int(sessionFor.Seconds()), HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil})
 			q.Del("token")
 			to := "/status"
 			if len(q) > 0 {
@@ -56,7 +62,7 @@ func protect(next http.Handler, token string) http.Handler {
 			http.Redirect(w, r, to, http.StatusSeeOther)
 			return
 		}
-		if authorized(r, token, session) {
+		if authorized(r, token, now()) {
 			next.ServeHTTP(w, r)
 			return
 		}
@@ -65,13 +71,13 @@ func protect(next http.Handler, token string) http.Handler {
 	})
 }
 
-func authorized(r *http.Request, token, session string) bool {
+func authorized(r *http.Request, token string, now time.Time) bool {
 	if auth := r.Header.Get("Authorization"); auth != "" {
 		scheme, cred, ok := strings.Cut(auth, " ")
 		return ok && strings.EqualFold(scheme, "Bearer") && sameSecret(strings.TrimSpace(cred), token)
 	}
 	c, err := r.Cookie(cookieName)
-	return err == nil && sameSecret(c.Value, session)
+	return err == nil && validSession(c.Value, token, now)
 }
 
 func unauthorized(w http.ResponseWriter) {
@@ -85,11 +91,28 @@ func sameSecret(got, want string) bool {
 	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
 }
 
-// cookieValue is the session cookie for token.
-func cookieValue(token string) string {
+// cookieValue is the session cookie for token that expires at expires:
+// "UNIX.HMAC".
+func cookieValue(token string, expires time.Time) string {
+	unix := strconv.FormatInt(expires.Unix(), 10)
+	return unix + "." + sessionMAC(token, unix)
+}
+
+func sessionMAC(token, unix string) string {
 	m := hmac.New(sha256.New, []byte(token))
-	m.Write([]byte("xapsproxy admin session"))
+	m.Write([]byte("xapsproxy admin session\x00" + unix))
 	return hex.EncodeToString(m.Sum(nil))
+}
+
+// validSession reports whether v is a cookie made by cookieValue for token
+// that has not expired at now.
+func validSession(v, token string, now time.Time) bool {
+	unix, mac, ok := strings.Cut(v, ".")
+	if !ok || !sameSecret(mac, sessionMAC(token, unix)) {
+		return false
+	}
+	expires, err := strconv.ParseInt(unix, 10, 64)
+	return err == nil && now.Unix() < expires
 }
 
 // securityHeaders keeps the status pages to themselves: no scripts, no

@@ -379,3 +379,50 @@ func TestStatusTextEscapesControls(t *testing.T) {
 		t.Errorf("text output does not show them escaped: %q", out)
 	}
 }
+
+// The cookie /status?token= sets is a session: it stops working after
+// sessionFor (a copy of it that leaks, say to another service on the same
+// host name, which browsers send it to whatever the port, does not open
+// the page for good), and its expiry cannot be moved by the holder.
+func TestStatusCookieExpires(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	ok := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "secret page") })
+	h := protect(ok, adminToken, clock)
+	do := func(path string, c *http.Cookie) *httptest.ResponseRecorder {
+		w := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", path, nil)
+		if c != nil {
+			req.AddCookie(c)
+		}
+		h.ServeHTTP(w, req)
+		return w
+	}
+	login := do("/status?token="+adminToken, nil)
+	cookies := login.Result().Cookies()
+	if login.Code != http.StatusSeeOther || len(cookies) != 1 {
+		t.Fatalf("GET /status?token= = %d with cookies %v", login.Code, cookies)
+	}
+	c := cookies[0]
+	if c.MaxAge <= 0 || c.MaxAge > int(sessionFor.Seconds()) {
+		t.Errorf("cookie Max-Age = %d, want at most %v", c.MaxAge, sessionFor)
+	}
+	if w := do("/status", c); w.Code != 200 {
+		t.Fatalf("with the fresh cookie: %d", w.Code)
+	}
+	// The holder moves the expiry on: refused.
+	if unix, mac, found := strings.Cut(c.Value, "."); found {
+		forged := *c
+		forged.Value = unix + "9." + mac
+		if w := do("/status", &forged); w.Code != http.StatusUnauthorized {
+			t.Errorf("with the expiry changed: %d, want 401", w.Code)
+		}
+	}
+	mu.Lock()
+	now = now.Add(sessionFor + time.Second)
+	mu.Unlock()
+	if w := do("/status", c); w.Code != http.StatusUnauthorized || strings.Contains(w.Body.String(), "secret page") {
+		t.Errorf("with the cookie after sessionFor: %d, want 401", w.Code)
+	}
+}

@@ -66,14 +66,14 @@ func WriteText(w io.Writer, r Report) error {
 			fmt.Fprintf(b, "  - %s\n", h)
 		}
 	}
-	_, err := io.WriteString(w, printable(b.String()))
+	_, err := io.WriteString(w, Printable(b.String()))
 	return err
 }
 
-// printable shows control characters other than newlines as \xNN: user
+// Printable shows control characters other than newlines as \xNN: user
 // names, account ids and mailboxes come from clients, and must not be
 // able to drive the operator's terminal (ANSI escapes) when printed.
-func printable(s string) string {
+func Printable(s string) string {
 	s = strings.ToValidUTF8(s, "\ufffd")
 	var b strings.Builder
 	for _, r := range s {

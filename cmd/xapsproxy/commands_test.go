@@ -4,6 +4,9 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/xapsproxy/xapsproxy/store"
 )
 
 // The operator commands, run against the same configuration as a live proxy.
@@ -55,5 +58,26 @@ func TestOperatorCommands(t *testing.T) {
 	}
 	if _, err := cmd("push", "-config", s.cfgPath, "-user", "alice"); err == nil || !strings.Contains(err.Error(), "no registered devices") {
 		t.Errorf("push without devices: %v", err)
+	}
+}
+
+// registrations list shows what clients sent (user names, account ids,
+// mailbox names) with control characters escaped: a device must not be
+// able to drive the operator's terminal.
+func TestRegistrationsListEscapesControls(t *testing.T) {
+	t.Parallel()
+	var out bytes.Buffer
+	regs := []store.Registration{{User: "eve\x1b[2J", DeviceToken: strings.Repeat("ab", 32), AccountID: "A\u009b1m", Version: 2,
+		Mailboxes: []string{"INBOX", "x\x1b]0;pwned\x07"}, Renewed: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}}
+	if err := printRegistrations(&out, regs); err != nil {
+		t.Fatal(err)
+	}
+	if strings.ContainsAny(out.String(), "\x1b\x07\u009b") {
+		t.Errorf("list has raw control characters: %q", out.String())
+	}
+	for _, want := range []string{`eve\x1b[2J`, `A\x9b1m`, `INBOX,x\x1b]0;pwned\x07`} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("list lacks %q: %q", want, out.String())
+		}
 	}
 }

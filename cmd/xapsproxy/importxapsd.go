@@ -12,6 +12,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/xapsproxy/xapsproxy/admin"
 	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/internal/xapsd"
 	"github.com/xapsproxy/xapsproxy/proxy"
@@ -247,7 +248,7 @@ func (p *importPlan) report(w io.Writer, path string, dryRun, appleCerts bool) {
 	}
 	for _, r := range p.regs {
 		fmt.Fprintf(w, "%s: user %q account %q token %s, %s, version %d, registered %s\n", verb, r.User, r.AccountID,
-			store.ShortToken(r.DeviceToken), strings.Join(r.Mailboxes, ","), r.Version, r.Renewed.UTC().Format(time.RFC3339))
+			store.ShortToken(r.DeviceToken), admin.Printable(strings.Join(r.Mailboxes, ",")), r.Version, r.Renewed.UTC().Format(time.RFC3339))
 	}
 	for _, l := range p.newer {
 		fmt.Fprintln(w, "kept the newer:", l)

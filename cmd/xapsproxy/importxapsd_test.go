@@ -238,3 +238,26 @@ func TestImportXapsdPlan(t *testing.T) {
 		}
 	}
 }
+
+// TestImportXapsdReportEscapesControls: mailbox names are the devices'
+// (a live registration refuses only CR, LF and NUL in them), so the report
+// shows their control characters escaped: a hostile name in the daemon's
+// file must not drive the operator's terminal.
+func TestImportXapsdReportEscapesControls(t *testing.T) {
+	t.Parallel()
+	cfg := &config.Config{}
+	recs := []xapsd.Record{{User: "alice", AccountID: "A-1", DeviceToken: strings.Repeat("ab", 32),
+		Mailboxes: []string{"INBOX", "x\x1b]0;pwned\x07\x1b[2J\u009b31m"}, Time: time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC)}}
+	p := planImport(recs, nil, cfg, topic, time.Date(2026, 12, 2, 8, 0, 0, 0, time.UTC))
+	if len(p.regs) != 1 {
+		t.Fatalf("plan %+v, want the record imported", p)
+	}
+	var out bytes.Buffer
+	p.report(&out, "database.json", false, false)
+	if strings.ContainsAny(out.String(), "\x1b\x07\u009b") {
+		t.Errorf("report has raw control characters: %q", out.String())
+	}
+	if !strings.Contains(out.String(), `INBOX,x\x1b]0;pwned\x07\x1b[2J\x9b31m`) {
+		t.Errorf("report does not show the mailbox escaped: %q", out.String())
+	}
+}

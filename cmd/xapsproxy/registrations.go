@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/xapsproxy/xapsproxy/admin"
 	"github.com/xapsproxy/xapsproxy/store"
 )
 
@@ -55,7 +56,7 @@ func registrationsCmd(ctx context.Context, args []string, stdout io.Writer) erro
 		if len(users) == 0 {
 			return fmt.Errorf("no registration with token %s", rest[1])
 		}
-		fmt.Fprintf(stdout, "deleted token %s of %s\n", rest[1], strings.Join(users, ", "))
+		fmt.Fprintf(stdout, "deleted token %s of %s\n", rest[1], admin.Printable(strings.Join(users, ", ")))
 		return nil
 	}
 	return fmt.Errorf("registrations: list, delete USER TOKEN, or delete-token TOKEN: %w", errUsage)
@@ -69,8 +70,9 @@ func printRegistrations(w io.Writer, regs []store.Registration) error {
 		if !r.LastPush.IsZero() {
 			last = r.LastPush.UTC().Format(time.RFC3339) + " " + r.LastPushResult
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", r.User, r.DeviceToken, r.AccountID, r.Version,
-			strings.Join(r.Mailboxes, ","), r.Renewed.UTC().Format(time.RFC3339), last)
+		// Clients chose the names: their control characters are escaped.
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\n", admin.Printable(r.User), r.DeviceToken, admin.Printable(r.AccountID), r.Version,
+			admin.Printable(strings.Join(r.Mailboxes, ",")), r.Renewed.UTC().Format(time.RFC3339), admin.Printable(last))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

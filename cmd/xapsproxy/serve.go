@@ -216,7 +216,9 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		events = h
 	}
 	if a.adminLn != nil {
-		a.admin = &http.Server{Handler: admin.Handler(a.adminOptions(events, sendLatency)), ReadHeaderTimeout: 10 * time.Second}
+		a.adminLn = limitPerIP(a.adminLn, adminConnsPerIP)
+		a.admin = &http.Server{Handler: admin.Handler(a.adminOptions(events, sendLatency)), ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout: adminIdleTimeout}
 	}
 	if credentials != "" {
 		log.Info("APNs credentials loaded", "summary", credentials)
