@@ -426,3 +426,21 @@ func TestStatusCookieExpires(t *testing.T) {
 		t.Errorf("with the cookie after sessionFor: %d, want 401", w.Code)
 	}
 }
+
+// Printable also shows Unicode format characters (a bidi override can make
+// "alice\u202egpj.exe" read as another name) and C1 controls, and keeps
+// newlines and ordinary non-ASCII letters.
+func TestPrintableFormatCharacters(t *testing.T) {
+	for in, want := range map[string]string{
+		"alice\u202egnp":  `alice\u202egnp`,
+		"zero\u200dwidth": `zero\u200dwidth`,
+		"c1\u009bcsi":     `c1\x9bcsi`,
+		"two\nlines":      "two\nlines",
+		"Åsa Ωmega":       "Åsa Ωmega",
+		"bad\xffutf8":     "bad\ufffdutf8",
+	} {
+		if got := Printable(in); got != want {
+			t.Errorf("Printable(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -70,18 +70,25 @@ func WriteText(w io.Writer, r Report) error {
 	return err
 }
 
-// Printable shows control characters other than newlines as \xNN: user
-// names, account ids and mailboxes come from clients, and must not be
-// able to drive the operator's terminal (ANSI escapes) when printed.
+// Printable shows control characters other than newlines, and Unicode
+// format characters (bidi overrides, zero-width joiners), as \xNN or
+// \uNNNN: user names, account ids and mailboxes come from clients, and must
+// not be able to drive the operator's terminal (ANSI escapes) or make one
+// name look like another when printed.
 func Printable(s string) string {
 	s = strings.ToValidUTF8(s, "\ufffd")
 	var b strings.Builder
 	for _, r := range s {
-		if r != '\n' && unicode.IsControl(r) {
+		switch {
+		case r == '\n':
+			b.WriteRune(r)
+		case unicode.IsControl(r): // C0 and C1, all below U+0100
 			fmt.Fprintf(&b, "\\x%02x", r)
-			continue
+		case unicode.Is(unicode.Cf, r):
+			fmt.Fprintf(&b, "\\u%04x", r)
+		default:
+			b.WriteRune(r)
 		}
-		b.WriteRune(r)
 	}
 	return b.String()
 }

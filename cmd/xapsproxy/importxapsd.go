@@ -184,7 +184,9 @@ func importRecord(rec xapsd.Record, cfg *config.Config, topic string, now time.T
 		return store.Registration{}, errors.New("no user name")
 	case len(user) > maxUserLen || !utf8.ValidString(user) || strings.ContainsFunc(user, isControl):
 		return store.Registration{}, errors.New("not a valid user name")
-	case !cfg.Proxy.AllowMasterLogins && cfg.Watch.MasterSeparator != "" && strings.Contains(user, cfg.Watch.MasterSeparator):
+	// Refused whatever proxy.allow_master_logins says: a live master login
+	// registers under the name before the separator, never the whole.
+	case cfg.Watch.MasterSeparator != "" && strings.Contains(user, cfg.Watch.MasterSeparator):
 		// As at a live login: a name with the separator is a master login.
 		return store.Registration{}, fmt.Errorf("user name has watch.master_separator %q in it", cfg.Watch.MasterSeparator)
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/xapsproxy/xapsproxy/admin"
 	"github.com/xapsproxy/xapsproxy/push"
 	"github.com/xapsproxy/xapsproxy/store"
 )
@@ -51,7 +52,7 @@ func pushCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	failed := 0
 	for _, r := range results {
-		fmt.Fprintf(stdout, "%s token %s… account %s: %s (%s)\n", r.User, store.ShortToken(r.DeviceToken), r.AccountID, r.Outcome(), r.Action)
+		fmt.Fprintf(stdout, "%s token %s… account %s: %s (%s)\n", admin.Printable(r.User), store.ShortToken(r.DeviceToken), admin.Printable(r.AccountID), r.Outcome(), r.Action)
 		if r.Action != push.Delivered {
 			failed++
 		}

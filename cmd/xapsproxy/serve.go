@@ -40,13 +40,15 @@ func serveCmd(ctx context.Context, args []string, stderr io.Writer) error {
 		return err
 	}
 	log := newConfigLogger(stderr, cfg.Log, *debug)
+	// Caught before the start-up, so that a SIGHUP meanwhile (a reload,
+	// logrotate) is a reload once serving, not the end of the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	a, err := newApp(ctx, cfg, log, nil)
 	if err != nil {
 		return err
 	}
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	a.reload = hup
 	return a.run(ctx)
 }
