@@ -41,6 +41,12 @@ func metricValue(body, series string) (float64, bool) {
 // notAfter returns the NotAfter of the first certificate in a PEM file.
 func notAfter(t *testing.T, file string) time.Time {
 	t.Helper()
+	return firstCertificate(t, file).NotAfter
+}
+
+// firstCertificate parses the first certificate in a PEM file.
+func firstCertificate(t *testing.T, file string) *x509.Certificate {
+	t.Helper()
 	data, err := os.ReadFile(file)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +61,7 @@ func notAfter(t *testing.T, file string) time.Time {
 			if err != nil {
 				t.Fatal(err)
 			}
-			return c.NotAfter
+			return c
 		}
 	}
 }

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/x509"
-	"encoding/pem"
 	"os"
 	"strings"
 	"syscall"
@@ -17,23 +15,7 @@ import (
 // the fake APNs records it.
 func serialInFile(t *testing.T, path string) string {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		var b *pem.Block
-		if b, data = pem.Decode(data); b == nil {
-			t.Fatalf("%s: no certificate", path)
-		}
-		if b.Type == "CERTIFICATE" {
-			c, err := x509.ParseCertificate(b.Bytes)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return c.SerialNumber.Text(16)
-		}
-	}
+	return firstCertificate(t, path).SerialNumber.Text(16)
 }
 
 // The Mail push certificate is renewed without a restart: the file is
