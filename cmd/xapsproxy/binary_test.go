@@ -110,7 +110,8 @@ type serveProc struct {
 }
 
 // startServe runs `xapsproxy serve -config cfg` and returns once it logs
-// that it is listening. It is killed when the test ends.
+// that it is listening. It is killed when the test ends, and its log is
+// shown when the test failed.
 func startServe(t *testing.T, cfg string) *serveProc {
 	t.Helper()
 	cmd := exec.Command(binary(t), "serve", "-config", cfg)
@@ -137,6 +138,12 @@ func startServe(t *testing.T, cfg string) *serveProc {
 		cmd.Wait()
 		close(p.done)
 	}()
+	// Cleanups run last first: the log is shown after the kill, whole.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("serve's log:\n%s", p.log())
+		}
+	})
 	t.Cleanup(p.kill)
 	select {
 	case <-listening:

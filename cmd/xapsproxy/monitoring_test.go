@@ -72,11 +72,6 @@ func TestBinaryMetricsAfterAPush(t *testing.T) {
 	t.Parallel()
 	s := newStackWith(t, dovecottest.Options{}, "")
 	p := startServe(t, s.cfgPath)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("serve's log:\n%s", p.log())
-		}
-	})
 	d := dialProxy(t, s, p)
 	d.loginAndRegisterInbox()
 	waitServeWatching(t, p)
@@ -145,16 +140,7 @@ func TestBinaryReadinessFollowsTheMasterLogin(t *testing.T) {
 	if err := os.WriteFile(s.cfgPath, []byte(notify), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	first := startServe(t, s.cfgPath)
-	var second *serveProc
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("serve's log:\n%s", first.log())
-			if second != nil {
-				t.Logf("log of serve restarted:\n%s", second.log())
-			}
-		}
-	})
+	first := startServe(t, s.cfgPath) // startServe shows each serve's log on failure
 	d := dialProxy(t, s, first)
 	d.loginAndRegisterInbox()
 	d.conn.Close()
@@ -187,7 +173,7 @@ func TestBinaryReadinessFollowsTheMasterLogin(t *testing.T) {
 	if err := os.WriteFile(s.cfgPath, []byte(fixed), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	second = startServe(t, s.cfgPath)
+	second := startServe(t, s.cfgPath)
 	waitReady(t, second, http.StatusOK, "ready\n")
 	for _, p := range []*serveProc{first, second} {
 		if strings.Contains(p.log(), newMaster) || strings.Contains(p.log(), dovecotMasterPassword) {

@@ -29,11 +29,6 @@ func TestServeReloadsTheAPNsCertificate(t *testing.T) {
 	file := s.cfg.APNS.CertificateFile
 	oldSerial := serialInFile(t, file)
 	p := startServe(t, s.cfgPath)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("serve's log:\n%s", p.log())
-		}
-	})
 	d := dialProxy(t, s, p)
 	d.loginAndRegisterInbox()
 	waitServeWatching(t, p)
