@@ -1,0 +1,125 @@
+package main
+
+// Three instances on one PostgreSQL in front of one Dovecot with 1 000
+// accounts: every account is watched exactly once, a registration taken by
+// any instance pushes from the account's owner, an instance killed with
+// SIGKILL has its accounts watched again within 15 s with the mail
+// delivered meanwhile pushed exactly once, and a restarted instance gets its
+// share back.
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+const (
+	fleetAccounts = 1000
+	// takeoverBound is what the multi-instance setup promises: the
+	// accounts of a killed instance are watched again within it.
+	takeoverBound = 15 * time.Second
+)
+
+func TestClusterThreeInstances(t *testing.T) {
+	if testing.Short() {
+		t.Skip("1 000 accounts, three instances")
+	}
+	t.Parallel()
+	f := newFleet(t, fleetAccounts)
+	procs := f.start(3)
+	took := f.waitWatchedOnce(2 * time.Minute)
+	t.Logf("%d accounts watched exactly once %v after three instances started", fleetAccounts, took.Round(time.Millisecond))
+	total := 0
+	for i, p := range procs {
+		n := owned(t, p)
+		t.Logf("instance %d owns %d accounts", i, n)
+		if n < fleetAccounts/6 {
+			t.Errorf("instance %d owns %d of %d accounts: the load is not spread", i, n, fleetAccounts)
+		}
+		total += n
+	}
+	if total != fleetAccounts {
+		t.Errorf("the instances own %d accounts in all, want %d", total, fleetAccounts)
+	}
+
+	// A new device of an account another instance owns registers on the
+	// first: the owner pushes to it.
+	a := procs[0]
+	var user string
+	var userIdx int
+	for i := range fleetAccounts {
+		if f.ownerOf(procs, fleetUser(i)) != a {
+			user, userIdx = fleetUser(i), i
+			break
+		}
+	}
+	d := dialProxy(t, f.s, a)
+	d.loginAsAndRegister(user, "pw", v2Line, "2")
+	f.deliverTo([]string{user})
+	reqs := f.s.apns.WaitRequests(t, 2, waitTimeout)
+	tokens := []string{reqs[0].Token, reqs[1].Token}
+	slices.Sort(tokens)
+	if want := []string{fleetToken(userIdx), v2Token}; !slices.Equal(tokens, want) {
+		t.Fatalf("pushes to %v, want one to each of %s's devices %v", tokens, user, want)
+	}
+	sent := 2
+
+	// The second instance dies; mail comes for its accounts at once.
+	victim := procs[1]
+	var victims []string
+	for i := range fleetAccounts {
+		if u := fleetUser(i); u != user && f.ownerOf(procs, u) == victim && len(victims) < 20 {
+			victims = append(victims, u)
+		}
+	}
+	killed := time.Now()
+	victim.kill()
+	f.deliverTo(victims)
+	f.waitWatchedOnce(time.Minute)
+	rewatched := time.Since(killed)
+	t.Logf("the killed instance's accounts watched again %v after SIGKILL", rewatched.Round(time.Millisecond))
+	if rewatched > takeoverBound {
+		t.Errorf("accounts watched again %v after the kill, want at most %v", rewatched, takeoverBound)
+	}
+	reqs = f.s.apns.WaitRequests(t, sent+len(victims), time.Minute)
+	per := map[string]int{}
+	for _, r := range reqs[sent:] {
+		per[r.Token]++
+	}
+	for _, u := range victims {
+		i := slices.Index(allUsers(fleetAccounts), u)
+		if n := per[fleetToken(i)]; n != 1 {
+			t.Errorf("%s: %d pushes for the mail delivered during the takeover, want 1", u, n)
+		}
+	}
+	sent += len(victims)
+	// One more mail to the first victim is the next push: nothing else
+	// was owed.
+	f.deliverTo(victims[:1])
+	reqs = f.s.apns.WaitRequests(t, sent+1, waitTimeout)
+	if got := reqs[sent].Token; got != fleetToken(slices.Index(allUsers(fleetAccounts), victims[0])) {
+		t.Errorf("push after the takeover went to %s, want %s's device", got, victims[0])
+	}
+	sent++
+
+	// Restarted, it gets its share back, and nothing is watched twice.
+	procs[1] = startServe(t, f.cfgPath)
+	waitLong(t, "the restarted instance to own a share", func() bool {
+		return owned(t, procs[1]) >= fleetAccounts/6
+	})
+	f.waitWatchedOnce(time.Minute)
+	for i, p := range procs {
+		t.Logf("after the restart instance %d owns %d accounts", i, owned(t, p))
+	}
+	if got := len(f.s.apns.Requests()); got != sent {
+		t.Errorf("%d pushes in all, want %d", got, sent)
+	}
+}
+
+func allUsers(n int) []string {
+	users := make([]string, n)
+	for i := range n {
+		users[i] = fleetUser(i)
+	}
+	return users
+}
