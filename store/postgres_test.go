@@ -309,3 +309,34 @@ func TestPostgresPingWrite(t *testing.T) {
 		t.Fatal("Register succeeded on a read-only database (PingWrite's premise)")
 	}
 }
+
+// While the server is down the store's calls fail (Ping, PingWrite, a
+// write), within their contexts; once it is back the same store works
+// again, with what was committed before.
+func TestPostgresServerGoneAndBack(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.Start(t)
+	s := openPostgres(t, srv.New(t))
+	ctx := t.Context()
+	mustRegister(t, s, reg("alice", tokenA))
+	srv.Stop(t)
+	short, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := s.Ping(short); err == nil {
+		t.Error("Ping succeeded with the server down")
+	}
+	if err := s.PingWrite(short); err == nil {
+		t.Error("PingWrite succeeded with the server down")
+	}
+	if err := s.Register(short, reg("alice", tokenB)); err == nil || !strings.HasPrefix(err.Error(), "store: register: ") {
+		t.Errorf("Register with the server down = %v", err)
+	}
+	srv.Restart(t)
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping after restart: %v", err)
+	}
+	mustRegister(t, s, reg("alice", tokenB))
+	if got := registrations(t, s, "alice"); len(got) != 2 {
+		t.Fatalf("registrations after restart = %+v", got)
+	}
+}
