@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -49,6 +50,46 @@ type Proxy struct {
 	// identity other than the authentication identity. Off, such logins are
 	// refused before they reach the backend.
 	AllowMasterLogins bool `toml:"allow_master_logins"`
+	// ProxyProtocol lists the TCP load balancers (IP addresses or CIDR
+	// networks) trusted to send a PROXY protocol header, v1 or v2. A
+	// connection from one must start with one, and is served as the client
+	// it names; another address that sends one is cut off. Empty = off.
+	ProxyProtocol []string `toml:"proxy_protocol"`
+}
+
+// ProxyProtocolPrefixes returns ProxyProtocol as networks (an address is
+// its own /32 or /128); entries that do not parse (Load refuses them) are
+// left out.
+func (p Proxy) ProxyProtocolPrefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, s := range p.ProxyProtocol {
+		if pre, err := parsePrefix(s); err == nil {
+			out = append(out, pre)
+		}
+	}
+	return out
+}
+
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("zone %q not allowed", a.Zone())
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // Backend TLS modes.
@@ -383,6 +424,11 @@ func (p *Proxy) validate() error {
 	}
 	if p.WriteTimeout < time.Second {
 		return keyError("proxy.write_timeout", "%v is too short: at least \"1s\" (default \"5m\")", p.WriteTimeout)
+	}
+	for _, n := range p.ProxyProtocol {
+		if _, err := parsePrefix(n); err != nil {
+			return keyError("proxy.proxy_protocol", `%q is neither an IP address nor a network (%v) — list the load balancers' addresses, e.g. ["10.0.0.5", "10.1.0.0/16"]`, n, err)
+		}
 	}
 	if p.AllowPlaintextAuth && !isLoopback(p.ListenSTARTTLS) {
 		return keyError("proxy.allow_plaintext_auth", `only allowed when listen_starttls is a loopback address — set it to false, or listen_starttls to e.g. "127.0.0.1:143"`)
