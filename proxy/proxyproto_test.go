@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -200,6 +201,29 @@ func TestProxyProtocolMissingOrBrokenHeader(t *testing.T) {
 		t.Error("the backend was dialed for a connection without a valid header")
 	default:
 	}
+}
+
+// Shutdown does not wait for a balancer's header: the connection is not a
+// session yet, and is closed at once.
+func TestProxyProtocolShutdownWhileHeaderAwaited(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), func(o *Options) {
+		trustLoopback1(o)
+		o.ProxyHeaderTimeout = time.Hour
+	})
+	c := newLineConn(t, dialFrom(t, "127.0.0.1", env.tlsAddr))
+	waitFor(t, "the header to be awaited", func() bool {
+		env.srv.mu.Lock()
+		defer env.srv.mu.Unlock()
+		return len(env.srv.headers) == 1
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), readTimeout)
+	defer cancel()
+	if err := env.srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	c.expectClosed()
 }
 
 // A peer not in proxy_protocol is served as itself; a PROXY header from it

@@ -136,6 +136,7 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
+	headers   map[net.Conn]struct{} // trusted connections whose PROXY header is awaited
 	perIP     map[string]int
 	closing   bool
 	wg        sync.WaitGroup // sessions and rejections
@@ -165,6 +166,7 @@ func New(opts Options) *Server {
 		cancel:       cancel,
 		listeners:    make(map[net.Listener]struct{}),
 		sessions:     make(map[*session]struct{}),
+		headers:      make(map[net.Conn]struct{}),
 		perIP:        make(map[string]int),
 	}
 	if s.loginTimeout == 0 {
@@ -282,6 +284,7 @@ func (s *Server) readHeaderThenStart(conn net.Conn, implicitTLS bool) bool {
 	closing := s.closing
 	if !closing {
 		s.wg.Add(1)
+		s.headers[conn] = struct{}{}
 	}
 	s.mu.Unlock()
 	if closing {
@@ -290,9 +293,15 @@ func (s *Server) readHeaderThenStart(conn net.Conn, implicitTLS bool) bool {
 	}
 	go func() {
 		defer s.wg.Done()
-		stop := context.AfterFunc(s.ctx, func() { conn.Close() })
 		pc, err := readProxyHeader(conn, s.proxyHeaderTimeout)
-		stop()
+		s.mu.Lock()
+		delete(s.headers, conn)
+		closing := s.closing
+		s.mu.Unlock()
+		if closing {
+			conn.Close()
+			return
+		}
 		if err != nil {
 			s.stats.refusedProxyProtocol.Add(1)
 			s.log.Warn("connection refused", "remote", conn.RemoteAddr().String(), "reason", "no valid PROXY header from a proxy_protocol address", "err", err)
@@ -393,6 +402,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing = true
 	for ln := range s.listeners {
 		ln.Close()
+	}
+	for conn := range s.headers {
+		conn.Close() // not a session yet: nothing to tell it
 	}
 	sessions := s.sessionList()
 	s.mu.Unlock()
