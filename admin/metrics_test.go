@@ -78,7 +78,7 @@ func wantHelp(t *testing.T, body string, names ...string) {
 // The proxy's metrics are its Stats at the scrape.
 func TestProxyMetrics(t *testing.T) {
 	s := proxy.Stats{
-		Open: 12, AcceptedTLS: 40, AcceptedSTARTTLS: 2, RefusedMax: 3, RefusedPerIP: 5,
+		Open: 12, AcceptedTLS: 40, AcceptedSTARTTLS: 2, RefusedMax: 3, RefusedPerIP: 5, RefusedProxyProtocol: 6,
 		LoginsOK: 30, LoginsFailed: 6, LoginsRefused: 1,
 		RegistrationsOK: 20, RegistrationsBad: 2, RegistrationsLimit: 1, RegistrationsError: 4,
 	}
@@ -91,6 +91,7 @@ func TestProxyMetrics(t *testing.T) {
 		"# TYPE xapsproxy_connections_accepted_total counter",
 		`xapsproxy_connections_refused_total{reason="max_connections"} 3`,
 		`xapsproxy_connections_refused_total{reason="max_connections_per_ip"} 5`,
+		`xapsproxy_connections_refused_total{reason="proxy_protocol"} 6`,
 		`xapsproxy_logins_total{result="ok"} 30`,
 		`xapsproxy_logins_total{result="failed"} 6`,
 		`xapsproxy_logins_total{result="refused"} 1`,

@@ -18,7 +18,7 @@ var (
 		"Client connections accepted, by listener (tls: proxy.listen_tls, starttls: proxy.listen_starttls), those then refused by the limits included.",
 		[]string{"listener"}, nil)
 	connRefusedDesc = prometheus.NewDesc("xapsproxy_connections_refused_total",
-		"Client connections turned away with BYE because a limit was reached, by reason: max_connections (proxy.max_connections) or max_connections_per_ip (proxy.max_connections_per_ip).",
+		"Client connections turned away, by reason: max_connections (proxy.max_connections) or max_connections_per_ip (proxy.max_connections_per_ip), told with BYE; proxy_protocol (closed: a balancer in proxy.proxy_protocol sent no valid PROXY header in time, or another address sent one).",
 		[]string{"reason"}, nil)
 	loginsDesc = prometheus.NewDesc("xapsproxy_logins_total",
 		"Client LOGIN and AUTHENTICATE commands by result: ok (the backend accepted), failed (the backend refused: a wrong password, mostly), refused (by the proxy, without asking the backend: before STARTTLS, a master-user name, a SASL mechanism it does not take, a malformed command).",
@@ -46,6 +46,7 @@ func (c proxyCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(acceptedDesc, s.AcceptedSTARTTLS, "starttls")
 	counter(connRefusedDesc, s.RefusedMax, "max_connections")
 	counter(connRefusedDesc, s.RefusedPerIP, "max_connections_per_ip")
+	counter(connRefusedDesc, s.RefusedProxyProtocol, "proxy_protocol")
 	counter(loginsDesc, s.LoginsOK, "ok")
 	counter(loginsDesc, s.LoginsFailed, "failed")
 	counter(loginsDesc, s.LoginsRefused, "refused")

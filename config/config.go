@@ -49,6 +49,11 @@ type Proxy struct {
 	// identity other than the authentication identity. Off, such logins are
 	// refused before they reach the backend.
 	AllowMasterLogins bool `toml:"allow_master_logins"`
+	// ProxyProtocol lists the TCP load balancers (IP addresses or CIDR
+	// networks) trusted to send a PROXY protocol header, v1 or v2. A
+	// connection from one must start with one, and is served as the client
+	// it names; another address that sends one is cut off. Empty = off.
+	ProxyProtocol []string `toml:"proxy_protocol"`
 }
 
 // Backend TLS modes.
@@ -383,6 +388,11 @@ func (p *Proxy) validate() error {
 	}
 	if p.WriteTimeout < time.Second {
 		return keyError("proxy.write_timeout", "%v is too short: at least \"1s\" (default \"5m\")", p.WriteTimeout)
+	}
+	for _, n := range p.ProxyProtocol {
+		if _, err := parsePrefix(n); err != nil {
+			return keyError("proxy.proxy_protocol", `%q is neither an IP address nor a network (%v) — list the load balancers' addresses, e.g. ["10.0.0.5", "10.1.0.0/16"]`, n, err)
+		}
 	}
 	if p.AllowPlaintextAuth && !isLoopback(p.ListenSTARTTLS) {
 		return keyError("proxy.allow_plaintext_auth", `only allowed when listen_starttls is a loopback address — set it to false, or listen_starttls to e.g. "127.0.0.1:143"`)

@@ -86,6 +86,9 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"bad duration", `cert_file = "cert.pem"`, "cert_file = \"cert.pem\"\nlogin_timeout = \"soon\"", `line 5: proxy.login_timeout: invalid duration: "soon"`},
 		{"short idle timeout", `cert_file = "cert.pem"`, "cert_file = \"cert.pem\"\nidle_timeout = \"10m\"", "proxy.idle_timeout: 10m0s is below 30m"},
 		{"plaintext auth in public", `cert_file = "cert.pem"`, "cert_file = \"cert.pem\"\nlisten_starttls = \":143\"\nallow_plaintext_auth = true", "proxy.allow_plaintext_auth: only allowed when listen_starttls is a loopback address"},
+		{"bad proxy protocol network", `cert_file = "cert.pem"`, "cert_file = \"cert.pem\"\nproxy_protocol = [\"10.0.0.5\", \"haproxy\"]", `proxy.proxy_protocol: "haproxy" is neither an IP address nor a network (`},
+		{"bad proxy protocol prefix", `cert_file = "cert.pem"`, "cert_file = \"cert.pem\"\nproxy_protocol = [\"10.0.0.0/33\"]", `proxy.proxy_protocol: "10.0.0.0/33" is neither`},
+		{"proxy protocol not a list", `cert_file = "cert.pem"`, "cert_file = \"cert.pem\"\nproxy_protocol = \"10.0.0.5\"", `proxy.proxy_protocol`},
 		{"no backend", `address = "127.0.0.1:143"`, ``, "backend.address: required"},
 		{"bad backend tls", `address = "127.0.0.1:143"`, "address = \"127.0.0.1:143\"\ntls = \"yes\"", `backend.tls: "yes" is not one of none, starttls, implicit`},
 		{"ca without tls", `address = "127.0.0.1:143"`, "address = \"127.0.0.1:143\"\nca_file = \"ca.pem\"", `backend.tls: ca_file and server_name need tls = "starttls" or "implicit"`},
@@ -134,6 +137,30 @@ func TestErrorsNameTheKey(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: err = %v, want it to contain %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+func TestProxyProtocol(t *testing.T) {
+	t.Parallel()
+	doc := strings.Replace(minimal, `cert_file = "cert.pem"`, "cert_file = \"cert.pem\"\nproxy_protocol = [\"10.0.0.5\", \"10.1.2.3/16\", \"::ffff:192.0.2.1\", \"2001:db8::/32\"]", 1)
+	cfg, err := Parse(doc, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, p := range cfg.Proxy.ProxyProtocolPrefixes() {
+		got = append(got, p.String())
+	}
+	want := []string{"10.0.0.5/32", "10.1.0.0/16", "192.0.2.1/32", "2001:db8::/32"}
+	if !slices.Equal(got, want) {
+		t.Errorf("ProxyProtocolPrefixes = %v, want %v", got, want)
+	}
+	off, err := Parse(minimal, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := off.Proxy.ProxyProtocolPrefixes(); p != nil {
+		t.Errorf("unset proxy_protocol: %v, want none", p)
 	}
 }
 

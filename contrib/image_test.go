@@ -208,21 +208,22 @@ func TestDockerignore(t *testing.T) {
 	p := newPodman(t)
 	dir := t.TempDir()
 	files := map[string]bool{ // path -> must be in the context
-		"go.mod":                           true,
-		"cmd/xapsproxy/main.go":            true,
-		"contrib/dovecot/xapsproxy.lua":    true,
-		"contrib/docker/config.toml":       true,
-		"contrib/docker/secrets/tls_key":   false,
-		"contrib/docker/secrets/apns_cert": false,
-		"etc/privkey.pem":                  false,
-		"deep/down/apns.p12":               false,
-		"deep/down/token.p8":               false,
-		"tls.key":                          false,
-		"xapsproxy.db":                     false,
-		"var/xapsproxy.db-wal":             false,
-		".git/config":                      false,
-		"xapsproxy":                        false,
-		"contrib/xapsproxy-contrib.test":   false,
+		"go.mod":                                      true,
+		"cmd/xapsproxy/main.go":                       true,
+		"contrib/dovecot/xapsproxy.lua":               true,
+		"contrib/docker/config.toml":                  true,
+		"contrib/docker/secrets/tls_key":              false,
+		"contrib/docker/secrets/apns_cert":            false,
+		"contrib/docker/cluster/secrets/postgres_url": false,
+		"etc/privkey.pem":                             false,
+		"deep/down/apns.p12":                          false,
+		"deep/down/token.p8":                          false,
+		"tls.key":                                     false,
+		"xapsproxy.db":                                false,
+		"var/xapsproxy.db-wal":                        false,
+		".git/config":                                 false,
+		"xapsproxy":                                   false,
+		"contrib/xapsproxy-contrib.test":              false,
 	}
 	for name := range files {
 		mustMkdirWrite(t, filepath.Join(dir, name), name)

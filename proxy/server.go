@@ -103,6 +103,16 @@ type Options struct {
 	// and the proxy keeps no password once the login command is sent.
 	Captured func(user, password string)
 
+	// ProxyProtocol lists the load balancers trusted to send a PROXY
+	// protocol header (v1 or v2): a connection from one must start with
+	// one, and is then served as the client it names; a connection from
+	// any other address that sends one is closed. nil: off, no header is
+	// read.
+	ProxyProtocol []netip.Prefix
+	// ProxyHeaderTimeout bounds the wait for a trusted balancer's header; 0
+	// means 5 seconds.
+	ProxyHeaderTimeout time.Duration
+
 	// Logger receives connection logs; nil discards them.
 	Logger *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -118,6 +128,7 @@ type Server struct {
 	writeTimeout time.Duration
 	// continuationTimeout: Options.ContinuationTimeout or its default.
 	continuationTimeout time.Duration
+	proxyHeaderTimeout  time.Duration
 
 	ctx    context.Context // cancelled by Shutdown after the grace period
 	cancel context.CancelFunc
@@ -125,6 +136,7 @@ type Server struct {
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
 	sessions  map[*session]struct{}
+	headers   map[net.Conn]struct{} // trusted connections whose PROXY header is awaited
 	perIP     map[string]int
 	closing   bool
 	wg        sync.WaitGroup // sessions and rejections
@@ -154,6 +166,7 @@ func New(opts Options) *Server {
 		cancel:       cancel,
 		listeners:    make(map[net.Listener]struct{}),
 		sessions:     make(map[*session]struct{}),
+		headers:      make(map[net.Conn]struct{}),
 		perIP:        make(map[string]int),
 	}
 	if s.loginTimeout == 0 {
@@ -164,6 +177,10 @@ func New(opts Options) *Server {
 	}
 	if s.writeTimeout == 0 {
 		s.writeTimeout = config.DefaultWriteTimeout
+	}
+	s.proxyHeaderTimeout = opts.ProxyHeaderTimeout
+	if s.proxyHeaderTimeout == 0 {
+		s.proxyHeaderTimeout = defaultProxyHeaderTimeout
 	}
 	s.continuationTimeout = opts.ContinuationTimeout
 	if s.continuationTimeout == 0 {
@@ -219,25 +236,90 @@ func (s *Server) serve(ln net.Listener, implicitTLS bool) error {
 		} else {
 			s.stats.acceptedSTARTTLS.Add(1)
 		}
-		ip := remoteIP(conn)
-		sess := newSession(s, conn, implicitTLS, ip)
-		switch reason := s.track(sess); reason {
-		case "":
-			go func() {
-				defer s.untrack(sess)
-				sess.run(s.ctx)
-			}()
-		case errClosing:
-			conn.Close()
+		if s.trustedProxy(conn.RemoteAddr()) {
+			if !s.readHeaderThenStart(conn, implicitTLS) {
+				return ErrServerClosed
+			}
+			continue
+		}
+		if len(s.opts.ProxyProtocol) > 0 {
+			conn = s.guard(conn)
+		}
+		if !s.start(conn, implicitTLS) {
 			return ErrServerClosed
-		default:
-			s.log.Warn("connection refused", "remote", conn.RemoteAddr().String(), "reason", reason)
-			go func() {
-				defer s.wg.Done()
-				reject(conn, implicitTLS, s.opts.TLS, reason)
-			}()
 		}
 	}
+}
+
+// start serves conn within the limits, or tells it why not, in a goroutine
+// of its own; false means the server is closing (conn is closed).
+func (s *Server) start(conn net.Conn, implicitTLS bool) bool {
+	sess := newSession(s, conn, implicitTLS, remoteIP(conn))
+	switch reason := s.track(sess); reason {
+	case "":
+		go func() {
+			defer s.untrack(sess)
+			sess.run(s.ctx)
+		}()
+	case errClosing:
+		conn.Close()
+		return false
+	default:
+		s.log.Warn("connection refused", "remote", conn.RemoteAddr().String(), "reason", reason)
+		go func() {
+			defer s.wg.Done()
+			reject(conn, implicitTLS, s.opts.TLS, reason)
+		}()
+	}
+	return true
+}
+
+// readHeaderThenStart reads a trusted balancer's PROXY header in a goroutine
+// of its own, then starts the session as the client the header names, so
+// that the limits count the client's address and not the balancer's. A
+// balancer that sends no valid header in time is cut off. False means the
+// server is closing (conn is closed).
+func (s *Server) readHeaderThenStart(conn net.Conn, implicitTLS bool) bool {
+	s.mu.Lock()
+	closing := s.closing
+	if !closing {
+		s.wg.Add(1)
+		s.headers[conn] = struct{}{}
+	}
+	s.mu.Unlock()
+	if closing {
+		conn.Close()
+		return false
+	}
+	go func() {
+		defer s.wg.Done()
+		pc, err := readProxyHeader(conn, s.proxyHeaderTimeout)
+		s.mu.Lock()
+		delete(s.headers, conn)
+		closing := s.closing
+		s.mu.Unlock()
+		if closing {
+			conn.Close()
+			return
+		}
+		if err != nil {
+			s.stats.refusedProxyProtocol.Add(1)
+			s.log.Warn("connection refused", "remote", conn.RemoteAddr().String(), "reason", "no valid PROXY header from a proxy_protocol address", "err", err)
+			conn.Close()
+			return
+		}
+		s.start(pc, implicitTLS)
+	}()
+	return true
+}
+
+// guard wraps an untrusted peer's connection so that a PROXY header from it
+// ends the connection instead of reaching the session as client data.
+func (s *Server) guard(conn net.Conn) net.Conn {
+	return &guardConn{Conn: conn, refused: func() {
+		s.stats.refusedProxyProtocol.Add(1)
+		s.log.Warn("connection refused", "remote", conn.RemoteAddr().String(), "reason", "PROXY header from an address not in proxy.proxy_protocol")
+	}}
 }
 
 const errClosing = "closing"
@@ -320,6 +402,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing = true
 	for ln := range s.listeners {
 		ln.Close()
+	}
+	for conn := range s.headers {
+		conn.Close() // not a session yet: nothing to tell it
 	}
 	sessions := s.sessionList()
 	s.mu.Unlock()

@@ -70,9 +70,13 @@ type session struct {
 
 func newSession(srv *Server, conn net.Conn, implicitTLS bool, ip string) *session {
 	id := srv.nextID.Add(1)
+	log := srv.log.With("conn", id, "remote", conn.RemoteAddr().String())
+	if pc, ok := conn.(*proxiedConn); ok {
+		log = log.With("via", pc.Conn.RemoteAddr().String()) // the balancer
+	}
 	s := &session{
 		srv:         srv,
-		log:         srv.log.With("conn", id, "remote", conn.RemoteAddr().String()),
+		log:         log,
 		implicitTLS: implicitTLS,
 		raw:         conn,
 		ip:          ip,

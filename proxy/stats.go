@@ -14,6 +14,10 @@ type Stats struct {
 	// RefusedMax and RefusedPerIP count connections turned away by
 	// MaxConnections and MaxConnectionsPerIP.
 	RefusedMax, RefusedPerIP uint64
+	// RefusedProxyProtocol counts connections closed over the PROXY
+	// protocol: a trusted balancer's missing or broken header, or a header
+	// from an address not trusted to send one.
+	RefusedProxyProtocol uint64
 	// LoginsOK counts LOGIN and AUTHENTICATE commands the backend accepted,
 	// LoginsFailed those it refused, LoginsRefused those the proxy refused
 	// without asking it (before STARTTLS, a master-user name, a mechanism
@@ -30,7 +34,7 @@ type Stats struct {
 // counters are the Server's statistics, updated by its sessions.
 type counters struct {
 	acceptedTLS, acceptedSTARTTLS                                             atomic.Uint64
-	refusedMax, refusedPerIP                                                  atomic.Uint64
+	refusedMax, refusedPerIP, refusedProxyProtocol                            atomic.Uint64
 	loginsOK, loginsFailed, loginsRefused                                     atomic.Uint64
 	registrationsOK, registrationsBad, registrationsLimit, registrationsError atomic.Uint64
 }
@@ -40,17 +44,18 @@ type counters struct {
 func (s *Server) Stats() Stats {
 	c := &s.stats
 	st := Stats{
-		AcceptedTLS:        c.acceptedTLS.Load(),
-		AcceptedSTARTTLS:   c.acceptedSTARTTLS.Load(),
-		RefusedMax:         c.refusedMax.Load(),
-		RefusedPerIP:       c.refusedPerIP.Load(),
-		LoginsOK:           c.loginsOK.Load(),
-		LoginsFailed:       c.loginsFailed.Load(),
-		LoginsRefused:      c.loginsRefused.Load(),
-		RegistrationsOK:    c.registrationsOK.Load(),
-		RegistrationsBad:   c.registrationsBad.Load(),
-		RegistrationsLimit: c.registrationsLimit.Load(),
-		RegistrationsError: c.registrationsError.Load(),
+		AcceptedTLS:          c.acceptedTLS.Load(),
+		AcceptedSTARTTLS:     c.acceptedSTARTTLS.Load(),
+		RefusedMax:           c.refusedMax.Load(),
+		RefusedPerIP:         c.refusedPerIP.Load(),
+		RefusedProxyProtocol: c.refusedProxyProtocol.Load(),
+		LoginsOK:             c.loginsOK.Load(),
+		LoginsFailed:         c.loginsFailed.Load(),
+		LoginsRefused:        c.loginsRefused.Load(),
+		RegistrationsOK:      c.registrationsOK.Load(),
+		RegistrationsBad:     c.registrationsBad.Load(),
+		RegistrationsLimit:   c.registrationsLimit.Load(),
+		RegistrationsError:   c.registrationsError.Load(),
 	}
 	s.mu.Lock()
 	st.Open, st.Listeners = len(s.sessions), len(s.listeners)

@@ -161,6 +161,13 @@ func (c *checker) checkListeners() {
 			c.r.fail(listenError(l.key, l.addr, err))
 		}
 	}
+	if nets := c.cfg.Proxy.ProxyProtocolPrefixes(); len(nets) > 0 {
+		list := make([]string, len(nets))
+		for i, n := range nets {
+			list[i] = n.String()
+		}
+		c.r.note("proxy.proxy_protocol: connections from %s must start with a PROXY header and are served as the client it names; others are served as themselves, and closed if they send one", strings.Join(list, ", "))
+	}
 }
 
 // checkSecretKey reads watch.secret_key_file (auth = "captured") as serve

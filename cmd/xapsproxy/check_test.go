@@ -306,17 +306,20 @@ func TestCheckCaptured(t *testing.T) {
 }
 
 // TestCheckNoAccounts: without registered accounts or -user, check says
-// that it did not try the master login.
+// that it did not try the master login. (With proxy_protocol set, it lists
+// the trusted balancers.)
 func TestCheckNoAccounts(t *testing.T) {
 	t.Parallel()
 	f := newCheckFixture(t, dovecottest.Start(t, dovecottest.Options{}))
+	f.keys["proxy.proxy_protocol"] = `["10.0.0.5", "10.1.2.3/16"]`
 	out, code := f.check()
 	if code != 0 {
 		t.Errorf("exit status %d, want 0:\n%s", code, out)
 	}
 	wantFindings(t, out,
 		[]string{"ok    store " + filepath.Join(f.dir, "xapsproxy.db") + ": directory writable; no database yet (serve creates it); 0 accounts"},
-		[]string{"note  master login not tried: the store has no registered accounts; pass -user NAME to test it"})
+		[]string{"note  master login not tried: the store has no registered accounts; pass -user NAME to test it"},
+		[]string{"note  proxy.proxy_protocol: connections from 10.0.0.5/32, 10.1.0.0/16 must start with a PROXY header"})
 	if _, err := os.Stat(filepath.Join(f.dir, "xapsproxy.db")); err == nil {
 		t.Error("check created the database")
 	}

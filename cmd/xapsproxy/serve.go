@@ -193,6 +193,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		AllowPlaintextAuth:  cfg.Proxy.AllowPlaintextAuth,
 		MasterSeparator:     cfg.Watch.MasterSeparator,
 		AllowMasterLogins:   cfg.Proxy.AllowMasterLogins,
+		ProxyProtocol:       cfg.Proxy.ProxyProtocolPrefixes(),
 		Captured:            captured,
 		Logger:              log.With("part", "proxy"),
 	})
