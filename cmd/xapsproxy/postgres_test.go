@@ -165,3 +165,29 @@ func TestCheckPostgres(t *testing.T) {
 		t.Errorf("exit status %d (want 1), or the output shows the password:\n%s", code, out)
 	}
 }
+
+// TestImportXapsdPostgres: import-xapsd writes to a PostgreSQL store, and
+// since it cannot tell whether a serve uses the database, says so rather
+// than refusing or claiming none does.
+func TestImportXapsdPostgres(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	delete(f.keys, "store.path")
+	f.set("store.postgres", withPassword(t, pgtest.New(t), ""))
+	cfg := f.write()
+	dbFile := f.file("database.json", []byte(xapsdDatabase))
+	out, errs, code := runImport(t, "-config", cfg, dbFile)
+	if code != 0 || !strings.Contains(out, dbFile+": 2 imported, 0 already newer, 0 beyond the device limit, 2 invalid\n") ||
+		!strings.Contains(out, "note: store.postgres: import-xapsd cannot tell whether a serve uses this database; one that was running watches the imported accounts only once restarted\n") {
+		t.Fatalf("import: exit %d\n%s%s", code, out, errs)
+	}
+	list := runCommand(t, "registrations", "-config", cfg)
+	for _, want := range []string{"alice", strings.ToLower(importedToken)[:8], "bob", bobToken[:8]} {
+		if !strings.Contains(list, want) {
+			t.Errorf("registrations list lacks %q:\n%s", want, list)
+		}
+	}
+	if strings.Contains(out+errs+list, pgPassword) {
+		t.Errorf("the output shows the password:\n%s%s%s", out, errs, list)
+	}
+}
