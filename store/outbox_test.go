@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 )
@@ -173,25 +172,20 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 // The outbox survives closing and reopening, as it would a crash: what was
 // committed is there.
 func TestOutboxIsDurable(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "xaps.db")
-	s, err := Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := s.CommitMailbox(t.Context(), "alice", "Notes", &MailboxState{UIDValidity: 1, UIDNext: 5}, &OutboxEntry{At: t0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	s, err = Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	out, err := s.Outbox(t.Context())
-	if err != nil || len(out) != 1 || out[0].ID != id || out[0].Mailbox != "Notes" {
-		t.Fatalf("Outbox after reopening = %+v, %v", out, err)
-	}
+	forEachReopenable(t, func(t *testing.T, open func() Store) {
+		s := open()
+		id, err := s.CommitMailbox(t.Context(), "alice", "Notes", &MailboxState{UIDValidity: 1, UIDNext: 5}, &OutboxEntry{At: t0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		s = open()
+		defer s.Close()
+		out, err := s.Outbox(t.Context())
+		if err != nil || len(out) != 1 || out[0].ID != id || out[0].Mailbox != "Notes" {
+			t.Fatalf("Outbox after reopening = %+v, %v", out, err)
+		}
+	})
 }
 
 // Mailbox state and outbox entries are committed without an fsync
@@ -268,21 +262,16 @@ func TestOutboxEntryIsNoMailboxState(t *testing.T) {
 
 // Ids given after a reopen are above the ones still owed.
 func TestOutboxIDsGrowAcrossReopen(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "xaps.db")
-	s, err := Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, _ := s.CommitMailbox(t.Context(), "alice", "INBOX", nil, &OutboxEntry{At: t0})
-	b, _ := s.CommitMailbox(t.Context(), "bob", "INBOX", nil, &OutboxEntry{At: t0})
-	s.Close()
-	s, err = Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c, err := s.CommitMailbox(t.Context(), "carol", "INBOX", nil, &OutboxEntry{At: t0})
-	if err != nil || c <= max(a, b) {
-		t.Fatalf("id after reopening = %d, %v; want above %d and %d", c, err, a, b)
-	}
+	forEachReopenable(t, func(t *testing.T, open func() Store) {
+		s := open()
+		a, _ := s.CommitMailbox(t.Context(), "alice", "INBOX", nil, &OutboxEntry{At: t0})
+		b, _ := s.CommitMailbox(t.Context(), "bob", "INBOX", nil, &OutboxEntry{At: t0})
+		s.Close()
+		s = open()
+		defer s.Close()
+		c, err := s.CommitMailbox(t.Context(), "carol", "INBOX", nil, &OutboxEntry{At: t0})
+		if err != nil || c <= max(a, b) {
+			t.Fatalf("id after reopening = %d, %v; want above %d and %d", c, err, a, b)
+		}
+	})
 }

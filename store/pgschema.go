@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -85,7 +86,24 @@ func pgSchemaVersion() int { return len(pgMigrations) }
 // advisory lock: instances starting at once on a fresh database take turns,
 // and the later ones find the schema done. DDL is transactional in
 // PostgreSQL, so a failure leaves the old version whole.
+//
+// A database already up to date is only read, without the lock: an
+// instance may open one whose transactions are read-only (PingWrite then
+// says so).
 func pgMigrate(ctx context.Context, pool *pgxpool.Pool) error {
+	var version int
+	err := pool.QueryRow(ctx, `SELECT version FROM xapsproxy_schema`).Scan(&version)
+	var pgErr *pgconn.PgError
+	switch {
+	case errors.As(err, &pgErr) && pgErr.Code == "42P01": // undefined_table: a fresh database
+	case errors.Is(err, pgx.ErrNoRows):
+	case err != nil:
+		return fmt.Errorf("read version: %w", err)
+	case version == len(pgMigrations):
+		return nil
+	case version > len(pgMigrations):
+		return fmt.Errorf("%w: version %d, this program knows %d", errNewerSchema, version, len(pgMigrations))
+	}
 	return pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, int64(pgMigrationLock)); err != nil {
 			return fmt.Errorf("migration lock: %w", err)

@@ -68,7 +68,7 @@ func redactURL(s string) string {
 	if strings.HasPrefix(s, "postgres://") || strings.HasPrefix(s, "postgresql://") {
 		u, err := url.Parse(s)
 		if err != nil {
-			return "(unparsable URL)"
+			return "(not shown: it does not parse)"
 		}
 		q := u.Query()
 		for k := range q {

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -21,6 +22,33 @@ func forEachStore(t *testing.T, body func(t *testing.T, s Store)) {
 	t.Run("postgres", func(t *testing.T) {
 		t.Parallel()
 		body(t, newPostgres(t))
+	})
+}
+
+// forEachReopenable is forEachStore for a body that closes its store and
+// opens it again: open opens the same store (file or database) each time,
+// and the body closes what it opened.
+func forEachReopenable(t *testing.T, body func(t *testing.T, open func() Store)) {
+	t.Helper()
+	opener := func(t *testing.T, open func() (Store, error)) func() Store {
+		return func() Store {
+			t.Helper()
+			s, err := open()
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			return s
+		}
+	}
+	t.Run("sqlite", func(t *testing.T) {
+		t.Parallel()
+		path := filepath.Join(t.TempDir(), "xaps.db")
+		body(t, opener(t, func() (Store, error) { return Open(t.Context(), path) }))
+	})
+	t.Run("postgres", func(t *testing.T) {
+		t.Parallel()
+		url := pgtest.New(t)
+		body(t, opener(t, func() (Store, error) { return OpenPostgres(t.Context(), url) }))
 	})
 }
 
