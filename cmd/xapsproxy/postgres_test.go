@@ -191,3 +191,61 @@ func TestImportXapsdPostgres(t *testing.T) {
 		t.Errorf("the output shows the password:\n%s%s%s", out, errs, list)
 	}
 }
+
+// TestPostgresWrongPassword: on a server of the test's own whose
+// pg_hba.conf asks the role pwuser for its password, serve given a wrong
+// one fails with SQLSTATE 28P01 named, and neither password shown.
+func TestPostgresWrongPassword(t *testing.T) {
+	t.Parallel()
+	srv := pgtest.Start(t) // its own: pg_hba.conf changes
+	admin := srv.New(t)
+	conn, err := pgx.Connect(t.Context(), admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(context.Background())
+	var hbaFile string
+	if err := conn.QueryRow(t.Context(), `SHOW hba_file`).Scan(&hbaFile); err != nil {
+		t.Fatal(err)
+	}
+	hba, err := os.ReadFile(hbaFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// First match wins: pwuser needs its password, the rest stays trusted.
+	hba = append([]byte("host all pwuser 127.0.0.1/32 scram-sha-256\n"), hba...)
+	if err := os.WriteFile(hbaFile, hba, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var reloaded bool
+	if _, err := conn.Exec(t.Context(), `CREATE ROLE pwuser LOGIN PASSWORD 'right-pw-1'`); err != nil {
+		t.Fatal(err)
+	}
+	if err := conn.QueryRow(t.Context(), `SELECT pg_reload_conf()`).Scan(&reloaded); err != nil || !reloaded {
+		t.Fatalf("pg_reload_conf: %v, %v", reloaded, err)
+	}
+	u, err := url.Parse(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword("pwuser", pgPassword)
+	f := newFixture(t)
+	delete(f.keys, "store.path")
+	f.set("store.postgres", u.String())
+	cfg := f.write()
+	// The reload is asynchronous: wait until the server asks for the
+	// password, then serve's start-up line.
+	waitUntil(t, "pg_hba.conf reloaded", func() bool {
+		c, err := pgx.Connect(t.Context(), u.String())
+		if err == nil {
+			c.Close(context.Background())
+		}
+		return err != nil
+	})
+	code, stderr := runServe(t, cfg, false)
+	checkStartupLine(t, code, stderr, "store.postgres postgres://pwuser:xxxxx@", `password authentication failed for user "pwuser" (SQLSTATE 28P01)`,
+		"the password in the URL is not pwuser's")
+	if strings.Contains(stderr, pgPassword) || strings.Contains(stderr, "right-pw-1") {
+		t.Errorf("the line shows a password: %s", stderr)
+	}
+}
