@@ -96,7 +96,7 @@ func postgresError(s config.Store, err error) error {
 	if ce != nil && !worded {
 		e.Err = ce // what was tried and why it failed, without the wrappers' repetition of the URL
 	}
-	return redacted{e, passwords(s.Postgres, u)}
+	return &redacted{e, passwords(s.Postgres, u)}
 }
 
 // pgFix is the fix for a PostgreSQL error code.
@@ -156,7 +156,7 @@ type redacted struct {
 	pws []string
 }
 
-func (r redacted) Error() string {
+func (r *redacted) Error() string {
 	msg := r.err.Error()
 	for _, pw := range r.pws {
 		msg = strings.ReplaceAll(msg, pw, "xxxxx")
@@ -164,4 +164,4 @@ func (r redacted) Error() string {
 	return msg
 }
 
-func (r redacted) Unwrap() error { return r.err }
+func (r *redacted) Unwrap() error { return r.err }
