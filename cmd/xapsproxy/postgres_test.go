@@ -93,6 +93,9 @@ func TestPostgresStartupErrors(t *testing.T) {
 	}{
 		{"database missing", withPassword(t, base, "nosuchdb"),
 			[]string{"store.postgres postgres://xapsproxy:xxxxx@", "/nosuchdb?sslmode=disable", "(SQLSTATE 3D000)", "createdb -O xapsproxy nosuchdb"}},
+		{"TLS asked of a server without", strings.Replace(withPassword(t, base, ""), "sslmode=disable", "sslmode=require", 1),
+			[]string{"store.postgres postgres://xapsproxy:xxxxx@", "?sslmode=require: failed to connect to `user=xapsproxy database=", "server refused TLS connection",
+				"a server without TLS refuses sslmode=require and above"}},
 		{"connection refused", "postgres://xapsproxy:" + pgPassword + "@" + refusedAddr(t) + "/x?sslmode=disable&connect_timeout=5",
 			[]string{"store.postgres postgres://xapsproxy:xxxxx@", "refused", "is PostgreSQL running"}},
 		{"no answer", "postgres://xapsproxy:" + pgPassword + "@" + silent + "/x?sslmode=disable&connect_timeout=1",
