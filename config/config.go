@@ -305,7 +305,7 @@ func Parse(doc, dir string) (*Config, error) {
 	}
 	cfg.resolvePaths(dir)
 	// Beside a SQLite file; a PostgreSQL store has no directory, and
-	// validate asks for the key file (see validateStoreKey).
+	// validate asks for the key file to be named.
 	if cfg.Watch.Auth == AuthCaptured && cfg.Watch.SecretKeyFile == "" && !cfg.Store.IsPostgres() {
 		cfg.Watch.SecretKeyFile = filepath.Join(filepath.Dir(cfg.Store.Path), DefaultSecretKeyFile)
 	}
