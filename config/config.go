@@ -92,7 +92,7 @@ type Watch struct {
 	MasterPassword     string `toml:"master_password"`      // its password (or use MasterPasswordFile)
 	MasterPasswordFile string `toml:"master_password_file"` // file holding the password; trailing newline ignored
 	MasterSeparator    string `toml:"master_separator"`     // between user and master name; default "*"
-	SecretKeyFile      string `toml:"secret_key_file"`      // key for captured passwords (auth = "captured"); default secret.key beside store.path
+	SecretKeyFile      string `toml:"secret_key_file"`      // key for captured passwords (auth = "captured"); default secret.key beside store.path; required with store.postgres
 	Source             string `toml:"source"`               // "auto" (default), "dovecot", "notify" or "idle"
 	// PollInterval is how often the IDLE source looks at registered
 	// mailboxes other than the one in IDLE.
@@ -144,11 +144,6 @@ type APNS struct {
 	// Connections is how many HTTP/2 connections to APNs the pushes are
 	// spread over; each carries many pushes at once.
 	Connections int `toml:"connections"`
-}
-
-// Store is where registrations and mailbox state live.
-type Store struct {
-	Path string `toml:"path"` // SQLite database file
 }
 
 // Admin is the HTTP listener for /healthz, /readyz, /metrics and the status
@@ -310,8 +305,13 @@ func Parse(doc, dir string) (*Config, error) {
 		}
 		return nil, fmt.Errorf("unknown key %s — check the spelling and the [section]; config.example.toml lists every key", strings.Join(keys, ", "))
 	}
+	if err := cfg.Store.settle(md); err != nil {
+		return nil, err
+	}
 	cfg.resolvePaths(dir)
-	if cfg.Watch.Auth == AuthCaptured && cfg.Watch.SecretKeyFile == "" {
+	// Beside a SQLite file; a PostgreSQL store has no directory, and
+	// validate asks for the key file to be named.
+	if cfg.Watch.Auth == AuthCaptured && cfg.Watch.SecretKeyFile == "" && !cfg.Store.IsPostgres() {
 		cfg.Watch.SecretKeyFile = filepath.Join(filepath.Dir(cfg.Store.Path), DefaultSecretKeyFile)
 	}
 	if err := cfg.validate(); err != nil {
@@ -326,7 +326,7 @@ func (c *Config) resolvePaths(dir string) {
 		&c.Backend.CAFile,
 		&c.Watch.MasterPasswordFile, &c.Watch.SecretKeyFile,
 		&c.APNS.CertificateFile, &c.APNS.KeyFile, &c.APNS.TokenKeyFile, &c.APNS.CAFile,
-		&c.Store.Path,
+		&c.Store.Path, &c.Store.PostgresFile,
 		&c.Events.SecretFile,
 		&c.Admin.TokenFile,
 	} {
@@ -346,6 +346,10 @@ func (c *Config) validate() error {
 		if err := check(); err != nil {
 			return err
 		}
+	}
+	if c.Watch.Auth == AuthCaptured && c.Watch.SecretKeyFile == "" { // only with PostgreSQL: see Parse
+		return keyError("watch.secret_key_file", `required with auth = "captured" and %s — name the file holding the key of the captured passwords `+
+			`(serve creates it if it does not exist); every instance sharing the database needs a copy of the same file`, c.Store.Key())
 	}
 	if c.Watch.Source == SourceDovecot && c.Events.Secret == "" {
 		return keyError("watch.source", `"dovecot" needs [events] secret or secret_file (the same secret as xapsproxy_secret in Dovecot) — set one, or use source = "auto"`)
@@ -575,8 +579,8 @@ func (a *APNS) validate() error {
 }
 
 func (c *Config) validateRest() error {
-	if c.Store.Path == "" {
-		return keyError("store.path", "must not be empty")
+	if err := c.Store.validate(); err != nil {
+		return err
 	}
 	return c.Admin.validate()
 }

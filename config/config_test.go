@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -285,6 +286,9 @@ func TestLogConfig(t *testing.T) {
 	}
 }
 
+// commentedKey is a key in config.example.toml left commented out.
+var commentedKey = regexp.MustCompile(`^# ([a-z_]+) = ("[^"]*"|[0-9a-z]+)\s*$`)
+
 // config.example.toml documents every key, and nothing else, and parses.
 func TestExampleFile(t *testing.T) {
 	t.Parallel()
@@ -300,6 +304,17 @@ func TestExampleFile(t *testing.T) {
 	for section, keys := range doc {
 		for key := range keys {
 			inExample = append(inExample, section+"."+key)
+		}
+	}
+	// Keys that exclude a key set in the example (store.postgres and
+	// store.path) are shown commented out: "# key = value".
+	section := ""
+	for line := range strings.Lines(string(data)) {
+		if strings.HasPrefix(line, "[") {
+			section = strings.Trim(strings.TrimSpace(line), "[]")
+		}
+		if m := commentedKey.FindStringSubmatch(line); m != nil {
+			inExample = append(inExample, section+"."+m[1])
 		}
 	}
 	ct := reflect.TypeFor[Config]()
@@ -324,6 +339,12 @@ func TestExampleFile(t *testing.T) {
 	example := strings.Replace(string(data), "/etc/xapsproxy/master-password", pwFile, 1)
 	if _, err := Parse(example, dir); err != nil {
 		t.Errorf("config.example.toml: %v", err)
+	}
+	// So is it with its PostgreSQL line instead of path.
+	pg := strings.Replace(example, "\npath = ", "\n# path = ", 1)
+	pg = strings.Replace(pg, "\n# postgres = ", "\npostgres = ", 1)
+	if cfg, err := Parse(pg, dir); err != nil || !cfg.Store.IsPostgres() {
+		t.Errorf("config.example.toml with store.postgres: %v", err)
 	}
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 
@@ -21,9 +22,12 @@ func backupCmd(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(rest) != 1 {
 		return fmt.Errorf("backup: give the file to write the copy to (it must not exist): %w", errUsage)
 	}
+	if cfg.Store.IsPostgres() {
+		return errors.New(cfg.Store.Key() + ": backup copies a SQLite file; for PostgreSQL use pg_dump")
+	}
 	st, err := store.Open(ctx, cfg.Store.Path)
 	if err != nil {
-		return storeError(cfg.Store.Path, err)
+		return storeError(cfg.Store, err)
 	}
 	defer st.Close()
 	if err := st.Backup(ctx, rest[0]); err != nil {

@@ -11,11 +11,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/xapsproxy/xapsproxy/internal/pgtest"
 )
 
 // built is the binary, made at most once per test run by binary.
@@ -27,12 +30,29 @@ var built struct {
 	out  []byte
 }
 
+// TestMain runs the tests beside the PostgreSQL server of pgtest, which
+// pgtest.Main stops before it exits. Since nothing runs after it, the
+// binary's directory of this run cannot be removed at the end: each run
+// removes those left by runs that have ended instead (removeStaleBinaries).
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if built.dir != "" {
-		os.RemoveAll(built.dir)
+	removeStaleBinaries()
+	pgtest.Main(m)
+}
+
+// binDirPrefix names the directories binary builds in; the PID of the test
+// process that made one follows it.
+const binDirPrefix = "xapsproxy-bin-"
+
+// removeStaleBinaries removes the directories of built binaries whose test
+// process is no longer running.
+func removeStaleBinaries() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), binDirPrefix+"*"))
+	for _, d := range dirs {
+		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(d), binDirPrefix), "-")
+		if n, err := strconv.Atoi(pid); err == nil && n > 0 && syscall.Kill(n, 0) == syscall.ESRCH {
+			os.RemoveAll(d)
+		}
 	}
-	os.Exit(code)
 }
 
 // binary builds ./cmd/xapsproxy (once per run) and returns its path. The
@@ -40,7 +60,7 @@ func TestMain(m *testing.M) {
 func binary(t *testing.T) string {
 	t.Helper()
 	built.once.Do(func() {
-		if built.dir, built.err = os.MkdirTemp("", "xapsproxy-bin-"); built.err != nil {
+		if built.dir, built.err = os.MkdirTemp("", binDirPrefix+strconv.Itoa(os.Getpid())+"-"); built.err != nil {
 			return
 		}
 		if built.err = os.Chmod(built.dir, 0o755); built.err != nil {

@@ -27,18 +27,22 @@ import (
 // the registered accounts for the later checks, and whether a serve holds
 // the lock, without taking it.
 func (c *checker) checkStore(ctx context.Context) {
+	if c.cfg.Store.IsPostgres() {
+		c.checkPostgres(ctx)
+		return
+	}
 	path := c.cfg.Store.Path
 	abs, err := filepath.Abs(path)
 	if err != nil {
-		c.r.fail(storeError(path, err))
+		c.r.fail(storeError(c.cfg.Store, err))
 		return
 	}
 	dir := filepath.Dir(abs)
 	if fi, err := os.Stat(dir); err != nil {
-		c.r.fail(storeError(path, fmt.Errorf("directory %s: %w", dir, err)))
+		c.r.fail(storeError(c.cfg.Store, fmt.Errorf("directory %s: %w", dir, err)))
 		return
 	} else if !fi.IsDir() {
-		c.r.fail(storeError(path, fmt.Errorf("%s is not a directory", dir)))
+		c.r.fail(storeError(c.cfg.Store, fmt.Errorf("%s is not a directory", dir)))
 		return
 	}
 	f, err := os.CreateTemp(dir, ".xapsproxy-check-*")
@@ -47,7 +51,7 @@ func (c *checker) checkStore(ctx context.Context) {
 		if errors.As(err, &pe) {
 			err = pe.Err
 		}
-		c.r.fail(storeError(path, fmt.Errorf("cannot create a file in %s: %w", dir, err)))
+		c.r.fail(storeError(c.cfg.Store, fmt.Errorf("cannot create a file in %s: %w", dir, err)))
 		return
 	}
 	f.Close()
@@ -69,7 +73,7 @@ func (c *checker) checkStore(ctx context.Context) {
 	}
 	info, err := store.Inspect(ctx, path)
 	if err != nil {
-		c.r.fail(storeError(path, err))
+		c.r.fail(storeError(c.cfg.Store, err))
 		return
 	}
 	switch latest := store.SchemaVersion(); {

@@ -70,6 +70,12 @@ func newStack(t *testing.T) *stack {
 // appended to xapsproxy's configuration.
 func newStackWith(t *testing.T, dopts dovecottest.Options, extra string) *stack {
 	t.Helper()
+	return newStackStore(t, dopts, `path = "xapsproxy.db"`, extra)
+}
+
+// newStackStore is newStackWith with storeKeys as the [store] section.
+func newStackStore(t *testing.T, dopts dovecottest.Options, storeKeys, extra string) *stack {
+	t.Helper()
 	d := dovecottest.Start(t, dopts)
 	ca := testpki.NewCA(t)
 	dir := t.TempDir()
@@ -96,11 +102,11 @@ endpoint = %q
 ca_file = %q
 
 [store]
-path = "xapsproxy.db"
+%s
 
 [admin]
 listen = "127.0.0.1:0"
-`, proxyCert, proxyKey, d.IMAPAddr, d.MasterUser, d.MasterPassword, apnsCert, fake.URL, ca.WriteCA(t, dir)) + extra
+`, proxyCert, proxyKey, d.IMAPAddr, d.MasterUser, d.MasterPassword, apnsCert, fake.URL, ca.WriteCA(t, dir), storeKeys) + extra
 	path := filepath.Join(dir, "xapsproxy.toml")
 	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
 		t.Fatal(err)

@@ -49,22 +49,26 @@ func importXapsdCmd(ctx context.Context, args []string, stdout io.Writer) error 
 	if !*dryRun {
 		// serve learns of registrations only as devices make them: it
 		// would not watch imported accounts until restarted. Holding the
-		// lock also keeps a serve from starting halfway through.
-		lock, err := store.Lock(cfg.Store.Path)
+		// lock also keeps a serve from starting halfway through. A
+		// PostgreSQL store has no lock to tell (lockStore takes none).
+		lock, err := lockStore(cfg)
 		var locked *store.LockedError
 		if errors.As(err, &locked) {
 			return fmt.Errorf("store.path %s: %w — stop xapsproxy serve first, then import, then start it", cfg.Store.Path, locked)
 		}
 		if err != nil {
-			return storeError(cfg.Store.Path, err)
+			return err
 		}
-		defer lock.Close()
+		if lock != nil {
+			defer lock.Close()
+		}
 	}
 	var existing []store.Registration
-	var st *store.SQLite
-	if _, serr := os.Stat(cfg.Store.Path); !*dryRun || serr == nil {
-		if st, err = store.Open(ctx, cfg.Store.Path); err != nil {
-			return storeError(cfg.Store.Path, err)
+	var st store.Store
+	// A dry run creates no SQLite file; a PostgreSQL database exists.
+	if _, serr := os.Stat(cfg.Store.Path); !*dryRun || serr == nil || cfg.Store.IsPostgres() {
+		if st, err = openStore(ctx, cfg); err != nil {
+			return err
 		}
 		defer st.Close()
 		if existing, err = st.All(ctx); err != nil {
@@ -79,6 +83,10 @@ func importXapsdCmd(ctx context.Context, args []string, stdout io.Writer) error 
 		}
 	}
 	plan.report(stdout, dbPath, *dryRun, db.AppleCerts)
+	if cfg.Store.IsPostgres() && !*dryRun {
+		fmt.Fprintln(stdout, "note: "+cfg.Store.Key()+": import-xapsd cannot tell whether a serve uses this database; "+
+			"one that was running watches the imported accounts only once restarted")
+	}
 	return nil
 }
 

@@ -36,9 +36,9 @@ func pushCmd(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return err
 	}
 	defer sender.Close()
-	st, err := store.Open(ctx, cfg.Store.Path)
+	st, err := openStore(ctx, cfg)
 	if err != nil {
-		return storeError(cfg.Store.Path, err)
+		return err
 	}
 	defer st.Close()
 	p := push.New(push.Options{Store: st, Sender: sender, Topic: creds.Topic, Logger: newConfigLogger(stderr, cfg.Log, false), OmitMailboxes: !cfg.APNS.MailboxHash, Priority: cfg.APNS.Priority,

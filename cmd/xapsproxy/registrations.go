@@ -20,9 +20,9 @@ func registrationsCmd(ctx context.Context, args []string, stdout io.Writer) erro
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(ctx, cfg.Store.Path)
+	st, err := openStore(ctx, cfg)
 	if err != nil {
-		return storeError(cfg.Store.Path, err)
+		return err
 	}
 	defer st.Close()
 

@@ -111,8 +111,9 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 	// The lock comes first: a second serve on the same store learns that,
 	// not that its ports are taken.
 	var err error
-	if a.lock, err = store.Lock(cfg.Store.Path); err != nil {
-		return storeError(cfg.Store.Path, err)
+	// A PostgreSQL store has none: several instances share it.
+	if a.lock, err = lockStore(cfg); err != nil {
+		return err
 	}
 	var credentials string // described in the log once everything is ready
 	if sender == nil {
@@ -137,13 +138,9 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 	if err != nil {
 		return err
 	}
-	// Through a variable of the concrete type: a nil *SQLite in the Store
-	// interface would not be nil to close.
-	st, err := store.Open(ctx, cfg.Store.Path)
-	if err != nil {
-		return storeError(cfg.Store.Path, err)
+	if a.store, err = openStore(ctx, cfg); err != nil {
+		return err
 	}
-	a.store = st
 	creds, captured, err := a.capturedCredentials()
 	if err != nil {
 		return err
@@ -312,6 +309,11 @@ func (a *app) run(ctx context.Context) error {
 				failed <- err
 			}
 		})
+	}
+	if a.cfg.Store.IsPostgres() {
+		a.log.Info("store", "postgres", a.cfg.Store.Where()) // the password redacted
+	} else {
+		a.log.Info("store", "path", a.cfg.Store.Path)
 	}
 	a.log.Info("event source", "source", a.watch.Stats().Source, "why", a.sourceWhy)
 	if a.tlsLn != nil {

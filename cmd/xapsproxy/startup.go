@@ -78,8 +78,13 @@ func executable() string {
 	return "xapsproxy"
 }
 
-// storeError words a failure to open (or lock) the store at path.
-func storeError(path string, err error) error {
+// storeError words a failure to open (or lock, or inspect) the store s:
+// a SQLite file here, PostgreSQL in postgresError.
+func storeError(s config.Store, err error) error {
+	if s.IsPostgres() {
+		return postgresError(s, err)
+	}
+	path := s.Path
 	e := &config.Error{Key: "store.path", Value: path, Err: err}
 	var pe *fs.PathError
 	if errors.As(err, &pe) {

@@ -14,7 +14,6 @@ import (
 
 	"github.com/xapsproxy/xapsproxy/admin"
 	"github.com/xapsproxy/xapsproxy/config"
-	"github.com/xapsproxy/xapsproxy/store"
 )
 
 // statusTimeout bounds the request to the running serve.
@@ -62,9 +61,9 @@ func statusCmd(ctx context.Context, args []string, stdout io.Writer) error {
 
 // storeReport is the report from the store alone.
 func storeReport(ctx context.Context, cfg *config.Config, user string) (admin.Report, error) {
-	st, err := store.Open(ctx, cfg.Store.Path)
+	st, err := openStore(ctx, cfg)
 	if err != nil {
-		return admin.Report{}, storeError(cfg.Store.Path, err)
+		return admin.Report{}, err
 	}
 	defer st.Close()
 	return admin.Collect(ctx, st, nil, nil, cfg.Backend.CanonicalUser(user), cfg.APNS.Topic, time.Now())
