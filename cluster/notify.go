@@ -116,9 +116,11 @@ func (c *Cluster) listen(ctx context.Context) {
 				c.resync = true
 				c.stats.Reconnects++
 				c.mu.Unlock()
-				c.wake()
 				c.log.Info("listening for the other instances again")
 			}
+			// Rebalance now: leases freed before the LISTEN were not
+			// heard of.
+			c.wake()
 			connected, failures = true, 0
 		})
 		if ctx.Err() != nil {
