@@ -118,12 +118,17 @@ func newEnv(t *testing.T, users []string) *env {
 // start runs one more instance, with a pool of its own.
 func (e *env) start() *node {
 	e.t.Helper()
-	pool, err := pgxpool.New(context.Background(), e.url)
+	id := fmt.Sprintf("i%d", len(e.nodes)+1)
+	cfg, err := pgxpool.ParseConfig(e.url)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cfg.ConnConfig.RuntimeParams["application_name"] = id // for pg_stat_activity
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	n := &node{pool: pool, done: make(chan error, 1)}
-	id := fmt.Sprintf("i%d", len(e.nodes)+1)
 	opts := Options{
 		Pool: pool, Users: e.users.users, Period: testPeriod, TTL: testTTL, ID: id,
 		Logger: testlog.New(e.t).With("node", id),
@@ -428,6 +433,44 @@ func TestPublish(t *testing.T) {
 		}
 	}
 	e2.waitConverged("new accounts claimed", 5*time.Second)
+}
+
+// A listener whose connection is cut reconnects, syncs every owned user
+// again (notifications may have been missed) and hears the others again.
+func TestListenerReconnects(t *testing.T) {
+	e := newEnv(t, []string{"alice", "bob", "carol", "dave", "erin", "frank"})
+	a, b := e.start(), e.start()
+	e.waitConverged("2 instances", 10*time.Second)
+	mine := a.c.Owned()
+	if len(mine) == 0 {
+		t.Fatal("a owns nothing; pick other names")
+	}
+	var killed int
+	err := b.pool.QueryRow(t.Context(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name = 'i1' AND query LIKE 'LISTEN%'`).Scan(&killed)
+	if err != nil || killed != 1 {
+		t.Fatalf("terminating a's listener: %d terminated, %v", killed, err)
+	}
+	eventually(t, "a to reconnect and sync its users", 10*time.Second, func() bool {
+		e.tl.mu.Lock()
+		defer e.tl.mu.Unlock()
+		for _, u := range mine {
+			if !slices.Contains(e.tl.syncs["i1"], u) {
+				return false
+			}
+		}
+		return a.c.Stats().Reconnects == 1
+	})
+	h := event.Hint{User: mine[0], Mailbox: "INBOX", What: event.Flags}
+	if err := b.c.PublishHint(t.Context(), h); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a hint through the new connection", 5*time.Second, func() bool {
+		e.tl.mu.Lock()
+		defer e.tl.mu.Unlock()
+		return slices.Contains(e.tl.hints["i1"], h)
+	})
+	e.tl.check(t)
 }
 
 func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
