@@ -138,6 +138,16 @@ func (p *Pusher) claimEntries(user string, entries []store.OutboxEntry, now time
 		p.mu.Unlock()
 		return // released meanwhile: the next owner claims them
 	}
+	if p.releasing[user] != nil {
+		// Owned again while a push of an earlier ownership is in flight
+		// (its Release gave up waiting): the job is kept after all.
+		for k, j := range p.jobs {
+			if k.user == user && j.released {
+				j.released = false
+				p.releaseCounted(user)
+			}
+		}
+	}
 	taken, expired := 0, 0
 	p.mu.Lock()
 	finished := p.claimFinished[user]
@@ -197,21 +207,23 @@ func (p *Pusher) releaseUser(user string, done chan struct{}) {
 			continue
 		}
 		if j.running {
-			j.released = true
-			running++
+			if !j.released { // not counted by an earlier Release
+				j.released = true
+				running++
+			}
 			continue
 		}
 		p.forget(k, j)
 	}
 	p.countJobs()
-	if running == 0 {
+	w := p.releasing[user]
+	if running == 0 && w == nil {
 		close(done)
 		return
 	}
 	if p.releasing == nil {
 		p.releasing = map[string]*releaseWait{}
 	}
-	w := p.releasing[user]
 	if w == nil {
 		w = &releaseWait{}
 		p.releasing[user] = w
@@ -234,7 +246,13 @@ func (p *Pusher) releasedBack(k jobKey) {
 		p.forget(k, j)
 		p.countJobs()
 	}
-	w := p.releasing[k.user]
+	p.releaseCounted(k.user)
+}
+
+// releaseCounted counts one job of user in flight at a Release as back,
+// and tells the Releases waiting once none is left.
+func (p *Pusher) releaseCounted(user string) {
+	w := p.releasing[user]
 	if w == nil {
 		return
 	}
@@ -242,7 +260,7 @@ func (p *Pusher) releasedBack(k jobKey) {
 		for _, d := range w.done {
 			close(d)
 		}
-		delete(p.releasing, k.user)
+		delete(p.releasing, user)
 	}
 }
 
