@@ -190,4 +190,3 @@ func TestReleaseHandsARetryOver(t *testing.T) {
 		t.Fatalf("b sent %d, a has %d pending; want 1 and 0", len(sb.sent()), a.Pending())
 	}
 }
-
