@@ -10,37 +10,38 @@ import (
 
 // Counts counts devices, their users and the pushes owed, of both kinds.
 func TestCounts(t *testing.T) {
-	s := newStore(t)
-	ctx := t.Context()
-	if c, err := s.Counts(ctx); err != nil || c != (Counts{}) {
-		t.Fatalf("Counts of an empty store = %+v, %v", c, err)
-	}
-	for _, r := range []Registration{reg("alice", tokenA), reg("alice", tokenB), reg("bob", tokenA)} {
-		if err := s.Register(ctx, r); err != nil {
+	forEachStore(t, func(t *testing.T, s Store) {
+		ctx := t.Context()
+		if c, err := s.Counts(ctx); err != nil || c != (Counts{}) {
+			t.Fatalf("Counts of an empty store = %+v, %v", c, err)
+		}
+		for _, r := range []Registration{reg("alice", tokenA), reg("alice", tokenB), reg("bob", tokenA)} {
+			if err := s.Register(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := s.CommitMailbox(ctx, "alice", "INBOX", &MailboxState{UIDValidity: 1, UIDNext: 2}, &OutboxEntry{At: t0}); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if _, err := s.CommitMailbox(ctx, "alice", "INBOX", &MailboxState{UIDValidity: 1, UIDNext: 2}, &OutboxEntry{At: t0}); err != nil {
-		t.Fatal(err)
-	}
-	id, err := s.CommitMailbox(ctx, "alice", "INBOX", nil, &OutboxEntry{Changed: true, At: t0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := s.CommitMailbox(ctx, "bob", "INBOX", &MailboxState{UIDValidity: 1, UIDNext: 2}, nil); err != nil {
-		t.Fatal(err)
-	}
-	want := Counts{Registrations: 3, Users: 2, Outbox: 2}
-	if c, err := s.Counts(ctx); err != nil || c != want {
-		t.Fatalf("Counts = %+v, %v; want %+v", c, err, want)
-	}
-	if err := s.FinishPushes(ctx, nil, []OutboxEntry{{ID: id, User: "alice", Mailbox: "INBOX", Changed: true}}); err != nil {
-		t.Fatal(err)
-	}
-	want.Outbox = 1
-	if c, err := s.Counts(ctx); err != nil || c != want {
-		t.Fatalf("Counts after a push finished = %+v, %v; want %+v", c, err, want)
-	}
+		id, err := s.CommitMailbox(ctx, "alice", "INBOX", nil, &OutboxEntry{Changed: true, At: t0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.CommitMailbox(ctx, "bob", "INBOX", &MailboxState{UIDValidity: 1, UIDNext: 2}, nil); err != nil {
+			t.Fatal(err)
+		}
+		want := Counts{Registrations: 3, Users: 2, Outbox: 2}
+		if c, err := s.Counts(ctx); err != nil || c != want {
+			t.Fatalf("Counts = %+v, %v; want %+v", c, err, want)
+		}
+		if err := s.FinishPushes(ctx, nil, []OutboxEntry{{ID: id, User: "alice", Mailbox: "INBOX", Changed: true}}); err != nil {
+			t.Fatal(err)
+		}
+		want.Outbox = 1
+		if c, err := s.Counts(ctx); err != nil || c != want {
+			t.Fatalf("Counts after a push finished = %+v, %v; want %+v", c, err, want)
+		}
+	})
 }
 
 // PingWrite fails while another process holds SQLite's write lock (within

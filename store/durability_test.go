@@ -87,15 +87,16 @@ func TestMigrationKeepsVersion2Data(t *testing.T) {
 
 // CommitMailbox with neither state nor entry changes nothing.
 func TestCommitMailboxWithNothingKeepsState(t *testing.T) {
-	s := newStore(t)
-	ctx := t.Context()
-	if err := s.SetMailboxState(ctx, "alice", "INBOX", MailboxState{UIDValidity: 1, UIDNext: 5}); err != nil {
-		t.Fatal(err)
-	}
-	if id, err := s.CommitMailbox(ctx, "alice", "INBOX", nil, nil); err != nil || id != 0 {
-		t.Fatalf("CommitMailbox(nil, nil) = %d, %v; want 0, nil", id, err)
-	}
-	if st, err := s.MailboxState(ctx, "alice", "INBOX"); err != nil || st.UIDNext != 5 {
-		t.Fatalf("state after CommitMailbox(nil, nil) = %+v, %v", st, err)
-	}
+	forEachStore(t, func(t *testing.T, s Store) {
+		ctx := t.Context()
+		if err := s.SetMailboxState(ctx, "alice", "INBOX", MailboxState{UIDValidity: 1, UIDNext: 5}); err != nil {
+			t.Fatal(err)
+		}
+		if id, err := s.CommitMailbox(ctx, "alice", "INBOX", nil, nil); err != nil || id != 0 {
+			t.Fatalf("CommitMailbox(nil, nil) = %d, %v; want 0, nil", id, err)
+		}
+		if st, err := s.MailboxState(ctx, "alice", "INBOX"); err != nil || st.UIDNext != 5 {
+			t.Fatalf("state after CommitMailbox(nil, nil) = %+v, %v", st, err)
+		}
+	})
 }

@@ -37,7 +37,7 @@ func TestReopen(t *testing.T) {
 		t.Fatalf("reopen: %v", err)
 	}
 	defer s.Close()
-	assertRegs(t, registrations(t, s, "u"), []Registration{r})
+	assertRegs(t, s, registrations(t, s, "u"), []Registration{r})
 	if got, err := s.MailboxState(ctx, "u", "INBOX"); err != nil || got != st {
 		t.Errorf("MailboxState after reopen = %+v, %v; want %+v", got, err, st)
 	}
@@ -195,31 +195,32 @@ func TestOddPath(t *testing.T) {
 
 func TestConcurrent(t *testing.T) {
 	t.Parallel()
-	s := newStore(t)
-	ctx := t.Context()
-	const workers, rounds = 20, 10
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			if err := worker(ctx, s, w, rounds); err != nil {
-				t.Errorf("worker %d: %v", w, err)
-			}
-		})
-	}
-	wg.Wait()
+	forEachStore(t, func(t *testing.T, s Store) {
+		ctx := t.Context()
+		const workers, rounds = 20, 10
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				if err := worker(ctx, s, w, rounds); err != nil {
+					t.Errorf("worker %d: %v", w, err)
+				}
+			})
+		}
+		wg.Wait()
 
-	all, err := s.All(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Each worker owns one user with its own token and shares tokenA.
-	if len(all) != 2*workers {
-		t.Errorf("got %d registrations, want %d", len(all), 2*workers)
-	}
-	users, err := s.DeleteToken(ctx, tokenA)
-	if err != nil || len(users) != workers {
-		t.Errorf("DeleteToken = %d users, %v; want %d", len(users), err, workers)
-	}
+		all, err := s.All(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Each worker owns one user with its own token and shares tokenA.
+		if len(all) != 2*workers {
+			t.Errorf("got %d registrations, want %d", len(all), 2*workers)
+		}
+		users, err := s.DeleteToken(ctx, tokenA)
+		if err != nil || len(users) != workers {
+			t.Errorf("DeleteToken = %d users, %v; want %d", len(users), err, workers)
+		}
+	})
 }
 
 func worker(ctx context.Context, s Store, w, rounds int) error {

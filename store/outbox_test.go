@@ -5,108 +5,111 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sync"
 	"testing"
 )
 
 func TestCommitMailboxStoresStateAndPushTogether(t *testing.T) {
-	s := newStore(t)
-	ctx := t.Context()
-	st := MailboxState{UIDValidity: 7, UIDNext: 42}
-	id, err := s.CommitMailbox(ctx, "alice", "INBOX", &st, &OutboxEntry{At: t0})
-	if err != nil || id <= 0 {
-		t.Fatalf("CommitMailbox = %d, %v; want an id", id, err)
-	}
-	if got, err := s.MailboxState(ctx, "alice", "INBOX"); err != nil || got != st {
-		t.Fatalf("MailboxState = %+v, %v; want %+v", got, err, st)
-	}
-	out, err := s.Outbox(ctx)
-	want := OutboxEntry{ID: id, User: "alice", Mailbox: "INBOX", At: t0.UTC()}
-	if err != nil || len(out) != 1 || out[0] != want {
-		t.Fatalf("Outbox = %+v, %v; want [%+v]", out, err, want)
-	}
+	forEachStore(t, func(t *testing.T, s Store) {
+		ctx := t.Context()
+		st := MailboxState{UIDValidity: 7, UIDNext: 42}
+		id, err := s.CommitMailbox(ctx, "alice", "INBOX", &st, &OutboxEntry{At: t0})
+		if err != nil || id <= 0 {
+			t.Fatalf("CommitMailbox = %d, %v; want an id", id, err)
+		}
+		if got, err := s.MailboxState(ctx, "alice", "INBOX"); err != nil || got != st {
+			t.Fatalf("MailboxState = %+v, %v; want %+v", got, err, st)
+		}
+		out, err := s.Outbox(ctx)
+		want := OutboxEntry{ID: id, User: "alice", Mailbox: "INBOX", At: stored(s, t0)}
+		if err != nil || len(out) != 1 || out[0] != want {
+			t.Fatalf("Outbox = %+v, %v; want [%+v]", out, err, want)
+		}
+	})
 }
 
 func TestCommitMailboxReplacesSameKindOnly(t *testing.T) {
-	s := newStore(t)
-	ctx := t.Context()
-	commit := func(user, mailbox string, changed bool) int64 {
-		t.Helper()
-		id, err := s.CommitMailbox(ctx, user, mailbox, nil, &OutboxEntry{Changed: changed, At: t0})
+	forEachStore(t, func(t *testing.T, s Store) {
+		ctx := t.Context()
+		commit := func(user, mailbox string, changed bool) int64 {
+			t.Helper()
+			id, err := s.CommitMailbox(ctx, user, mailbox, nil, &OutboxEntry{Changed: changed, At: t0})
+			if err != nil {
+				t.Fatal(err)
+			}
+			return id
+		}
+		first := commit("alice", "INBOX", false)
+		change := commit("alice", "INBOX", true)
+		notes := commit("alice", "Notes", false)
+		bob := commit("bob", "INBOX", false)
+		second := commit("alice", "INBOX", false) // covers first
+		if second <= bob {
+			t.Fatalf("replacing entry got id %d, not above every earlier id (%d)", second, bob)
+		}
+		out, err := s.Outbox(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return id
-	}
-	first := commit("alice", "INBOX", false)
-	change := commit("alice", "INBOX", true)
-	notes := commit("alice", "Notes", false)
-	bob := commit("bob", "INBOX", false)
-	second := commit("alice", "INBOX", false) // covers first
-	if second <= bob {
-		t.Fatalf("replacing entry got id %d, not above every earlier id (%d)", second, bob)
-	}
-	out, err := s.Outbox(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var ids []int64
-	for _, e := range out {
-		ids = append(ids, e.ID)
-	}
-	if fmt.Sprint(ids) != fmt.Sprint([]int64{change, notes, bob, second}) {
-		t.Fatalf("outbox ids = %v; want %v (first=%d replaced)", ids, []int64{change, notes, bob, second}, first)
-	}
-	// A push answered for the replaced entry removes nothing newer.
-	if err := s.FinishPushes(ctx, nil, []OutboxEntry{{ID: first, User: "alice", Mailbox: "INBOX"}}); err != nil {
-		t.Fatal(err)
-	}
-	if out, _ := s.Outbox(ctx); len(out) != 4 {
-		t.Fatalf("finishing a replaced id removed entries: %+v", out)
-	}
+		var ids []int64
+		for _, e := range out {
+			ids = append(ids, e.ID)
+		}
+		if fmt.Sprint(ids) != fmt.Sprint([]int64{change, notes, bob, second}) {
+			t.Fatalf("outbox ids = %v; want %v (first=%d replaced)", ids, []int64{change, notes, bob, second}, first)
+		}
+		// A push answered for the replaced entry removes nothing newer.
+		if err := s.FinishPushes(ctx, nil, []OutboxEntry{{ID: first, User: "alice", Mailbox: "INBOX"}}); err != nil {
+			t.Fatal(err)
+		}
+		if out, _ := s.Outbox(ctx); len(out) != 4 {
+			t.Fatalf("finishing a replaced id removed entries: %+v", out)
+		}
+	})
 }
 
 func TestFinishPushesRecordsAndRemoves(t *testing.T) {
-	s := newStore(t)
-	ctx := t.Context()
-	mustRegister(t, s, reg("alice", tokenA), reg("bob", tokenB))
-	a, _ := s.CommitMailbox(ctx, "alice", "INBOX", nil, &OutboxEntry{At: t0})
-	b, _ := s.CommitMailbox(ctx, "bob", "INBOX", nil, &OutboxEntry{At: t0})
-	err := s.FinishPushes(ctx, []PushRecord{
-		{User: "alice", DeviceToken: tokenA, At: t0, Result: "200"},
-		{User: "carol", DeviceToken: tokenC, At: t0, Result: "200"}, // no such registration: skipped
-	}, []OutboxEntry{{ID: a, User: "alice", Mailbox: "INBOX"}, {ID: b, User: "bob", Mailbox: "INBOX", Changed: true}, {ID: 9999, User: "x", Mailbox: "INBOX"}})
-	if err != nil {
-		t.Fatalf("FinishPushes: %v", err)
-	}
-	out, _ := s.Outbox(ctx)
-	if len(out) != 1 || out[0].ID != b {
-		t.Fatalf("outbox after finishing %d (and bob's id as a change) = %+v; want only %d", a, out, b)
-	}
-	r := registrations(t, s, "alice")[0]
-	if r.LastPushResult != "200" || !r.LastPush.Equal(t0) {
-		t.Fatalf("alice's last push = %v %q; want %v 200", r.LastPush, r.LastPushResult, t0)
-	}
+	forEachStore(t, func(t *testing.T, s Store) {
+		ctx := t.Context()
+		mustRegister(t, s, reg("alice", tokenA), reg("bob", tokenB))
+		a, _ := s.CommitMailbox(ctx, "alice", "INBOX", nil, &OutboxEntry{At: t0})
+		b, _ := s.CommitMailbox(ctx, "bob", "INBOX", nil, &OutboxEntry{At: t0})
+		err := s.FinishPushes(ctx, []PushRecord{
+			{User: "alice", DeviceToken: tokenA, At: t0, Result: "200"},
+			{User: "carol", DeviceToken: tokenC, At: t0, Result: "200"}, // no such registration: skipped
+		}, []OutboxEntry{{ID: a, User: "alice", Mailbox: "INBOX"}, {ID: b, User: "bob", Mailbox: "INBOX", Changed: true}, {ID: 9999, User: "x", Mailbox: "INBOX"}})
+		if err != nil {
+			t.Fatalf("FinishPushes: %v", err)
+		}
+		out, _ := s.Outbox(ctx)
+		if len(out) != 1 || out[0].ID != b {
+			t.Fatalf("outbox after finishing %d (and bob's id as a change) = %+v; want only %d", a, out, b)
+		}
+		r := registrations(t, s, "alice")[0]
+		if r.LastPushResult != "200" || !r.LastPush.Equal(stored(s, t0)) {
+			t.Fatalf("alice's last push = %v %q; want %v 200", r.LastPush, r.LastPushResult, t0)
+		}
+	})
 }
 
 func TestRegistrationsOf(t *testing.T) {
-	s := newStore(t)
-	mustRegister(t, s, reg("alice", tokenA), reg("alice", tokenB), reg("bob", tokenC), reg("carol", tokenA))
-	users := []string{"alice", "bob", "nobody"}
-	for i := range 2 * maxParams { // more than one query's worth
-		users = append(users, fmt.Sprintf("u%d", i))
-	}
-	got, err := s.RegistrationsOf(t.Context(), users)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 2 || len(got["alice"]) != 2 || len(got["bob"]) != 1 {
-		t.Fatalf("RegistrationsOf = %v; want alice's two and bob's one", got)
-	}
-	if got["alice"][0].DeviceToken != tokenA || got["alice"][1].DeviceToken != tokenB {
-		t.Fatalf("alice's registrations not ordered by token: %+v", got["alice"])
-	}
+	forEachStore(t, func(t *testing.T, s Store) {
+		mustRegister(t, s, reg("alice", tokenA), reg("alice", tokenB), reg("bob", tokenC), reg("carol", tokenA))
+		users := []string{"alice", "bob", "nobody"}
+		for i := range 2 * maxParams { // more than one query's worth
+			users = append(users, fmt.Sprintf("u%d", i))
+		}
+		got, err := s.RegistrationsOf(t.Context(), users)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 2 || len(got["alice"]) != 2 || len(got["bob"]) != 1 {
+			t.Fatalf("RegistrationsOf = %v; want alice's two and bob's one", got)
+		}
+		if got["alice"][0].DeviceToken != tokenA || got["alice"][1].DeviceToken != tokenB {
+			t.Fatalf("alice's registrations not ordered by token: %+v", got["alice"])
+		}
+	})
 }
 
 // Writes made at once share transactions; one that fails is rolled back
@@ -169,25 +172,20 @@ func TestGroupCommitIsolatesFailures(t *testing.T) {
 // The outbox survives closing and reopening, as it would a crash: what was
 // committed is there.
 func TestOutboxIsDurable(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "xaps.db")
-	s, err := Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	id, err := s.CommitMailbox(t.Context(), "alice", "Notes", &MailboxState{UIDValidity: 1, UIDNext: 5}, &OutboxEntry{At: t0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Close()
-	s, err = Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	out, err := s.Outbox(t.Context())
-	if err != nil || len(out) != 1 || out[0].ID != id || out[0].Mailbox != "Notes" {
-		t.Fatalf("Outbox after reopening = %+v, %v", out, err)
-	}
+	forEachReopenable(t, func(t *testing.T, open func() Store) {
+		s := open()
+		id, err := s.CommitMailbox(t.Context(), "alice", "Notes", &MailboxState{UIDValidity: 1, UIDNext: 5}, &OutboxEntry{At: t0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.Close()
+		s = open()
+		defer s.Close()
+		out, err := s.Outbox(t.Context())
+		if err != nil || len(out) != 1 || out[0].ID != id || out[0].Mailbox != "Notes" {
+			t.Fatalf("Outbox after reopening = %+v, %v", out, err)
+		}
+	})
 }
 
 // Mailbox state and outbox entries are committed without an fsync
@@ -236,48 +234,44 @@ func TestDurableWritesCommitWithFullSync(t *testing.T) {
 // A push owed for a mailbox never looked at is no mailbox state: the first
 // look after it still only sets the baseline.
 func TestOutboxEntryIsNoMailboxState(t *testing.T) {
-	s := newStore(t)
-	ctx := t.Context()
-	if _, err := s.CommitMailbox(ctx, "alice", "Notes", nil, &OutboxEntry{Changed: true, At: t0}); err != nil {
-		t.Fatal(err)
-	}
-	if st, err := s.MailboxState(ctx, "alice", "Notes"); !errors.Is(err, ErrNotFound) {
-		t.Fatalf("MailboxState = %+v, %v; want ErrNotFound", st, err)
-	}
-	// And state committed with a push keeps the push owed before it.
-	id, err := s.CommitMailbox(ctx, "alice", "Notes", &MailboxState{UIDValidity: 3, UIDNext: 9}, &OutboxEntry{At: t0})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st, err := s.MailboxState(ctx, "alice", "Notes"); err != nil || st != (MailboxState{3, 9}) {
-		t.Fatalf("MailboxState = %+v, %v", st, err)
-	}
-	if err := s.SetMailboxState(ctx, "alice", "Notes", MailboxState{3, 10}); err != nil {
-		t.Fatal(err)
-	}
-	out, _ := s.Outbox(ctx)
-	if len(out) != 2 || out[1].ID != id || out[0].Changed != true {
-		t.Fatalf("outbox = %+v; want the change and the new mail (%d) still owed", out, id)
-	}
+	forEachStore(t, func(t *testing.T, s Store) {
+		ctx := t.Context()
+		if _, err := s.CommitMailbox(ctx, "alice", "Notes", nil, &OutboxEntry{Changed: true, At: t0}); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := s.MailboxState(ctx, "alice", "Notes"); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("MailboxState = %+v, %v; want ErrNotFound", st, err)
+		}
+		// And state committed with a push keeps the push owed before it.
+		id, err := s.CommitMailbox(ctx, "alice", "Notes", &MailboxState{UIDValidity: 3, UIDNext: 9}, &OutboxEntry{At: t0})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := s.MailboxState(ctx, "alice", "Notes"); err != nil || st != (MailboxState{3, 9}) {
+			t.Fatalf("MailboxState = %+v, %v", st, err)
+		}
+		if err := s.SetMailboxState(ctx, "alice", "Notes", MailboxState{3, 10}); err != nil {
+			t.Fatal(err)
+		}
+		out, _ := s.Outbox(ctx)
+		if len(out) != 2 || out[1].ID != id || out[0].Changed != true {
+			t.Fatalf("outbox = %+v; want the change and the new mail (%d) still owed", out, id)
+		}
+	})
 }
 
 // Ids given after a reopen are above the ones still owed.
 func TestOutboxIDsGrowAcrossReopen(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "xaps.db")
-	s, err := Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, _ := s.CommitMailbox(t.Context(), "alice", "INBOX", nil, &OutboxEntry{At: t0})
-	b, _ := s.CommitMailbox(t.Context(), "bob", "INBOX", nil, &OutboxEntry{At: t0})
-	s.Close()
-	s, err = Open(t.Context(), path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	c, err := s.CommitMailbox(t.Context(), "carol", "INBOX", nil, &OutboxEntry{At: t0})
-	if err != nil || c <= max(a, b) {
-		t.Fatalf("id after reopening = %d, %v; want above %d and %d", c, err, a, b)
-	}
+	forEachReopenable(t, func(t *testing.T, open func() Store) {
+		s := open()
+		a, _ := s.CommitMailbox(t.Context(), "alice", "INBOX", nil, &OutboxEntry{At: t0})
+		b, _ := s.CommitMailbox(t.Context(), "bob", "INBOX", nil, &OutboxEntry{At: t0})
+		s.Close()
+		s = open()
+		defer s.Close()
+		c, err := s.CommitMailbox(t.Context(), "carol", "INBOX", nil, &OutboxEntry{At: t0})
+		if err != nil || c <= max(a, b) {
+			t.Fatalf("id after reopening = %d, %v; want above %d and %d", c, err, a, b)
+		}
+	})
 }

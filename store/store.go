@@ -1,8 +1,10 @@
 // Package store keeps what xapsproxy must not forget: each device's
 // XAPPLEPUSHSERVICE registration and, per watched mailbox, the UIDVALIDITY and
 // UIDNEXT last seen, so that mail arriving while the proxy was away is still
-// pushed. Store is the interface the rest of the program uses; Open returns the
-// embedded SQLite implementation.
+// pushed. Store is the interface the rest of the program uses, with two
+// implementations: Open returns the embedded SQLite one (one file, one
+// instance), OpenPostgres the PostgreSQL one, which several instances may
+// share. Both pass the same contract tests.
 package store
 
 import (

@@ -14,7 +14,9 @@
 //
 // The server starts on the first New (tests that never need it cost
 // nothing) and Main stops it and removes its directory when the tests are
-// done; Pdeathsig kills it if the test binary dies first.
+// done; Pdeathsig kills it if the test binary dies first. A test that
+// stops and restarts the server (the database gone and back) starts one of
+// its own with Start.
 //
 // When PostgreSQL is not installed (/usr/lib/postgresql/*/bin/initdb), New
 // skips the test. Set XAPSPROXY_TEST_SERVERS=required (as CI does) to make
@@ -56,7 +58,7 @@ const (
 // The server of this test binary, started by the first New.
 var (
 	once    sync.Once
-	srv     *server
+	srv     *Server
 	srvErr  error
 	counter atomic.Int64 // database names
 )
@@ -95,12 +97,38 @@ func binDir() string {
 	return best
 }
 
-// New creates an empty database and returns its URL; the database is
-// dropped (its connections closed) when the test ends. It skips or fails
-// the test when PostgreSQL is missing (see the package doc).
+// New creates an empty database on the test binary's server and returns its
+// URL; the database is dropped (its connections closed) when the test ends.
+// It skips or fails the test when PostgreSQL is missing (see the package
+// doc).
 func New(t testing.TB) string {
 	t.Helper()
-	s := get(t)
+	return get(t).New(t)
+}
+
+// Start starts a server of the test's own, stopped and removed when the
+// test ends: for a test that stops or restarts it (the database gone and
+// back), which the shared server of New must not do to the others. It
+// costs an initdb, about a second.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	skipUnavailable(t)
+	s, err := start(binDir())
+	if err != nil {
+		t.Fatalf("pgtest: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := s.close(); err != nil {
+			t.Errorf("pgtest: %v", err)
+		}
+	})
+	return s
+}
+
+// New creates an empty database on s and returns its URL; the database is
+// dropped when the test ends (if s runs then).
+func (s *Server) New(t testing.TB) string {
+	t.Helper()
 	name := fmt.Sprintf("t%d_%d", os.Getpid(), counter.Add(1))
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
@@ -108,6 +136,9 @@ func New(t testing.TB) string {
 		t.Fatalf("pgtest: create database: %v", err)
 	}
 	t.Cleanup(func() {
+		if !s.running() {
+			return // a test of its own that stopped it: close removes everything
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 		defer cancel()
 		if err := s.exec(ctx, `DROP DATABASE IF EXISTS `+name+` WITH (FORCE)`); err != nil {
@@ -117,8 +148,24 @@ func New(t testing.TB) string {
 	return s.url(name)
 }
 
-// get returns the running server, starting it on first use.
-func get(t testing.TB) *server {
+// Stop shuts the server down (fast shutdown: connections are closed).
+// Its data stays for Restart.
+func (s *Server) Stop(t testing.TB) {
+	t.Helper()
+	s.stop()
+}
+
+// Restart stops the server if it runs and starts it again on the same
+// data and port, so that URLs given before work again.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.stop()
+	if err := s.launch(s.port); err != nil {
+		t.Fatalf("pgtest: restart: %v", err)
+	}
+}
+
+func skipUnavailable(t testing.TB) {
 	t.Helper()
 	if !Available() {
 		if os.Getenv("XAPSPROXY_TEST_SERVERS") == "required" {
@@ -126,6 +173,12 @@ func get(t testing.TB) *server {
 		}
 		t.Skip("pgtest: PostgreSQL not found; " + InstallHint)
 	}
+}
+
+// get returns the running server, starting it on first use.
+func get(t testing.TB) *Server {
+	t.Helper()
+	skipUnavailable(t)
 	once.Do(func() { srv, srvErr = start(binDir()) })
 	if srvErr != nil {
 		t.Fatalf("pgtest: %v", srvErr)
@@ -133,8 +186,9 @@ func get(t testing.TB) *server {
 	return srv
 }
 
-// server is one running cluster.
-type server struct {
+// Server is a running PostgreSQL cluster of the tests, with trust
+// authentication for Role.
+type Server struct {
 	dir  string
 	bin  string
 	port int
@@ -143,16 +197,16 @@ type server struct {
 	out  serverproc.SyncBuffer
 }
 
-func (s *server) url(db string) string {
+func (s *Server) url(db string) string {
 	return fmt.Sprintf("postgres://%s@127.0.0.1:%d/%s?sslmode=disable", Role, s.port, db)
 }
 
-func start(bin string) (*server, error) {
+func start(bin string) (*Server, error) {
 	dir, err := os.MkdirTemp("", "pgtest-")
 	if err != nil {
 		return nil, err
 	}
-	s := &server{dir: dir, bin: bin}
+	s := &Server{dir: dir, bin: bin}
 	if err := s.setup(); err != nil {
 		os.RemoveAll(dir)
 		return nil, err
@@ -160,7 +214,7 @@ func start(bin string) (*server, error) {
 	return s, nil
 }
 
-func (s *server) setup() error {
+func (s *Server) setup() error {
 	if os.Geteuid() == 0 {
 		// PostgreSQL refuses to run as root.
 		u, err := user.Lookup("nobody")
@@ -187,21 +241,20 @@ func (s *server) setup() error {
 	// A port free a moment ago may be taken by the time postgres binds it.
 	var err error
 	for range 5 {
-		if err = s.launch(); err == nil {
+		var ports []int
+		if ports, err = serverproc.FreePorts(1); err != nil {
+			return err
+		}
+		if err = s.launch(ports[0]); err == nil {
 			return nil
 		}
 	}
 	return err
 }
 
-// launch starts postgres on a free port and waits until it accepts
-// connections.
-func (s *server) launch() error {
-	ports, err := serverproc.FreePorts(1)
-	if err != nil {
-		return err
-	}
-	s.port = ports[0]
+// launch starts postgres on port and waits until it accepts connections.
+func (s *Server) launch(port int) error {
+	s.port = port
 	cmd := exec.Command(filepath.Join(s.bin, "postgres"), "-D", filepath.Join(s.dir, "data"),
 		"-k", s.dir, "-h", "127.0.0.1", "-p", strconv.Itoa(s.port),
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
@@ -218,7 +271,7 @@ func (s *server) launch() error {
 	return nil
 }
 
-func (s *server) waitReady() error {
+func (s *Server) waitReady() error {
 	deadline := time.Now().Add(startTimeout)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
@@ -249,7 +302,7 @@ func exited(pid int) bool {
 }
 
 // exec runs one statement in the postgres database.
-func (s *server) exec(ctx context.Context, sql string) error {
+func (s *Server) exec(ctx context.Context, sql string) error {
 	conn, err := pgx.Connect(ctx, s.url("postgres"))
 	if err != nil {
 		return err
@@ -261,14 +314,17 @@ func (s *server) exec(ctx context.Context, sql string) error {
 
 // stop shuts the server down (fast shutdown: SIGINT, then SIGKILL after
 // stopTimeout).
-func (s *server) stop() {
+func (s *Server) stop() {
 	if pid := s.proc.Pid(); pid != 0 {
 		syscall.Kill(pid, syscall.SIGINT)
 	}
 	s.proc.Stop(stopTimeout)
 }
 
-func (s *server) close() error {
+// running reports whether postgres runs.
+func (s *Server) running() bool { return s.proc.Pid() != 0 }
+
+func (s *Server) close() error {
 	s.stop()
 	return os.RemoveAll(s.dir)
 }

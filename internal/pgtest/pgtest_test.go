@@ -66,3 +66,36 @@ func TestDropped(t *testing.T) {
 		t.Fatal("connection to the dropped database still works")
 	}
 }
+
+// A server of the test's own stops (connections fail) and restarts on the
+// same port with its data.
+func TestStopRestart(t *testing.T) {
+	ctx := context.Background()
+	s := pgtest.Start(t)
+	url := s.New(t)
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, `CREATE TABLE kept (v int)`); err != nil {
+		t.Fatal(err)
+	}
+	s.Stop(t)
+	if err := conn.Ping(ctx); err == nil {
+		t.Fatal("connection works after Stop")
+	}
+	conn.Close(ctx)
+	if c, err := pgx.Connect(ctx, url); err == nil {
+		c.Close(ctx)
+		t.Fatal("connected after Stop")
+	}
+	s.Restart(t)
+	conn, err = pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect after Restart: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `INSERT INTO kept VALUES (1)`); err != nil {
+		t.Fatalf("table lost across Restart: %v", err)
+	}
+}
