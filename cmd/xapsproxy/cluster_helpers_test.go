@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/xapsproxy/xapsproxy/internal/dovecottest"
 	"github.com/xapsproxy/xapsproxy/internal/pgtest"
 	"github.com/xapsproxy/xapsproxy/store"
@@ -185,22 +187,28 @@ func owned(t *testing.T, p *serveProc) int {
 	return n
 }
 
-// ownerOf returns the instance of procs whose cluster id holds user's lease.
-func (f *fleet) ownerOf(procs []*serveProc, user string) *serveProc {
+// owners maps every account with a live lease to the instance of procs
+// holding it.
+func (f *fleet) owners(procs []*serveProc) map[string]*serveProc {
 	f.t.Helper()
-	ctx, cancel := context.WithTimeout(f.t.Context(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(f.t.Context(), 10*time.Second)
 	defer cancel()
-	id, err := leaseOwner(ctx, f.url, user)
+	ids, err := leaseOwners(ctx, f.url)
 	if err != nil {
 		f.t.Fatal(err)
 	}
+	byID := map[string]*serveProc{}
 	for _, p := range procs {
-		if instanceID(f.t, p) == id {
-			return p
-		}
+		byID[instanceID(f.t, p)] = p
 	}
-	f.t.Fatalf("%s is owned by %q, none of the instances", user, id)
-	return nil
+	out := make(map[string]*serveProc, len(ids))
+	for user, id := range ids {
+		if byID[id] == nil {
+			f.t.Fatalf("%s is owned by %q, none of the instances", user, id)
+		}
+		out[user] = byID[id]
+	}
+	return out
 }
 
 // instanceID is p's cluster id, from its log.
@@ -222,4 +230,28 @@ func (f *fleet) deliverTo(users []string) {
 		})
 	}
 	wg.Wait()
+}
+
+// leaseOwners reads the live leases from the cluster's table: user to
+// instance id.
+func leaseOwners(ctx context.Context, url string) (map[string]string, error) {
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, "SELECT user_name, owner FROM xapsproxy_leases WHERE expires > now()")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	for rows.Next() {
+		var user []byte
+		var owner string
+		if err := rows.Scan(&user, &owner); err != nil {
+			return nil, err
+		}
+		out[string(user)] = owner
+	}
+	return out, rows.Err()
 }

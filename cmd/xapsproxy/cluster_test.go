@@ -45,10 +45,14 @@ func TestClusterThreeInstances(t *testing.T) {
 	// A new device of an account another instance owns registers on the
 	// first: the owner pushes to it.
 	a := procs[0]
+	owners := f.owners(procs)
+	if len(owners) != fleetAccounts {
+		t.Errorf("%d accounts have a live lease, want %d", len(owners), fleetAccounts)
+	}
 	var user string
 	var userIdx int
 	for i := range fleetAccounts {
-		if f.ownerOf(procs, fleetUser(i)) != a {
+		if owners[fleetUser(i)] != a {
 			user, userIdx = fleetUser(i), i
 			break
 		}
@@ -68,7 +72,7 @@ func TestClusterThreeInstances(t *testing.T) {
 	victim := procs[1]
 	var victims []string
 	for i := range fleetAccounts {
-		if u := fleetUser(i); u != user && f.ownerOf(procs, u) == victim && len(victims) < 20 {
+		if u := fleetUser(i); u != user && owners[u] == victim && len(victims) < 20 {
 			victims = append(victims, u)
 		}
 	}
