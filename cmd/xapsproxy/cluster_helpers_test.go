@@ -39,8 +39,17 @@ func fleetUser(i int) string  { return fmt.Sprintf("user%04d", i) }
 func fleetToken(i int) string { return fmt.Sprintf("%064x", i+1) }
 
 // newFleet starts Dovecot for accounts users (password "pw") and stores one
-// INBOX registration for each in a new PostgreSQL database.
+// INBOX registration for each in a new PostgreSQL database; the instances
+// watch with NOTIFY.
 func newFleet(t *testing.T, accounts int) *fleet {
+	t.Helper()
+	return newFleetWith(t, accounts, "")
+}
+
+// newFleetWith is newFleet; with eventsAddr set, Dovecot posts its own
+// events there (the first instance's [events] listener), and the instances
+// watch with them.
+func newFleetWith(t *testing.T, accounts int, eventsAddr string) *fleet {
 	t.Helper()
 	users := make(map[string]string, accounts)
 	for i := range accounts {
@@ -57,15 +66,24 @@ service imap {
   service_count = 0
 }
 `
-	s := newStackWith(t, dovecottest.Options{Users: users, ExtraConfig: extra, Exclusive: true}, "")
+	source, more := "notify", ""
+	if eventsAddr != "" {
+		source = "dovecot"
+		extra += dovecottest.EventsHook(t, "http://"+eventsAddr+"/dovecot/events", eventsSecret)
+		more = fmt.Sprintf("\n[events]\nlisten = %q\nsecret = %q\n", eventsAddr, eventsSecret)
+	}
+	s := newStackWith(t, dovecottest.Options{Users: users, ExtraConfig: extra, Exclusive: true}, more)
+	if eventsAddr != "" {
+		s.dovecot.InstallEventsScript(t)
+	}
 	f := &fleet{t: t, s: s, url: pgtest.New(t), accounts: accounts}
 	doc, err := os.ReadFile(s.cfgPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	text := strings.Replace(string(doc), "[store]\npath = \"xapsproxy.db\"\n", fmt.Sprintf("[store]\npostgres = %q\n", f.url), 1)
-	text = strings.Replace(text, "[watch]\n", "[watch]\nsource = \"notify\"\nmax_concurrent_logins = 16\n", 1)
-	if !strings.Contains(text, "postgres = ") || !strings.Contains(text, "source = \"notify\"") {
+	text = strings.Replace(text, "[watch]\n", "[watch]\nsource = \""+source+"\"\nmax_concurrent_logins = 16\ncatchup_rate = 1000\n", 1)
+	if !strings.Contains(text, "postgres = ") || !strings.Contains(text, "source = \""+source+"\"") {
 		t.Fatalf("configuration not rewritten:\n%s", text)
 	}
 	f.cfgPath = filepath.Join(filepath.Dir(s.cfgPath), "fleet.toml")
@@ -88,16 +106,42 @@ service imap {
 	return f
 }
 
+// config writes a copy of the instances' configuration with old replaced
+// by new, for an instance that differs, and returns its path.
+func (f *fleet) config(name, old, new string) string {
+	f.t.Helper()
+	doc, err := os.ReadFile(f.cfgPath)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if !strings.Contains(string(doc), old) {
+		f.t.Fatalf("configuration has no %q", old)
+	}
+	path := filepath.Join(filepath.Dir(f.cfgPath), name+".toml")
+	if err := os.WriteFile(path, []byte(strings.Replace(string(doc), old, new, 1)), 0o600); err != nil {
+		f.t.Fatal(err)
+	}
+	return path
+}
+
 // start runs n instances at once (so that they find each other before
 // claiming accounts) and returns them once each is listening.
 func (f *fleet) start(n int) []*serveProc {
 	f.t.Helper()
-	procs := make([]*serveProc, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() { procs[i] = startServeAsync(f.t, f.cfgPath) })
+	paths := make([]string, n)
+	for i := range paths {
+		paths[i] = f.cfgPath
 	}
-	wg.Wait()
+	return f.startConfigs(paths...)
+}
+
+// startConfigs is start with an instance per configuration file.
+func (f *fleet) startConfigs(paths ...string) []*serveProc {
+	f.t.Helper()
+	procs := make([]*serveProc, len(paths))
+	for i, path := range paths {
+		procs[i] = startServeAsync(f.t, path)
+	}
 	for _, p := range procs {
 		p.waitListening()
 	}

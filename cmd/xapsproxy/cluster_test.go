@@ -8,9 +8,12 @@ package main
 // share back.
 
 import (
+	"fmt"
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/xapsproxy/xapsproxy/store"
 )
 
 const (
@@ -67,6 +70,9 @@ func TestClusterThreeInstances(t *testing.T) {
 		t.Fatalf("pushes to %v, want one to each of %s's devices %v", tokens, user, want)
 	}
 	sent := 2
+	// Its session is a backend session of user's too: gone before the
+	// sessions are counted again.
+	d.conn.Close()
 
 	// The second instance dies; mail comes for its accounts at once.
 	victim := procs[1]
@@ -126,4 +132,63 @@ func allUsers(n int) []string {
 		users[i] = fleetUser(i)
 	}
 	return users
+}
+
+// Dovecot posts its events to one instance only; the accounts the other
+// owns are pushed by it, each mail once.
+func TestClusterDovecotEvents(t *testing.T) {
+	t.Parallel()
+	const accounts = 60
+	addrA := freeAddr(t)
+	f := newFleetWith(t, accounts, addrA)
+	cfgB := f.config("b", fmt.Sprintf("listen = %q", addrA), fmt.Sprintf("listen = %q", freeAddr(t)))
+	procs := f.startConfigs(f.cfgPath, cfgB)
+	st, err := store.OpenPostgres(t.Context(), f.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var owners map[string]*serveProc
+	waitLong(t, "every account owned and looked at once (its baseline)", func() bool {
+		owners = f.owners(procs)
+		if len(owners) != accounts {
+			return false
+		}
+		for i := range accounts {
+			if _, err := st.MailboxState(t.Context(), fleetUser(i), "INBOX"); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	var ofB []string
+	for i := range accounts {
+		if owners[fleetUser(i)] == procs[1] {
+			ofB = append(ofB, fleetUser(i))
+		}
+	}
+	if len(ofB) == 0 || len(ofB) == accounts {
+		t.Fatalf("the second instance owns %d of %d accounts: the load is not spread", len(ofB), accounts)
+	}
+	f.deliverTo(allUsers(accounts))
+	reqs := f.s.apns.WaitRequests(t, accounts, waitTimeout)
+	per := map[string]int{}
+	for _, r := range reqs {
+		per[r.Token]++
+	}
+	for i := range accounts {
+		if n := per[fleetToken(i)]; n != 1 {
+			t.Errorf("%s (owned by instance %d): %d pushes, want 1", fleetUser(i), slices.Index(procs, owners[fleetUser(i)]), n)
+		}
+	}
+	// The next mail to an account of the second instance is the next
+	// push: nothing else was sent twice.
+	f.deliverTo(ofB[:1])
+	reqs = f.s.apns.WaitRequests(t, accounts+1, waitTimeout)
+	if want := fleetToken(slices.Index(allUsers(accounts), ofB[0])); reqs[accounts].Token != want {
+		t.Errorf("push %d went to %s, want %s's device", accounts+1, reqs[accounts].Token, ofB[0])
+	}
+	if got := len(f.s.apns.Requests()); got != accounts+1 {
+		t.Errorf("%d pushes in all, want %d", got, accounts+1)
+	}
 }
