@@ -47,8 +47,13 @@ func TestClusterReport(t *testing.T) {
 				fmt.Fprintf(&report, " (p50 %.2f× one instance's)", float64(p50)/float64(base))
 				killed := time.Now()
 				procs[n-1].kill()
+				waitLong(t, "every account owned by the instances left", func() bool {
+					return len(f.owners(procs[:n-1])) == fleetAccounts
+				})
+				ownedAgain := time.Since(killed)
 				f.waitWatchedOnce(time.Minute)
-				fmt.Fprintf(&report, "; SIGKILL of one: its accounts watched again after %v", time.Since(killed).Round(10*time.Millisecond))
+				fmt.Fprintf(&report, "; SIGKILL of one: its accounts owned again after %v, watched again after %v",
+					ownedAgain.Round(10*time.Millisecond), time.Since(killed).Round(10*time.Millisecond))
 			}
 			report.WriteString("\n")
 		})
