@@ -106,3 +106,23 @@ func (a *app) ownsFunc() func(string) bool {
 	}
 	return a.cluster.Owns
 }
+
+// tellOwners, on a PostgreSQL store, tells the instances owning users that
+// their registrations changed (a deletion by `xapsproxy registrations`), so
+// that an account left without devices stops being watched at once rather
+// than at the owner's next full look. A failure leaves that look to do it:
+// the deletion itself is done.
+func tellOwners(ctx context.Context, st store.Store, users ...string) {
+	pg, ok := st.(*store.Postgres)
+	if !ok {
+		return
+	}
+	c := cluster.New(cluster.Options{Pool: pg.Pool(), Users: st.Users})
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	for _, u := range users {
+		if err := c.PublishRegistration(ctx, u); err != nil {
+			return // the owners converge at their next full look (5 minutes)
+		}
+	}
+}

@@ -9,6 +9,7 @@ package main
 
 import (
 	"fmt"
+	"os/exec"
 	"slices"
 	"testing"
 	"time"
@@ -130,6 +131,16 @@ func TestClusterThreeInstances(t *testing.T) {
 	if got := len(f.s.apns.Requests()); got != sent {
 		t.Errorf("%d pushes in all, want %d", got, sent)
 	}
+
+	// A device deleted with the command, on no instance: the account's
+	// owner stops watching it at once, not at its next full look.
+	gone := victims[1]
+	out, err := exec.Command(binary(t), "registrations", "-config", f.cfgPath, "delete", gone,
+		fleetToken(slices.Index(allUsers(fleetAccounts), gone))).CombinedOutput()
+	if err != nil {
+		t.Fatalf("registrations delete: %v\n%s", err, out)
+	}
+	waitUntil(t, gone+"'s watcher to end", func() bool { return f.sessions()[gone] == 0 })
 }
 
 func allUsers(n int) []string {
