@@ -206,3 +206,16 @@ func (p *serveProc) kill() {
 		p.t.Errorf("serve (PID %d) did not die of SIGKILL", p.pid())
 	}
 }
+
+// terminate sends SIGTERM, as systemd stops it, and waits for the exit.
+func (p *serveProc) terminate() {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		p.t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(exitTimeout):
+		p.t.Fatalf("serve (PID %d) did not stop within %v of SIGTERM", p.pid(), exitTimeout)
+	}
+}

@@ -208,4 +208,27 @@ func TestClusterDovecotEvents(t *testing.T) {
 	if got := len(f.s.apns.Requests()); got != accounts+1 {
 		t.Errorf("%d pushes in all, want %d", got, accounts+1)
 	}
+
+	// Stopped with SIGTERM, the second hands its accounts over: the first
+	// owns them at once, not after the leases' expiry, and pushes their mail.
+	stopped := time.Now()
+	procs[1].terminate()
+	waitUntil(t, "the first instance to own every account", func() bool {
+		return len(f.owners(procs[:1])) == accounts
+	})
+	t.Logf("accounts of the instance stopped owned by the other %v after SIGTERM", time.Since(stopped).Round(time.Millisecond))
+	if d := time.Since(stopped); d > clusterTTL {
+		t.Errorf("the hand-over took %v, as long as a lease's expiry (%v)", d, clusterTTL)
+	}
+	f.deliverTo(ofB)
+	reqs = f.s.apns.WaitRequests(t, accounts+1+len(ofB), waitTimeout)
+	per = map[string]int{}
+	for _, r := range reqs[accounts+1:] {
+		per[r.Token]++
+	}
+	for _, u := range ofB {
+		if n := per[fleetToken(slices.Index(allUsers(accounts), u))]; n != 1 {
+			t.Errorf("%s after the hand-over: %d pushes, want 1", u, n)
+		}
+	}
 }
