@@ -53,13 +53,15 @@ type Options struct {
 	// Users lists every user with registrations (the store's Users).
 	Users func(ctx context.Context) ([]string, error)
 	// OnOwn is called when this instance starts owning user (Owns(user)
-	// is already true). Called from Run's goroutine, one call at a time
-	// with OnLose; it must not block long. nil = nothing.
+	// is already true). Called from Run's goroutine, one call at a time;
+	// it must not block long. nil = nothing.
 	OnOwn func(user string)
 	// OnLose is called when this instance stops owning user (Owns(user)
 	// is already false); it must return only once nothing of this
 	// instance watches or pushes for user any more, since the next owner
-	// may start right after. Called from Run's goroutine. nil = nothing.
+	// may start right after. Called from goroutines of Run, for several
+	// users at once (never for one user twice at once), and never at the
+	// same time as OnOwn. nil = nothing.
 	OnLose func(ctx context.Context, user string)
 	// OnSync is called on the owner of user when some instance published
 	// a change of user's registrations, and for every owned user after
@@ -208,6 +210,9 @@ func (c *Cluster) Run(ctx context.Context) error {
 		return errors.New("cluster: TTL must be at least 3 × Period")
 	}
 	if err := Migrate(ctx, c.opts.Pool); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it joined
+		}
 		return err
 	}
 	lctx, stopListen := context.WithCancel(ctx)
@@ -257,6 +262,25 @@ func (c *Cluster) nextExpiry() time.Duration {
 	return max(d, time.Millisecond)
 }
 
+// loseParallel bounds the OnLose calls at once: a hand-over of many
+// accounts must not hold the loop (and the renewal of the other leases)
+// for one OnLose after another.
+const loseParallel = 64
+
+// loseAll calls lose for every user, several at once, and waits for all.
+func (c *Cluster) loseAll(ctx context.Context, users []string) {
+	sem := make(chan struct{}, loseParallel)
+	var wg sync.WaitGroup
+	for _, u := range users {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c.lose(ctx, u)
+		})
+	}
+	wg.Wait()
+}
+
 // lose forgets user's lease and calls OnLose.
 func (c *Cluster) lose(ctx context.Context, user string) {
 	c.mu.Lock()
@@ -287,7 +311,5 @@ func (c *Cluster) expire(ctx context.Context) {
 	if len(gone) > 0 {
 		c.log.Warn("leases could not be renewed in time; giving the accounts up", "accounts", len(gone))
 	}
-	for _, u := range gone {
-		c.lose(ctx, u)
-	}
+	c.loseAll(ctx, gone)
 }

@@ -179,9 +179,7 @@ func (c *Cluster) renew(ctx context.Context, start time.Time) error {
 	if len(lost) > 0 {
 		c.log.Warn("leases taken by another instance", "accounts", len(lost))
 	}
-	for _, u := range lost {
-		c.lose(ctx, u)
-	}
+	c.loseAll(ctx, lost)
 	for _, u := range adopted {
 		if c.opts.OnOwn != nil {
 			c.opts.OnOwn(u)
@@ -256,8 +254,8 @@ func (c *Cluster) handOver(ctx context.Context, users []string) {
 	for _, u := range users {
 		k := keyOf(u)
 		keys = append(keys, k[:])
-		c.lose(ctx, u)
 	}
+	c.loseAll(ctx, users)
 	c.mu.Lock()
 	c.stats.HandedOver += uint64(len(users))
 	c.mu.Unlock()
@@ -289,9 +287,7 @@ func (c *Cluster) leave(parent context.Context) {
 		users = append(users, u)
 	}
 	c.mu.Unlock()
-	for _, u := range users {
-		c.lose(ctx, u)
-	}
+	c.loseAll(ctx, users)
 	if _, err := c.opts.Pool.Exec(ctx, releaseAllSQL, c.id); err != nil {
 		c.log.Warn("cannot release the leases; they expire on their own", "error", err)
 		return

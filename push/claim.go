@@ -39,8 +39,9 @@ func (p *Pusher) owns(user string) bool {
 
 // Claim takes user's entries in the store's outbox, to be sent as if they
 // had just been reported; entries already scheduled here, or finished
-// since Claim began, are left out. Call it once Options.Owns(user) is true.
-// It reads the store and returns; Run schedules the entries.
+// since Claim began, are left out. Call it once Options.Owns(user) is true,
+// while Run runs (it waits for the entries finished so far to be written,
+// then reads the store and returns; Run schedules the entries).
 func (p *Pusher) Claim(ctx context.Context, user string) error {
 	p.mu.Lock()
 	p.claimOpen[user]++
@@ -48,7 +49,16 @@ func (p *Pusher) Claim(ctx context.Context, user string) error {
 		p.claimFinished[user] = map[mailboxKind]int64{}
 	}
 	p.mu.Unlock()
-	entries, err := p.store.OutboxOf(ctx, user)
+	// What was finished before the Claim opened must be out of the
+	// store before it is read (an event of user may have been pushed
+	// already: Owns was true before OnOwn); what is finished from now on
+	// is noted in claimFinished. finish1 queues an entry before it notes
+	// it, so each is caught by one or the other.
+	err := p.rec.waitWritten(ctx, p.rec.queued())
+	var entries []store.OutboxEntry
+	if err == nil {
+		entries, err = p.store.OutboxOf(ctx, user)
+	}
 	p.mu.Lock()
 	if err != nil {
 		p.closeClaim(user)
