@@ -53,13 +53,15 @@ type Options struct {
 	// Users lists every user with registrations (the store's Users).
 	Users func(ctx context.Context) ([]string, error)
 	// OnOwn is called when this instance starts owning user (Owns(user)
-	// is already true). Called from Run's goroutine, one call at a time;
-	// it must not block long. nil = nothing.
+	// is already true). Called from goroutines of Run, for up to 64 users
+	// at once, never at the same time as OnLose; Run waits for it, so it
+	// should take no more than a round trip to the store (such as
+	// push.Pusher.Claim). nil = nothing.
 	OnOwn func(user string)
 	// OnLose is called when this instance stops owning user (Owns(user)
 	// is already false); it must return only once nothing of this
 	// instance watches or pushes for user any more, since the next owner
-	// may start right after. Called from goroutines of Run, for several
+	// may start right after. Called from goroutines of Run, for up to 64
 	// users at once (never for one user twice at once), and never at the
 	// same time as OnOwn. nil = nothing.
 	OnLose func(ctx context.Context, user string)
@@ -262,14 +264,31 @@ func (c *Cluster) nextExpiry() time.Duration {
 	return max(d, time.Millisecond)
 }
 
-// loseParallel bounds the OnLose calls at once: a hand-over of many
-// accounts must not hold the loop (and the renewal of the other leases)
-// for one OnLose after another.
-const loseParallel = 64
+// callParallel bounds the OnOwn or OnLose calls at once: a hand-over of
+// many accounts must not hold the loop (and the renewal of the other
+// leases) for one call after another.
+const callParallel = 64
+
+// ownAll calls OnOwn for every user, several at once, and waits for all.
+func (c *Cluster) ownAll(users []string) {
+	if c.opts.OnOwn == nil {
+		return
+	}
+	sem := make(chan struct{}, callParallel)
+	var wg sync.WaitGroup
+	for _, u := range users {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c.opts.OnOwn(u)
+		})
+	}
+	wg.Wait()
+}
 
 // loseAll calls lose for every user, several at once, and waits for all.
 func (c *Cluster) loseAll(ctx context.Context, users []string) {
-	sem := make(chan struct{}, loseParallel)
+	sem := make(chan struct{}, callParallel)
 	var wg sync.WaitGroup
 	for _, u := range users {
 		sem <- struct{}{}

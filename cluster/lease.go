@@ -180,11 +180,7 @@ func (c *Cluster) renew(ctx context.Context, start time.Time) error {
 		c.log.Warn("leases taken by another instance", "accounts", len(lost))
 	}
 	c.loseAll(ctx, lost)
-	for _, u := range adopted {
-		if c.opts.OnOwn != nil {
-			c.opts.OnOwn(u)
-		}
-	}
+	c.ownAll(adopted)
 	return nil
 }
 
@@ -238,11 +234,7 @@ func (c *Cluster) claimUsers(ctx context.Context, users []string) {
 		if len(got) > 0 {
 			c.log.Debug("claimed accounts", "accounts", len(got))
 		}
-		if c.opts.OnOwn != nil {
-			for _, u := range got {
-				c.opts.OnOwn(u)
-			}
-		}
+		c.ownAll(got)
 	}
 }
 
