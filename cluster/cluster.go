@@ -94,13 +94,14 @@ type Cluster struct {
 	id     string
 	margin time.Duration // a lease is given up this long before its expiry
 
-	kick chan struct{} // 1-buffered: rebalance now
+	kick      chan struct{} // 1-buffered: rebalance now
+	claimKick chan struct{} // 1-buffered: claim the users in claim now
 
 	mu      sync.Mutex
 	owned   map[string]*lease // user -> lease held
 	byKey   map[userKey]string
-	live    int                 // instances seen live at the last heartbeat
-	claim   map[string]struct{} // users to claim at once (from notifications)
+	live    []string            // instances seen live at the last heartbeat
+	claim   map[string]struct{} // users this instance should own and claim at once (from notifications)
 	resync  bool                // call OnSync for every owned user
 	stats   Stats
 	abandon bool // tests: stop like a killed process, without hand-over
@@ -149,6 +150,8 @@ func New(opts Options) *Cluster {
 		id:     opts.ID,
 		margin: margin,
 		kick:   make(chan struct{}, 1),
+
+		claimKick: make(chan struct{}, 1),
 		owned:  map[string]*lease{},
 		byKey:  map[userKey]string{},
 		claim:  map[string]struct{}{},
@@ -187,7 +190,7 @@ func (c *Cluster) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.stats
-	s.Owned, s.Instances = len(c.owned), c.live
+	s.Owned, s.Instances = len(c.owned), len(c.live)
 	return s
 }
 
@@ -229,11 +232,13 @@ func (c *Cluster) Run(ctx context.Context) error {
 	defer tick.Stop()
 	expiry := time.NewTimer(c.opts.TTL)
 	defer expiry.Stop()
+	full := true // a whole step; else only what woke the loop
 	for {
-		if c.step(ctx) && !joined {
+		if full && c.step(ctx) && !joined {
 			joined = true
 			c.notify(ctx, message{Kind: kindJoin})
 		}
+		full = true
 		c.expire(ctx)
 		expiry.Reset(c.nextExpiry())
 		select {
@@ -247,7 +252,11 @@ func (c *Cluster) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		case <-c.kick:
+		case <-c.claimKick:
+			c.claimPending(ctx)
+			full = false
 		case <-expiry.C:
+			full = false // expire, above
 		}
 	}
 }

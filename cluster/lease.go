@@ -59,7 +59,7 @@ func (c *Cluster) step(ctx context.Context) bool {
 	c.expire(ctx)
 
 	c.mu.Lock()
-	c.live = len(live)
+	c.live = live
 	pending := c.claim
 	c.claim = map[string]struct{}{}
 	resync := c.resync
@@ -109,6 +109,23 @@ func (c *Cluster) step(ctx context.Context) bool {
 		c.claimUsers(ctx, take)
 	}
 	return true
+}
+
+// claimPending claims the users notifications named for this instance,
+// without a whole rebalance.
+func (c *Cluster) claimPending(ctx context.Context) {
+	c.mu.Lock()
+	var take []string
+	for u := range c.claim {
+		if c.owned[u] == nil {
+			take = append(take, u)
+		}
+	}
+	c.claim = map[string]struct{}{}
+	c.mu.Unlock()
+	if len(take) > 0 {
+		c.claimUsers(ctx, take)
+	}
 }
 
 // heartbeat renews this instance's row and returns the live instances.
