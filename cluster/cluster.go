@@ -152,9 +152,9 @@ func New(opts Options) *Cluster {
 		kick:   make(chan struct{}, 1),
 
 		claimKick: make(chan struct{}, 1),
-		owned:  map[string]*lease{},
-		byKey:  map[userKey]string{},
-		claim:  map[string]struct{}{},
+		owned:     map[string]*lease{},
+		byKey:     map[userKey]string{},
+		claim:     map[string]struct{}{},
 	}
 }
 
