@@ -80,6 +80,7 @@ func (p *Pusher) finish1(r outboxRef) {
 		p.finishedEarly[r.id] = true
 	}
 	p.rec.finished(r.entry())
+	p.noteFinished(r) // after: see Claim
 }
 
 // releaseAll lets go of every id in list and empties it.
@@ -107,6 +108,11 @@ func (p *Pusher) unclaimed(r outboxRef) {
 // outbox was read.
 func (p *Pusher) loadOutbox(ctx context.Context, now time.Time) bool {
 	if p.outboxLoaded {
+		return true
+	}
+	if p.ownsFn != nil {
+		// Claim takes each owned user's entries (claim.go).
+		p.outboxLoaded, p.finishedEarly = true, nil
 		return true
 	}
 	entries, err := p.store.Outbox(ctx)

@@ -102,6 +102,12 @@ type Options struct {
 	// Clock gives the time for timestamps and schedules and the timer Run
 	// waits on. nil = the real clock.
 	Clock Clock
+	// Owns, when set, says whether this instance owns user (several
+	// instances share the accounts, see package cluster): the Pusher then
+	// reads no outbox at start, drops events of users it does not own,
+	// and sends a user's owed pushes when told with Claim (see claim.go).
+	// nil = every user is this instance's.
+	Owns func(user string) bool
 	// SendLatency, if set, is given the seconds from handing a push to
 	// the Sender to APNs's answer, for every push answered (those that got
 	// no answer are not). It is called from many workers at once
@@ -134,6 +140,7 @@ type Pusher struct {
 	credentialRecheck time.Duration
 	sendTimeout       time.Duration
 	sendLatency       Observer
+	ownsFn            func(string) bool
 
 	wake    chan struct{} // 1-buffered: "events are waiting"
 	running atomic.Bool   // a Run is active
@@ -149,6 +156,10 @@ type Pusher struct {
 	events    map[eventKey]eventState // reported, not yet looked up
 	resolving int                     // events being looked up by Run
 	jobCount  int                     // len(jobs), for Pending
+	// With Options.Owns (claim.go):
+	ctl           []ctlReq                         // Claims and Releases for Run, in order
+	claimOpen     map[string]int                   // Claims of a user between their read and Run
+	claimFinished map[string]map[mailboxKind]int64 // from Claim to Release: the newest entry finished
 
 	// Owned by the active Run (handed over through running).
 	jobs          map[jobKey]*job
@@ -161,7 +172,9 @@ type Pusher struct {
 	finishedEarly map[int64]bool // ids finished before that, not to be read back
 	storeRetryAt  time.Time      // look events up again after a store error
 	storeErrors   int
-	gate          gate // APNs as a whole: open, or holding pushes (see gate.go)
+	gate          gate                    // APNs as a whole: open, or holding pushes (see gate.go)
+	releasing     map[string]*releaseWait // Releases waiting for pushes in flight
+	inResolve     map[eventKey]eventState // the batch being looked up, for Claim
 }
 
 // eventKey and eventState are what Notify keeps: per (user, mailbox),
@@ -205,6 +218,9 @@ func New(opts Options) *Pusher {
 		credentialRecheck: orDefault(opts.CredentialRecheck, DefaultCredentialRecheck),
 		sendTimeout:       orDefault(opts.SendTimeout, DefaultSendTimeout),
 		sendLatency:       opts.SendLatency,
+		ownsFn:            opts.Owns,
+		claimOpen:         map[string]int{},
+		claimFinished:     map[string]map[mailboxKind]int64{},
 		clock:             opts.Clock,
 		wake:              make(chan struct{}, 1),
 		events:            map[eventKey]eventState{},
@@ -239,8 +255,12 @@ func orDefault(d, def time.Duration) time.Duration {
 // mutex) and never drops: events are merged per (user, mailbox) until Run
 // looks them up, so memory is bounded by the number of watched mailboxes.
 // Events reported while Run is not running wait for the next Run. An event
-// of unknown kind is treated as KindNew.
+// of unknown kind is treated as KindNew. With Options.Owns, an event of a
+// user not owned is dropped.
 func (p *Pusher) Notify(ev event.Event) {
+	if !p.owns(ev.User) {
+		return // its outbox entry is the next owner's
+	}
 	st := eventState{isNew: true, newID: ev.ID}
 	if ev.Kind == event.KindChanged {
 		st = eventState{changedAt: p.clock.Now(), changedID: ev.ID}

@@ -29,10 +29,15 @@ type recorder struct {
 	records []store.PushRecord
 	done    []store.OutboxEntry // outbox entries to remove
 	kick    chan struct{}       // 1-buffered: "something to write"
+	// seq counts the outbox entries handed to finished; written is the
+	// seq up to which they are in the store, and written is closed and
+	// replaced each time it grows (for Release's waitWritten).
+	seq, wrote uint64
+	written    chan struct{}
 }
 
 func newRecorder(st store.Store, logger *slog.Logger) *recorder {
-	return &recorder{store: st, logger: logger, kick: make(chan struct{}, 1)}
+	return &recorder{store: st, logger: logger, kick: make(chan struct{}, 1), written: make(chan struct{})}
 }
 
 // record queues the outcome of one push.
@@ -49,6 +54,7 @@ func (r *recorder) record(rec store.PushRecord) {
 func (r *recorder) finished(e store.OutboxEntry) {
 	r.mu.Lock()
 	r.done = append(r.done, e)
+	r.seq++
 	r.mu.Unlock()
 	r.wake()
 }
@@ -104,14 +110,17 @@ func (r *recorder) run(ctx context.Context) {
 // again.
 func (r *recorder) flush(ctx context.Context) error {
 	r.mu.Lock()
-	records, done := r.records, r.done
+	records, done, upto := r.records, r.done, r.seq
 	r.records, r.done = nil, nil
 	r.mu.Unlock()
 	if len(records) == 0 && len(done) == 0 {
+		r.wroteUpTo(upto)
 		return nil
 	}
 	err := r.store.FinishPushes(ctx, records, done)
-	if err != nil {
+	if err == nil {
+		r.wroteUpTo(upto)
+	} else {
 		r.mu.Lock()
 		r.done = append(done, r.done...)
 		keep := max(0, min(len(records), maxRecords-len(r.records)))
@@ -119,6 +128,43 @@ func (r *recorder) flush(ctx context.Context) error {
 		r.mu.Unlock()
 	}
 	return err
+}
+
+// wroteUpTo notes that the entries up to seq are in the store. Only the
+// recorder's goroutine flushes, so the flushes come in order.
+func (r *recorder) wroteUpTo(seq uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if seq > r.wrote {
+		r.wrote = seq
+		close(r.written)
+		r.written = make(chan struct{})
+	}
+}
+
+// queued is the count of outbox entries handed to finished so far.
+func (r *recorder) queued() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.seq
+}
+
+// waitWritten waits until the outbox entries up to seq are in the store.
+func (r *recorder) waitWritten(ctx context.Context, seq uint64) error {
+	for {
+		r.mu.Lock()
+		wrote, ch := r.wrote, r.written
+		r.mu.Unlock()
+		if wrote >= seq {
+			return nil
+		}
+		r.wake()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // pending is how many writes are queued.

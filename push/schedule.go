@@ -37,6 +37,7 @@ type job struct {
 	gen       uint64             // of its current entry in the due heap
 	outbox    []outboxRef        // outbox entries the current notification is about
 	againOut  []outboxRef        // ... and those of the events that came in flight
+	released  bool               // Release came while it was in flight (claim.go)
 }
 
 // outcome is what a worker hands back to Run.
@@ -95,9 +96,11 @@ func (p *Pusher) Run(ctx context.Context) error {
 				p.storeRetryAt = now.Add(p.backoff(p.storeErrors))
 			}
 		}
+		p.runCtl(now)
 		if !resolving && !now.Before(p.storeRetryAt) {
 			if batch := p.takeEvents(); len(batch) > 0 {
 				resolving = true
+				p.inResolve = batch
 				go func() { resolved <- p.resolve(ctx, batch) }()
 			}
 		}
@@ -117,11 +120,14 @@ func (p *Pusher) Run(ctx context.Context) error {
 			if resolving {
 				p.apply(<-resolved, p.clock.Now(), true)
 			}
+			p.runCtl(p.clock.Now())
+			p.endReleases()
 			p.countJobs()
 			return nil
 		case <-p.wake:
 		case r := <-resolved:
 			resolving = false
+			p.inResolve = nil
 			p.apply(r, p.clock.Now(), false)
 		case out := <-done:
 			inflight--
@@ -216,6 +222,13 @@ func (p *Pusher) dispatch(ctx context.Context, now time.Time, inflight int, pool
 		}
 		heap.Pop(&p.due)
 		k, j := e.key, p.jobs[e.key]
+		if !p.owns(k.user) {
+			// Lost before Release came (a lease not renewed in time):
+			// the next owner sends it.
+			p.forget(k, j)
+			p.countJobs()
+			continue
+		}
 		if j.attempt > 0 && now.After(j.expires) {
 			// Held (the gate was closed) past its expiration.
 			p.logger.Error("giving up: notification expired before APNs accepted it",
@@ -256,6 +269,9 @@ func (p *Pusher) finish(out outcome, now time.Time, shutdown bool) {
 		return
 	}
 	j.running = false
+	if j.released {
+		defer p.releasedBack(out.key)
+	}
 	res := out.res
 	log := regLog{p.logger, res.User, res.DeviceToken, res.AccountID}
 	if shutdown && res.Err != nil {

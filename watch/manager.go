@@ -27,6 +27,7 @@ package watch
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"slices"
 	"sync"
@@ -116,12 +117,21 @@ type Options struct {
 	GreetingTimeout time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
+	// Owns, when set, says whether this instance owns user (several
+	// instances share the accounts, see package cluster): the manager
+	// makes owners and watchers only for owned users, and Sync of a user
+	// not owned drops its owner. nil = every user is this instance's.
+	Owns func(user string) bool
 }
 
 // Manager keeps one watcher per user with registrations.
 type Manager struct {
 	opts Options
 	log  *slog.Logger
+
+	// converging is held while an owner is made, changed or dropped, so
+	// that Release cannot miss a watcher converge is starting.
+	converging sync.Mutex
 
 	mu     sync.Mutex
 	dirty  map[string]struct{} // users to converge
@@ -285,14 +295,23 @@ func (m *Manager) syncAll(ctx context.Context) {
 // converge makes, updates or drops the owner of one user, and starts or
 // stops its connection.
 func (m *Manager) converge(ctx context.Context, user string) {
-	sctx, cancel := context.WithTimeout(ctx, storeTimeout)
-	regs, err := m.opts.Store.Registrations(sctx, user)
-	cancel()
-	if err != nil {
-		m.log.Error("cannot read registrations", "user", user, "err", err)
-		return
+	var mailboxes []string
+	if m.owns(user) {
+		sctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		regs, err := m.opts.Store.Registrations(sctx, user)
+		cancel()
+		if err != nil {
+			m.log.Error("cannot read registrations", "user", user, "err", err)
+			return
+		}
+		mailboxes = mailboxUnion(regs)
 	}
-	mailboxes := mailboxUnion(regs)
+	m.converging.Lock()
+	defer m.converging.Unlock()
+	if !m.owns(user) {
+		mailboxes = nil // lost while the registrations were read
+	}
+	created := false
 	m.mu.Lock()
 	o := m.owners[user]
 	switch {
@@ -302,13 +321,17 @@ func (m *Manager) converge(ctx context.Context, user string) {
 	case o == nil:
 		o = newOwner(m, user, mailboxes)
 		m.owners[user] = o
+		created = true
 	}
 	m.mu.Unlock()
+	if created && m.opts.Owns != nil && m.opts.Source == SourceEvents {
+		// Taken over from another instance: mail may have come while
+		// nobody owned the account.
+		m.catchUp.add(user)
+	}
 	switch {
 	case len(mailboxes) == 0 && o != nil:
-		if o.conn != nil {
-			o.conn.stop()
-		}
+		o.release()
 		m.log.Info("stopped watching", "user", user)
 	case len(mailboxes) == 0:
 	case o.conn == nil && m.opts.Source != SourceEvents:
@@ -319,6 +342,44 @@ func (m *Manager) converge(ctx context.Context, user string) {
 		m.log.Info("watching", "user", user, "mailboxes", len(mailboxes), "source", m.opts.Source)
 	case o.setMailboxes(mailboxes) && o.conn != nil:
 		o.conn.mailboxesChanged()
+	}
+}
+
+// owns reports whether this instance owns user (Options.Owns).
+func (m *Manager) owns(user string) bool {
+	return m.opts.Owns == nil || m.opts.Owns(user)
+}
+
+// Release stops watching user at once: it drops the user's owner, stops its
+// connection, and waits for the connection and any hint being applied to
+// finish, so that no event of user comes from this manager afterwards
+// (until user is synced again while owned). For a cluster's OnLose; call it
+// once Options.Owns(user) is false. It returns ctx's error if ctx is done
+// first, and nil for a user not watched.
+func (m *Manager) Release(ctx context.Context, user string) error {
+	done := make(chan struct{})
+	go func() { // ends once the watcher has, even if ctx is done first
+		defer close(done)
+		// Under converging, converge is not half-way through making
+		// the owner; once it is dropped, converge makes none again
+		// (Owns is false). Stopping it can then run beside other
+		// Releases.
+		m.converging.Lock()
+		m.mu.Lock()
+		o := m.owners[user]
+		delete(m.owners, user)
+		m.mu.Unlock()
+		m.converging.Unlock()
+		if o != nil {
+			o.release()
+			m.log.Info("stopped watching: another instance owns the account now", "user", user)
+		}
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("release %s: %w", user, ctx.Err())
 	}
 }
 

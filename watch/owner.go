@@ -38,6 +38,21 @@ type owner struct {
 	// baselineOnly: an owner that only records baselines and never
 	// notifies (Baseline's, beside the account's own).
 	baselineOnly bool
+	// released: the manager dropped this owner; hints still queued for
+	// it are ignored.
+	released bool
+}
+
+// release stops the owner's connection, waits for it and for a hint being
+// applied, and makes the owner ignore hints from now on. The manager has
+// already dropped it from its owners.
+func (o *owner) release() {
+	if o.conn != nil {
+		o.conn.stop()
+	}
+	o.mu.Lock()
+	o.released = true
+	o.mu.Unlock()
 }
 
 func newOwner(m *Manager, user string, mailboxes []string) *owner {
@@ -109,6 +124,9 @@ func decodedName(wire string) string {
 func (o *owner) apply(ctx context.Context, h event.Hint) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	if o.released {
+		return
+	}
 	mb, ok := o.registered(h.Mailbox)
 	if !ok {
 		o.m.stats.hintsUnregistered.Add(1)

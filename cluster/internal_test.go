@@ -1,0 +1,5 @@
+package cluster
+
+import "time"
+
+var farFuture = time.Now().Add(time.Hour)

@@ -1,0 +1,306 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// claimChunk bounds the users of one claim statement.
+const claimChunk = 5000
+
+const (
+	heartbeatSQL = `
+WITH hb AS (
+	INSERT INTO xapsproxy_instances (id, expires) VALUES ($1, now() + $2 * interval '1 millisecond')
+	ON CONFLICT (id) DO UPDATE SET expires = EXCLUDED.expires
+	RETURNING id
+)
+SELECT id FROM xapsproxy_instances WHERE expires > now() AND id <> $1
+UNION SELECT id FROM hb`
+	renewSQL = `
+UPDATE xapsproxy_leases SET expires = now() + $2 * interval '1 millisecond'
+WHERE owner = $1 RETURNING user_key, user_name`
+	// claimSQL takes a lease that is free, expired by the database's
+	// clock, or already ours; a lease another instance holds is left.
+	claimSQL = `
+INSERT INTO xapsproxy_leases AS l (user_key, user_name, owner, expires)
+SELECT k, n, $1, now() + $2 * interval '1 millisecond' FROM unnest($3::bytea[], $4::bytea[]) AS t(k, n)
+ON CONFLICT (user_key) DO UPDATE SET owner = EXCLUDED.owner, user_name = EXCLUDED.user_name, expires = EXCLUDED.expires
+WHERE l.expires < now() OR l.owner = EXCLUDED.owner
+RETURNING user_key`
+	releaseSQL    = `DELETE FROM xapsproxy_leases WHERE owner = $1 AND user_key = ANY($2::bytea[])`
+	releaseAllSQL = `DELETE FROM xapsproxy_leases WHERE owner = $1`
+	leaveSQL      = `DELETE FROM xapsproxy_instances WHERE id = $1 OR expires < now() - interval '1 day'`
+)
+
+func (c *Cluster) ttlMillis() int64 { return c.opts.TTL.Milliseconds() }
+
+// step renews this instance's heartbeat and leases, then rebalances: it
+// hands over the accounts whose desired owner is another live instance (or
+// that have no registrations any more) and claims those it should own. It
+// reports whether the heartbeat was renewed. Every round trip is bounded
+// by Period, so the local deadlines are looked at again soon.
+func (c *Cluster) step(ctx context.Context) bool {
+	start := time.Now()
+	live, err := c.heartbeat(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("cannot renew the heartbeat", "error", err)
+		}
+		return false
+	}
+	if err := c.renew(ctx, start); err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("cannot renew the leases", "error", err)
+		}
+		return true
+	}
+	c.expire(ctx)
+
+	c.mu.Lock()
+	c.live = live
+	pending := c.claim
+	c.claim = map[string]struct{}{}
+	resync := c.resync
+	c.resync = false
+	c.mu.Unlock()
+
+	if resync && c.opts.OnSync != nil {
+		for _, u := range c.Owned() {
+			c.opts.OnSync(u)
+		}
+	}
+
+	uctx, cancel := context.WithTimeout(ctx, c.opts.Period)
+	users, err := c.opts.Users(uctx)
+	cancel()
+	if err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("cannot list the users; claiming only those notified", "error", err)
+		}
+		users = nil
+	}
+	want := make(map[string]bool, len(users)+len(pending))
+	for _, u := range users {
+		want[u] = desired(u, live) == c.id
+	}
+	for u := range pending {
+		want[u] = desired(u, live) == c.id
+	}
+	var give, take []string
+	c.mu.Lock()
+	for u := range c.owned {
+		mine, listed := want[u]
+		if (listed && !mine) || (!listed && err == nil) {
+			give = append(give, u)
+		}
+	}
+	for u, mine := range want {
+		if mine && c.owned[u] == nil {
+			take = append(take, u)
+		}
+	}
+	c.mu.Unlock()
+	if len(give) > 0 {
+		c.handOver(ctx, give)
+	}
+	if len(take) > 0 {
+		c.claimUsers(ctx, take)
+	}
+	return true
+}
+
+// claimPending claims the users notifications named for this instance,
+// without a whole rebalance.
+func (c *Cluster) claimPending(ctx context.Context) {
+	c.mu.Lock()
+	var take []string
+	for u := range c.claim {
+		if c.owned[u] == nil {
+			take = append(take, u)
+		}
+	}
+	c.claim = map[string]struct{}{}
+	c.mu.Unlock()
+	if len(take) > 0 {
+		c.claimUsers(ctx, take)
+	}
+}
+
+// heartbeat renews this instance's row and returns the live instances.
+func (c *Cluster) heartbeat(ctx context.Context) ([]string, error) {
+	qctx, cancel := context.WithTimeout(ctx, c.opts.Period)
+	defer cancel()
+	rows, err := c.opts.Pool.Query(qctx, heartbeatSQL, c.id, c.ttlMillis())
+	if err != nil {
+		return nil, fmt.Errorf("heartbeat: %w", err)
+	}
+	defer rows.Close()
+	var live []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("heartbeat: %w", err)
+		}
+		live = append(live, id)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("heartbeat: %w", err)
+	}
+	return live, nil
+}
+
+// renew extends every lease of this instance in one statement. A lease the
+// database no longer gives this instance is lost; one it holds that this
+// instance did not know of (a claim whose answer was lost) is adopted, and
+// handed over by the rebalance if another should own it.
+func (c *Cluster) renew(ctx context.Context, start time.Time) error {
+	qctx, cancel := context.WithTimeout(ctx, c.opts.Period)
+	defer cancel()
+	rows, err := c.opts.Pool.Query(qctx, renewSQL, c.id, c.ttlMillis())
+	if err != nil {
+		return fmt.Errorf("renew leases: %w", err)
+	}
+	defer rows.Close()
+	held := map[userKey]string{}
+	for rows.Next() {
+		var k, n []byte
+		if err := rows.Scan(&k, &n); err != nil {
+			return fmt.Errorf("renew leases: %w", err)
+		}
+		held[userKey(k)] = string(n)
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("renew leases: %w", err)
+	}
+	until := start.Add(c.opts.TTL - c.margin)
+	var lost, adopted []string
+	c.mu.Lock()
+	for u, l := range c.owned {
+		if _, ok := held[l.key]; ok {
+			l.validUntil = until
+		} else {
+			lost = append(lost, u)
+		}
+	}
+	for k, u := range held {
+		if _, ok := c.byKey[k]; !ok && keyOf(u) == k {
+			c.owned[u] = &lease{key: k, validUntil: until}
+			c.byKey[k] = u
+			adopted = append(adopted, u)
+		}
+	}
+	c.stats.Lost += uint64(len(lost))
+	c.mu.Unlock()
+	if len(lost) > 0 {
+		c.log.Warn("leases taken by another instance", "accounts", len(lost))
+	}
+	c.loseAll(ctx, lost)
+	c.ownAll(adopted)
+	return nil
+}
+
+// claimUsers takes the leases of users that are free or expired.
+func (c *Cluster) claimUsers(ctx context.Context, users []string) {
+	for len(users) > 0 {
+		chunk := users[:min(len(users), claimChunk)]
+		users = users[len(chunk):]
+		keys := make([][]byte, len(chunk))
+		names := make([][]byte, len(chunk))
+		byKey := make(map[userKey]string, len(chunk))
+		for i, u := range chunk {
+			k := keyOf(u)
+			keys[i], names[i] = k[:], []byte(u)
+			byKey[k] = u
+		}
+		start := time.Now()
+		qctx, cancel := context.WithTimeout(ctx, c.opts.Period)
+		rows, err := c.opts.Pool.Query(qctx, claimSQL, c.id, c.ttlMillis(), keys, names)
+		var got []string
+		if err == nil {
+			for rows.Next() {
+				var k []byte
+				if err = rows.Scan(&k); err != nil {
+					break
+				}
+				got = append(got, byKey[userKey(k)])
+			}
+			rows.Close()
+			if err == nil {
+				err = rows.Err()
+			}
+		}
+		cancel()
+		if err != nil {
+			// What was claimed is adopted by the next renewal.
+			if ctx.Err() == nil {
+				c.log.Warn("cannot claim leases", "accounts", len(chunk), "error", err)
+			}
+			return
+		}
+		until := start.Add(c.opts.TTL - c.margin)
+		c.mu.Lock()
+		for _, u := range got {
+			k := keyOf(u)
+			c.owned[u] = &lease{key: k, validUntil: until}
+			c.byKey[k] = u
+		}
+		c.stats.Claimed += uint64(len(got))
+		c.mu.Unlock()
+		if len(got) > 0 {
+			c.log.Debug("claimed accounts", "accounts", len(got))
+		}
+		c.ownAll(got)
+	}
+}
+
+// handOver stops owning users (OnLose), then deletes their leases and
+// tells the others, so that the new owner claims them at once. If the
+// delete fails, the leases expire and are taken over within TTL.
+func (c *Cluster) handOver(ctx context.Context, users []string) {
+	keys := make([][]byte, 0, len(users))
+	for _, u := range users {
+		k := keyOf(u)
+		keys = append(keys, k[:])
+	}
+	c.loseAll(ctx, users)
+	c.mu.Lock()
+	c.stats.HandedOver += uint64(len(users))
+	c.mu.Unlock()
+	qctx, cancel := context.WithTimeout(ctx, c.opts.Period)
+	defer cancel()
+	if _, err := c.opts.Pool.Exec(qctx, releaseSQL, c.id, keys); err != nil {
+		if ctx.Err() == nil {
+			c.log.Warn("cannot release leases; they expire on their own", "accounts", len(users), "error", err)
+		}
+		return
+	}
+	c.log.Debug("handed accounts over", "accounts", len(users))
+	c.notify(ctx, message{Kind: kindFree})
+}
+
+// leave hands every account over and removes this instance's heartbeat,
+// so that the others rebalance without it at once.
+func (c *Cluster) leave(parent context.Context) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), stopTimeout)
+	defer cancel()
+	// First the heartbeat: from now on the others leave this instance
+	// out, and claim what it frees.
+	if _, err := c.opts.Pool.Exec(ctx, leaveSQL, c.id); err != nil {
+		c.log.Warn("cannot remove the heartbeat; the others wait for it to expire", "error", err)
+	}
+	c.mu.Lock()
+	users := make([]string, 0, len(c.owned))
+	for u := range c.owned {
+		users = append(users, u)
+	}
+	c.mu.Unlock()
+	c.loseAll(ctx, users)
+	if _, err := c.opts.Pool.Exec(ctx, releaseAllSQL, c.id); err != nil {
+		c.log.Warn("cannot release the leases; they expire on their own", "error", err)
+		return
+	}
+	c.notify(ctx, message{Kind: kindFree})
+	c.log.Info("left the cluster")
+}
