@@ -152,9 +152,9 @@ func TestRedactURL(t *testing.T) {
 		"postgres:u:pw@h":                               "(a URL that does not parse)",
 		// The drivers take what follows the : up to the last @ before the
 		// first / for the password; net/url a query or fragment.
-		"postgres://xaps:#Secret!@db/xaps":     "(a URL that does not parse)",
-		"postgres://xaps:?Secret@db/xaps":      "(a URL that does not parse)",
-		"postgres://xaps:2024#Secret@db/xaps":  "(a URL that does not parse)",
+		"postgres://xaps:#Secret!@db/xaps":    "(a URL that does not parse)",
+		"postgres://xaps:?Secret@db/xaps":     "(a URL that does not parse)",
+		"postgres://xaps:2024#Secret@db/xaps": "(a URL that does not parse)",
 		"postgres://u@h/db?sslpassword=KEYPW": "postgres://u@h/db?sslpassword=xxxxx",
 	} {
 		if got := RedactURL(in); got != want {
