@@ -53,13 +53,17 @@ type Options struct {
 	// Users lists every user with registrations (the store's Users).
 	Users func(ctx context.Context) ([]string, error)
 	// OnOwn is called when this instance starts owning user (Owns(user)
-	// is already true). Called from Run's goroutine, one call at a time
-	// with OnLose; it must not block long. nil = nothing.
+	// is already true). Called from goroutines of Run, for up to 64 users
+	// at once, never at the same time as OnLose; Run waits for it, so it
+	// should take no more than a round trip to the store (such as
+	// push.Pusher.Claim). nil = nothing.
 	OnOwn func(user string)
 	// OnLose is called when this instance stops owning user (Owns(user)
 	// is already false); it must return only once nothing of this
 	// instance watches or pushes for user any more, since the next owner
-	// may start right after. Called from Run's goroutine. nil = nothing.
+	// may start right after. Called from goroutines of Run, for up to 64
+	// users at once (never for one user twice at once), and never at the
+	// same time as OnOwn. nil = nothing.
 	OnLose func(ctx context.Context, user string)
 	// OnSync is called on the owner of user when some instance published
 	// a change of user's registrations, and for every owned user after
@@ -90,13 +94,14 @@ type Cluster struct {
 	id     string
 	margin time.Duration // a lease is given up this long before its expiry
 
-	kick chan struct{} // 1-buffered: rebalance now
+	kick      chan struct{} // 1-buffered: rebalance now
+	claimKick chan struct{} // 1-buffered: claim the users in claim now
 
 	mu      sync.Mutex
 	owned   map[string]*lease // user -> lease held
 	byKey   map[userKey]string
-	live    int                 // instances seen live at the last heartbeat
-	claim   map[string]struct{} // users to claim at once (from notifications)
+	live    []string            // instances seen live at the last heartbeat
+	claim   map[string]struct{} // users this instance should own and claim at once (from notifications)
 	resync  bool                // call OnSync for every owned user
 	stats   Stats
 	abandon bool // tests: stop like a killed process, without hand-over
@@ -145,9 +150,11 @@ func New(opts Options) *Cluster {
 		id:     opts.ID,
 		margin: margin,
 		kick:   make(chan struct{}, 1),
-		owned:  map[string]*lease{},
-		byKey:  map[userKey]string{},
-		claim:  map[string]struct{}{},
+
+		claimKick: make(chan struct{}, 1),
+		owned:     map[string]*lease{},
+		byKey:     map[userKey]string{},
+		claim:     map[string]struct{}{},
 	}
 }
 
@@ -183,7 +190,7 @@ func (c *Cluster) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.stats
-	s.Owned, s.Instances = len(c.owned), c.live
+	s.Owned, s.Instances = len(c.owned), len(c.live)
 	return s
 }
 
@@ -208,6 +215,9 @@ func (c *Cluster) Run(ctx context.Context) error {
 		return errors.New("cluster: TTL must be at least 3 × Period")
 	}
 	if err := Migrate(ctx, c.opts.Pool); err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it joined
+		}
 		return err
 	}
 	lctx, stopListen := context.WithCancel(ctx)
@@ -222,11 +232,13 @@ func (c *Cluster) Run(ctx context.Context) error {
 	defer tick.Stop()
 	expiry := time.NewTimer(c.opts.TTL)
 	defer expiry.Stop()
+	full := true // a whole step; else only what woke the loop
 	for {
-		if c.step(ctx) && !joined {
+		if full && c.step(ctx) && !joined {
 			joined = true
 			c.notify(ctx, message{Kind: kindJoin})
 		}
+		full = true
 		c.expire(ctx)
 		expiry.Reset(c.nextExpiry())
 		select {
@@ -240,7 +252,11 @@ func (c *Cluster) Run(ctx context.Context) error {
 			return nil
 		case <-tick.C:
 		case <-c.kick:
+		case <-c.claimKick:
+			c.claimPending(ctx)
+			full = false
 		case <-expiry.C:
+			full = false // expire, above
 		}
 	}
 }
@@ -255,6 +271,42 @@ func (c *Cluster) nextExpiry() time.Duration {
 		d = min(d, l.validUntil.Sub(now))
 	}
 	return max(d, time.Millisecond)
+}
+
+// callParallel bounds the OnOwn or OnLose calls at once: a hand-over of
+// many accounts must not hold the loop (and the renewal of the other
+// leases) for one call after another.
+const callParallel = 64
+
+// ownAll calls OnOwn for every user, several at once, and waits for all.
+func (c *Cluster) ownAll(users []string) {
+	if c.opts.OnOwn == nil {
+		return
+	}
+	sem := make(chan struct{}, callParallel)
+	var wg sync.WaitGroup
+	for _, u := range users {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c.opts.OnOwn(u)
+		})
+	}
+	wg.Wait()
+}
+
+// loseAll calls lose for every user, several at once, and waits for all.
+func (c *Cluster) loseAll(ctx context.Context, users []string) {
+	sem := make(chan struct{}, callParallel)
+	var wg sync.WaitGroup
+	for _, u := range users {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			c.lose(ctx, u)
+		})
+	}
+	wg.Wait()
 }
 
 // lose forgets user's lease and calls OnLose.
@@ -287,7 +339,5 @@ func (c *Cluster) expire(ctx context.Context) {
 	if len(gone) > 0 {
 		c.log.Warn("leases could not be renewed in time; giving the accounts up", "accounts", len(gone))
 	}
-	for _, u := range gone {
-		c.lose(ctx, u)
-	}
+	c.loseAll(ctx, gone)
 }

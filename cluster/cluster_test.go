@@ -357,7 +357,10 @@ func TestDatabaseGoneGivesAccountsUp(t *testing.T) {
 	before := len(a.c.Owned())
 	// Every statement of a fails from now on, its listener included.
 	a.pool.Close()
-	eventually(t, "a to give its accounts up", 5*time.Second, func() bool { return len(a.c.Owned()) == 0 })
+	// Owns turns false at each lease's local deadline; then OnLose runs.
+	eventually(t, "a to give its accounts up", 5*time.Second, func() bool {
+		return len(a.c.Owned()) == 0 && a.c.Stats().Lost >= uint64(before)
+	})
 	a.cancel() // Run returns; its hand-over fails on the closed pool
 	<-a.done
 	a.cancel = nil

@@ -59,7 +59,7 @@ func (c *Cluster) step(ctx context.Context) bool {
 	c.expire(ctx)
 
 	c.mu.Lock()
-	c.live = len(live)
+	c.live = live
 	pending := c.claim
 	c.claim = map[string]struct{}{}
 	resync := c.resync
@@ -109,6 +109,23 @@ func (c *Cluster) step(ctx context.Context) bool {
 		c.claimUsers(ctx, take)
 	}
 	return true
+}
+
+// claimPending claims the users notifications named for this instance,
+// without a whole rebalance.
+func (c *Cluster) claimPending(ctx context.Context) {
+	c.mu.Lock()
+	var take []string
+	for u := range c.claim {
+		if c.owned[u] == nil {
+			take = append(take, u)
+		}
+	}
+	c.claim = map[string]struct{}{}
+	c.mu.Unlock()
+	if len(take) > 0 {
+		c.claimUsers(ctx, take)
+	}
 }
 
 // heartbeat renews this instance's row and returns the live instances.
@@ -179,14 +196,8 @@ func (c *Cluster) renew(ctx context.Context, start time.Time) error {
 	if len(lost) > 0 {
 		c.log.Warn("leases taken by another instance", "accounts", len(lost))
 	}
-	for _, u := range lost {
-		c.lose(ctx, u)
-	}
-	for _, u := range adopted {
-		if c.opts.OnOwn != nil {
-			c.opts.OnOwn(u)
-		}
-	}
+	c.loseAll(ctx, lost)
+	c.ownAll(adopted)
 	return nil
 }
 
@@ -240,11 +251,7 @@ func (c *Cluster) claimUsers(ctx context.Context, users []string) {
 		if len(got) > 0 {
 			c.log.Debug("claimed accounts", "accounts", len(got))
 		}
-		if c.opts.OnOwn != nil {
-			for _, u := range got {
-				c.opts.OnOwn(u)
-			}
-		}
+		c.ownAll(got)
 	}
 }
 
@@ -256,8 +263,8 @@ func (c *Cluster) handOver(ctx context.Context, users []string) {
 	for _, u := range users {
 		k := keyOf(u)
 		keys = append(keys, k[:])
-		c.lose(ctx, u)
 	}
+	c.loseAll(ctx, users)
 	c.mu.Lock()
 	c.stats.HandedOver += uint64(len(users))
 	c.mu.Unlock()
@@ -289,9 +296,7 @@ func (c *Cluster) leave(parent context.Context) {
 		users = append(users, u)
 	}
 	c.mu.Unlock()
-	for _, u := range users {
-		c.lose(ctx, u)
-	}
+	c.loseAll(ctx, users)
 	if _, err := c.opts.Pool.Exec(ctx, releaseAllSQL, c.id); err != nil {
 		c.log.Warn("cannot release the leases; they expire on their own", "error", err)
 		return

@@ -198,12 +198,25 @@ func (c *Cluster) receive(payload string) {
 			}
 			return
 		}
-		if m.User != nil && keyOf(string(m.User)) == userKey(m.Key) {
-			c.mu.Lock()
-			c.claim[string(m.User)] = struct{}{}
-			c.mu.Unlock()
+		if m.User == nil || keyOf(string(m.User)) != userKey(m.Key) {
+			c.wake() // a name too long to travel: rebalance, which finds it
+			return
 		}
-		c.wake()
+		// The account may have no lease yet: its desired owner claims
+		// it, the others leave it.
+		user := string(m.User)
+		c.mu.Lock()
+		mine := desired(user, c.live) == c.id
+		if mine {
+			c.claim[user] = struct{}{}
+		}
+		c.mu.Unlock()
+		if mine {
+			select {
+			case c.claimKick <- struct{}{}:
+			default:
+			}
+		}
 	case kindHint:
 		if user, ok := c.ownerOf(m.Key); ok && c.opts.OnHint != nil {
 			c.opts.OnHint(event.Hint{User: user, Mailbox: string(m.Mailbox), What: m.What, UIDValidity: m.UIDValidity, UIDNext: m.UIDNext})

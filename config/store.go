@@ -51,14 +51,38 @@ func (s *Store) Where() string {
 // its password is cannot be told.
 func RedactURL(s string) string {
 	u, err := url.Parse(s)
-	if err != nil || u.Opaque != "" {
+	if err != nil || u.Opaque != "" || ambiguousUserInfo(s) {
 		return "(a URL that does not parse)"
 	}
-	if q := u.Query(); q.Has("password") {
-		q.Set("password", "xxxxx")
+	q, changed := u.Query(), false
+	for k := range q {
+		// password, and sslpassword (the client key's passphrase).
+		if strings.Contains(strings.ToLower(k), "password") {
+			q.Set(k, "xxxxx")
+			changed = true
+		}
+	}
+	if changed {
 		u.RawQuery = q.Encode()
 	}
 	return u.Redacted()
+}
+
+// ambiguousUserInfo reports whether raw holds a ? or # before its user
+// part's @: PostgreSQL's drivers (libpq, pgx) end the user part at the last
+// @ before the first /, while Go's net/url ends it at the first ? or #, so
+// such a URL connects with a password that url.Parse takes for a query or a
+// fragment (and Redacted would show).
+func ambiguousUserInfo(raw string) bool {
+	_, rest, ok := strings.Cut(raw, "://")
+	if !ok {
+		return false
+	}
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		rest = rest[:i]
+	}
+	at := strings.LastIndex(rest, "@")
+	return at >= 0 && strings.ContainsAny(rest[:at], "?#")
 }
 
 // postgresURLShape is the shape of a good store.postgres.
@@ -119,6 +143,9 @@ func (s *Store) validate() error {
 	if err != nil {
 		// url.Error quotes the whole URL, password and all: not shown.
 		return bad("not a URL", postgresURLHelp)
+	}
+	if ambiguousUserInfo(s.Postgres) || u.Fragment != "" {
+		return bad("a ? or # in the user or password is not percent-encoded", postgresURLHelp)
 	}
 	if u.Scheme != "postgres" && u.Scheme != "postgresql" {
 		if u.Scheme == "" {

@@ -103,6 +103,11 @@ func TestStoreErrors(t *testing.T) {
 		{"sslmode", `postgres = "postgres://u:hunter2@h/db?sslmode=on"`, `store.postgres: sslmode "on" is not one of disable, allow, prefer, require, verify-ca, verify-full — use verify-full`},
 		{"query", `postgres = "postgres://u:hunter2@h/db?sslmode=%zz"`, "store.postgres: the part after ? does not parse"},
 		{"two lines", `postgres = "postgres://u:hunter2@h/db\nx"`, "store.postgres: the URL spans several lines — put it on one line"},
+		// The drivers would connect with these passwords, which net/url
+		// takes for a fragment or a query.
+		{"unescaped #", `postgres = "postgres://u:#hunter2@h/db"`, "store.postgres: a ? or # in the user or password is not percent-encoded"},
+		{"unescaped ?", `postgres = "postgres://u:?hunter2@h/db"`, "store.postgres: a ? or # in the user or password is not percent-encoded"},
+		{"fragment", `postgres = "postgres://u:hunter2@h/db#x"`, "store.postgres: a ? or # in the user or password is not percent-encoded"},
 	} {
 		_, err := Parse(withStore(tt.body), dir)
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -145,6 +150,12 @@ func TestRedactURL(t *testing.T) {
 		"postgres:///db?host=/run/postgresql":           "postgres:///db?host=/run/postgresql",
 		"postgres://u:p/w@h/db":                         "(a URL that does not parse)",
 		"postgres:u:pw@h":                               "(a URL that does not parse)",
+		// The drivers take what follows the : up to the last @ before the
+		// first / for the password; net/url a query or fragment.
+		"postgres://xaps:#Secret!@db/xaps":    "(a URL that does not parse)",
+		"postgres://xaps:?Secret@db/xaps":     "(a URL that does not parse)",
+		"postgres://xaps:2024#Secret@db/xaps": "(a URL that does not parse)",
+		"postgres://u@h/db?sslpassword=KEYPW": "postgres://u@h/db?sslpassword=xxxxx",
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)

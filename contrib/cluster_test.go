@@ -206,14 +206,14 @@ func TestClusterConfigLoads(t *testing.T) {
 	path := filepath.Join(dir, "config.toml")
 	mustWrite(t, path, rewrite(text, secrets))
 	cfg, err := config.Load(path)
-	if err != nil && strings.Contains(err.Error(), "unknown key store.postgres_file") {
-		t.Skip("needs [store] postgres: " + err.Error())
-	}
 	if err != nil {
 		t.Fatalf("config.Load: %v", err)
 	}
 	if got := cfg.Proxy.ProxyProtocolPrefixes(); len(got) != 1 || got[0].String() != c.Services["haproxy"].Networks["balancer"].IPv4Address+"/32" {
 		t.Errorf("proxy_protocol = %v, want HAProxy's address", got)
+	}
+	if !cfg.Store.IsPostgres() {
+		t.Errorf("the instances' store is %s, want the shared PostgreSQL", cfg.Store.Where())
 	}
 	if cfg.Backend.Address != "dovecot:143" || !cfg.Backend.ForwardClientIP {
 		t.Errorf("backend %q, forward_client_ip %v; want dovecot:143, true", cfg.Backend.Address, cfg.Backend.ForwardClientIP)

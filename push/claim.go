@@ -39,8 +39,9 @@ func (p *Pusher) owns(user string) bool {
 
 // Claim takes user's entries in the store's outbox, to be sent as if they
 // had just been reported; entries already scheduled here, or finished
-// since Claim began, are left out. Call it once Options.Owns(user) is true.
-// It reads the store and returns; Run schedules the entries.
+// since Claim began, are left out. Call it once Options.Owns(user) is true,
+// while Run runs (it waits for the entries finished so far to be written,
+// then reads the store and returns; Run schedules the entries).
 func (p *Pusher) Claim(ctx context.Context, user string) error {
 	p.mu.Lock()
 	p.claimOpen[user]++
@@ -48,7 +49,16 @@ func (p *Pusher) Claim(ctx context.Context, user string) error {
 		p.claimFinished[user] = map[mailboxKind]int64{}
 	}
 	p.mu.Unlock()
-	entries, err := p.store.OutboxOf(ctx, user)
+	// What was finished before the Claim opened must be out of the
+	// store before it is read (an event of user may have been pushed
+	// already: Owns was true before OnOwn); what is finished from now on
+	// is noted in claimFinished. finish1 queues an entry before it notes
+	// it, so each is caught by one or the other.
+	err := p.rec.waitWritten(ctx, p.rec.queued())
+	var entries []store.OutboxEntry
+	if err == nil {
+		entries, err = p.store.OutboxOf(ctx, user)
+	}
 	p.mu.Lock()
 	if err != nil {
 		p.closeClaim(user)
@@ -91,17 +101,19 @@ func (p *Pusher) poke() {
 	}
 }
 
-// closeClaim ends one Claim of user; p.mu is held.
+// closeClaim ends one Claim of user; p.mu is held. The user's finished
+// entries stay noted until Release: an event of an entry Claim took and
+// sent may still come (from the watcher that committed it).
 func (p *Pusher) closeClaim(user string) {
 	if p.claimOpen[user]--; p.claimOpen[user] <= 0 {
 		delete(p.claimOpen, user)
-		delete(p.claimFinished, user)
 	}
 }
 
-// noteFinished remembers, while a Claim of r's user is open, that r was
-// finished, so that the Claim does not take it (or an older entry of the
-// same mailbox and kind, which r replaced in the store) back.
+// noteFinished remembers, from a Claim of r's user to its Release, that r
+// was finished, so that neither the Claim nor a late event takes it (or an
+// older entry of the same mailbox and kind, which r replaced in the store)
+// back.
 func (p *Pusher) noteFinished(r outboxRef) {
 	if p.ownsFn == nil {
 		return
@@ -135,6 +147,9 @@ func (p *Pusher) claimEntries(user string, entries []store.OutboxEntry, now time
 	if !p.owns(user) {
 		p.mu.Lock()
 		p.closeClaim(user)
+		if p.claimOpen[user] == 0 {
+			delete(p.claimFinished, user)
+		}
 		p.mu.Unlock()
 		return // released meanwhile: the next owner claims them
 	}
@@ -177,6 +192,32 @@ func (p *Pusher) claimEntries(user string, entries []store.OutboxEntry, now time
 	}
 }
 
+// dropStale clears, in the batch's events of user, the outbox entries a
+// job already holds or that were finished since user was claimed (or that
+// a finished one replaced): an event of an entry a Claim took comes from
+// the watcher that committed it, and must not push it again. It returns
+// the keys with something left to push.
+func (p *Pusher) dropStale(user string, keys []eventKey, batch map[eventKey]eventState) []eventKey {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fin := p.claimFinished[user]
+	out := keys[:0]
+	for _, k := range keys {
+		es := batch[k]
+		if es.newID != 0 && (p.refs[es.newID] > 0 || fin[mailboxKind{k.mailbox, false}] >= es.newID) {
+			es.isNew, es.newID = false, 0
+		}
+		if es.changedID != 0 && (p.refs[es.changedID] > 0 || fin[mailboxKind{k.mailbox, true}] >= es.changedID) {
+			es.changedAt, es.changedID = time.Time{}, 0
+		}
+		batch[k] = es
+		if es.isNew || !es.changedAt.IsZero() {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
 // resolvingHas reports whether the batch being looked up holds e (or a
 // newer entry of its mailbox and kind): it reaches a job when it is applied.
 func (p *Pusher) resolvingHas(e store.OutboxEntry) bool {
@@ -199,6 +240,9 @@ func (p *Pusher) releaseUser(user string, done chan struct{}) {
 		if k.user == user {
 			delete(p.events, k)
 		}
+	}
+	if p.claimOpen[user] == 0 {
+		delete(p.claimFinished, user)
 	}
 	p.mu.Unlock()
 	running := 0

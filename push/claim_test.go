@@ -53,7 +53,7 @@ func sentTo(s *funcSender, tok string) int {
 // once however often it is called, and leaves other users' alone.
 func TestClaimSendsOwedEntriesOnce(t *testing.T) {
 	st, _ := sqliteStore(t, reg("alice", 1, "acct-a"), reg("bob", 2, "acct-b"))
-	commit(t, st, nil, "alice", "INBOX", false)
+	alices := commit(t, st, nil, "alice", "INBOX", false)
 	bobs := commit(t, st, nil, "bob", "INBOX", false)
 	own := ownedOf("alice")
 	s := &funcSender{}
@@ -71,6 +71,9 @@ func TestClaimSendsOwedEntriesOnce(t *testing.T) {
 	})
 	// An event of a user not owned is dropped: its entry is the owner's.
 	p.Notify(event.Event{User: "bob", Mailbox: "INBOX", Kind: event.KindNew, ID: bobs})
+	// The event of the entry Claim sent, late from the watcher that
+	// committed it, does not push it again.
+	p.Notify(event.Event{User: "alice", Mailbox: "INBOX", Kind: event.KindNew, ID: alices})
 	if err := p.Claim(t.Context(), "alice"); err != nil {
 		t.Fatal(err)
 	}

@@ -79,8 +79,8 @@ func (p *Pusher) finish1(r outboxRef) {
 		}
 		p.finishedEarly[r.id] = true
 	}
-	p.noteFinished(r)
 	p.rec.finished(r.entry())
+	p.noteFinished(r) // after: see Claim
 }
 
 // releaseAll lets go of every id in list and empties it.

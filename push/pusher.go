@@ -159,7 +159,7 @@ type Pusher struct {
 	// With Options.Owns (claim.go):
 	ctl           []ctlReq                         // Claims and Releases for Run, in order
 	claimOpen     map[string]int                   // Claims of a user between their read and Run
-	claimFinished map[string]map[mailboxKind]int64 // ... and the newest entry finished meanwhile
+	claimFinished map[string]map[mailboxKind]int64 // from Claim to Release: the newest entry finished
 
 	// Owned by the active Run (handed over through running).
 	jobs          map[jobKey]*job

@@ -67,6 +67,9 @@ func (p *Pusher) apply(r resolution, now time.Time, shutdown bool) {
 		if !p.owns(user) {
 			continue // released while looked up: its entries stay for the next owner
 		}
+		if p.ownsFn != nil {
+			keys = p.dropStale(user, keys, r.batch)
+		}
 		regs := r.regs[user]
 		for i := range regs {
 			reg := &regs[i]

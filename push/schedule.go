@@ -222,6 +222,13 @@ func (p *Pusher) dispatch(ctx context.Context, now time.Time, inflight int, pool
 		}
 		heap.Pop(&p.due)
 		k, j := e.key, p.jobs[e.key]
+		if !p.owns(k.user) {
+			// Lost before Release came (a lease not renewed in time):
+			// the next owner sends it.
+			p.forget(k, j)
+			p.countJobs()
+			continue
+		}
 		if j.attempt > 0 && now.After(j.expires) {
 			// Held (the gate was closed) past its expiration.
 			p.logger.Error("giving up: notification expired before APNs accepted it",

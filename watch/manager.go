@@ -358,14 +358,18 @@ func (m *Manager) owns(user string) bool {
 // first, and nil for a user not watched.
 func (m *Manager) Release(ctx context.Context, user string) error {
 	done := make(chan struct{})
-	go func() {
+	go func() { // ends once the watcher has, even if ctx is done first
 		defer close(done)
+		// Under converging, converge is not half-way through making
+		// the owner; once it is dropped, converge makes none again
+		// (Owns is false). Stopping it can then run beside other
+		// Releases.
 		m.converging.Lock()
-		defer m.converging.Unlock()
 		m.mu.Lock()
 		o := m.owners[user]
 		delete(m.owners, user)
 		m.mu.Unlock()
+		m.converging.Unlock()
 		if o != nil {
 			o.release()
 			m.log.Info("stopped watching: another instance owns the account now", "user", user)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/event"
+	"github.com/xapsproxy/xapsproxy/store"
 	"github.com/xapsproxy/xapsproxy/watch"
 )
 
@@ -105,4 +106,35 @@ func TestReleaseEndsHints(t *testing.T) {
 	if n := e.m.Owners(); n != 1 {
 		t.Fatalf("%d owners, want 1 (bob)", n)
 	}
+}
+
+// With Dovecot's own events, the start's catch-up looks only at owned
+// accounts, and an account taken over later is caught up then: mail that
+// came while another instance (or nobody) owned it is reported once.
+func TestOwnsCatchUpOnTakeOver(t *testing.T) {
+	t.Parallel()
+	var owned ownedSet
+	owned.set("bob", true)
+	e := newEnv(t, func(o *watch.Options) { o.Owns = owned.owns; o.Source = watch.SourceEvents })
+	for _, u := range []string{"alice", "bob"} {
+		cur := e.status(u, "INBOX")
+		e.setState(u, "INBOX", store.MailboxState{UIDValidity: cur.UIDValidity, UIDNext: cur.UIDNext})
+		e.deliver(u) // missed while nobody watched
+	}
+	e.register("alice", 1, "INBOX")
+	e.register("bob", 2, "INBOX")
+	e.run()
+	wantEvents(t, e.rec.wait(t, 1), newEvent("bob", "INBOX"))
+	// alice has no owner, so nothing can look at her account: her stored
+	// state is still the stale one.
+	if n := e.m.Owners(); n != 1 {
+		t.Fatalf("%d owners, want 1 (bob)", n)
+	}
+	if st, _ := e.state("alice", "INBOX"); st.UIDNext != e.status("alice", "INBOX").UIDNext-1 {
+		t.Fatalf("alice's state moved (%+v) while she was not owned", st)
+	}
+
+	owned.set("alice", true)
+	e.m.Sync("alice")
+	wantEvents(t, e.rec.wait(t, 2), newEvent("bob", "INBOX"), newEvent("alice", "INBOX"))
 }
