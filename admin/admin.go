@@ -49,6 +49,9 @@ type Options struct {
 	Proxy       Proxy
 	Events      Events
 	SendLatency prometheus.Histogram
+	// Cluster, when instances share PostgreSQL, adds its metrics; nil
+	// leaves them out.
+	Cluster Cluster
 	// Certificates are shown with their expiry, and /readyz fails once
 	// one has expired.
 	Certificates []Certificate

@@ -42,6 +42,9 @@ func registerMore(reg *prometheus.Registry, o Options) {
 	if o.Events != nil {
 		reg.MustRegister(eventsCollector{o.Events})
 	}
+	if o.Cluster != nil {
+		reg.MustRegister(clusterCollector{o.Cluster})
+	}
 	if o.SendLatency != nil {
 		reg.MustRegister(o.SendLatency)
 	}

@@ -470,3 +470,24 @@ func TestClassify(t *testing.T) {
 		}
 	}
 }
+
+// A user name that is not UTF-8 (Latin-1, say) cannot be stored by every
+// store (PostgreSQL's text is UTF-8): a clear NO, not "try again later",
+// and nothing reaches the store.
+func TestXAPPLEPUSHSERVICEUserNotUTF8(t *testing.T) {
+	t.Parallel()
+	b := startFakeBackend(t)
+	env := startProxy(t, b.addr(), nil)
+	client, backend := env.session(t, b)
+	client.send("l1 LOGIN \"m\xfcller\" secret")
+	backend.expect("l1 LOGIN {6}") // 8-bit: sent on as a literal
+	backend.send("+ OK")
+	backend.expect("m\xfcller secret")
+	backend.send("l1 OK Logged in")
+	client.expect("l1 OK Logged in")
+	client.send(v2Line)
+	client.expect("a2 NO [CANNOT] XAPPLEPUSHSERVICE the user name is not UTF-8; push cannot be registered for it")
+	if regs := env.registrations(); len(regs) != 0 {
+		t.Errorf("stored %+v", regs)
+	}
+}

@@ -30,6 +30,7 @@ func TestCheckRegistration(t *testing.T) {
 		{2, "ACCT", tok[:62], "INBOX", "must be 64 hex digits"},
 		{2, "ACCT", strings.Repeat("zz", 32), "INBOX", "must be 64 hex digits"},
 		{2, "ACCT", tok, "a\nb", "is not valid"},
+		{2, "ACCT", tok, "A\xff", "is not valid"}, // not UTF-8
 	} {
 		if _, err := CheckRegistration(tc.version, tc.account, tc.token, "", []string{tc.box}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%+v: %v, want %q", tc, err, tc.want)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/xapsproxy/xapsproxy/internal/imapwire"
 	"github.com/xapsproxy/xapsproxy/store"
@@ -59,6 +60,11 @@ func (s *session) handleXAPPLEPUSHSERVICE(ctx context.Context, tag string, rest 
 	if user == "" {
 		s.srv.stats.registrationsBad.Add(1)
 		return s.writeClient(tag + " NO XAPPLEPUSHSERVICE cannot tell which user this session belongs to (log in with LOGIN or AUTHENTICATE PLAIN)\r\n")
+	}
+	if !utf8.ValidString(user) {
+		// PostgreSQL's text takes UTF-8 only; one rule for both stores.
+		s.srv.stats.registrationsBad.Add(1)
+		return s.writeClient(tag + " NO [CANNOT] XAPPLEPUSHSERVICE the user name is not UTF-8; push cannot be registered for it\r\n")
 	}
 
 	now := s.srv.opts.Now()
@@ -215,7 +221,7 @@ func validateXAPS(values map[string]string, mailboxes []string) (xapsRequest, er
 	}
 	seen := make(map[string]bool, len(mailboxes))
 	for _, m := range mailboxes {
-		if m == "" || len(m) > maxMailboxLen || strings.ContainsAny(m, "\r\n\x00") {
+		if m == "" || len(m) > maxMailboxLen || strings.ContainsAny(m, "\r\n\x00") || !utf8.ValidString(m) {
 			return bad("mailbox name %q is not valid", m)
 		}
 		if strings.EqualFold(m, "INBOX") {

@@ -26,6 +26,9 @@ type Postgres struct {
 
 var _ Store = (*Postgres)(nil)
 
+// defaultMaxConns is the pool's size unless the URL sets pool_max_conns.
+const defaultMaxConns = 16
+
 // OpenPostgres connects to the database at url (a postgres:// URL or a
 // key=value string, as libpq takes), brings its schema up to date and
 // returns the store. It refuses a database migrated by a newer xapsproxy.
@@ -35,6 +38,11 @@ func OpenPostgres(ctx context.Context, url string) (*Postgres, error) {
 	if err != nil {
 		// pgx redacts only what it recognizes; say nothing of the URL.
 		return nil, &redactedError{msg: "store: open postgres: invalid URL " + redactURL(url), err: err}
+	}
+	if !strings.Contains(url, "pool_max_conns") {
+		// pgx's default, max(4, CPUs), is too few for the hint workers,
+		// the pusher's recorder and the cluster's listener together.
+		cfg.MaxConns = defaultMaxConns
 	}
 	p := &Postgres{password: cfg.ConnConfig.Password}
 	where := redactURL(url)

@@ -35,6 +35,9 @@ func (a *app) adminOptions(events *dovecot.Handler, sendLatency prometheus.Histo
 	if events != nil {
 		o.Events = events
 	}
+	if a.cluster != nil {
+		o.Cluster = a.cluster
+	}
 	// Read at every scrape: SIGHUP may have reloaded the credential.
 	o.Certificates = append(o.Certificates, admin.Certificate{Name: "apns", NotAfter: a.apnsExpiry})
 	return o

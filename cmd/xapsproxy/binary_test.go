@@ -122,17 +122,27 @@ func nobody() *syscall.SysProcAttr {
 
 // serveProc is a `xapsproxy serve` running in the background.
 type serveProc struct {
-	t      *testing.T
-	cmd    *exec.Cmd
-	done   chan struct{} // closed when it has exited
-	mu     sync.Mutex
-	stderr strings.Builder
+	t    *testing.T
+	cmd  *exec.Cmd
+	done chan struct{} // closed when it has exited
+	// listening is closed when it has logged that it listens.
+	listening chan struct{}
+	mu        sync.Mutex
+	stderr    strings.Builder
 }
 
 // startServe runs `xapsproxy serve -config cfg` and returns once it logs
 // that it is listening. It is killed when the test ends, and its log is
 // shown when the test failed.
 func startServe(t *testing.T, cfg string) *serveProc {
+	t.Helper()
+	p := startServeAsync(t, cfg)
+	p.waitListening()
+	return p
+}
+
+// startServeAsync is startServe without the wait: waitListening does it.
+func startServeAsync(t *testing.T, cfg string) *serveProc {
 	t.Helper()
 	cmd := exec.Command(binary(t), "serve", "-config", cfg)
 	pipe, err := cmd.StderrPipe()
@@ -142,8 +152,7 @@ func startServe(t *testing.T, cfg string) *serveProc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &serveProc{t: t, cmd: cmd, done: make(chan struct{})}
-	listening := make(chan struct{})
+	p := &serveProc{t: t, cmd: cmd, done: make(chan struct{}), listening: make(chan struct{})}
 	go func() {
 		sc := bufio.NewScanner(pipe)
 		var once sync.Once
@@ -152,7 +161,7 @@ func startServe(t *testing.T, cfg string) *serveProc {
 			p.stderr.WriteString(sc.Text() + "\n")
 			p.mu.Unlock()
 			if strings.Contains(sc.Text(), "msg=listening ") {
-				once.Do(func() { close(listening) })
+				once.Do(func() { close(p.listening) })
 			}
 		}
 		cmd.Wait()
@@ -161,18 +170,23 @@ func startServe(t *testing.T, cfg string) *serveProc {
 	// Cleanups run last first: the log is shown after the kill, whole.
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("serve's log:\n%s", p.log())
+			t.Logf("serve's log (PID %d):\n%s", p.pid(), p.log())
 		}
 	})
 	t.Cleanup(p.kill)
-	select {
-	case <-listening:
-	case <-p.done:
-		t.Fatalf("serve exited at start-up (%v):\n%s", cmd.ProcessState, p.log())
-	case <-time.After(exitTimeout):
-		t.Fatalf("serve not listening after %v:\n%s", exitTimeout, p.log())
-	}
 	return p
+}
+
+// waitListening waits until p logs that it is listening.
+func (p *serveProc) waitListening() {
+	p.t.Helper()
+	select {
+	case <-p.listening:
+	case <-p.done:
+		p.t.Fatalf("serve exited at start-up (%v):\n%s", p.cmd.ProcessState, p.log())
+	case <-time.After(exitTimeout):
+		p.t.Fatalf("serve not listening after %v:\n%s", exitTimeout, p.log())
+	}
 }
 
 func (p *serveProc) log() string {
@@ -190,5 +204,18 @@ func (p *serveProc) kill() {
 	case <-p.done:
 	case <-time.After(exitTimeout):
 		p.t.Errorf("serve (PID %d) did not die of SIGKILL", p.pid())
+	}
+}
+
+// terminate sends SIGTERM, as systemd stops it, and waits for the exit.
+func (p *serveProc) terminate() {
+	p.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		p.t.Fatal(err)
+	}
+	select {
+	case <-p.done:
+	case <-time.After(exitTimeout):
+		p.t.Fatalf("serve (PID %d) did not stop within %v of SIGTERM", p.pid(), exitTimeout)
 	}
 }

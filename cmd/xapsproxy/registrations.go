@@ -47,6 +47,7 @@ func registrationsCmd(ctx context.Context, args []string, stdout io.Writer) erro
 			return fmt.Errorf("no registration of user %q with token %s", user, rest[2])
 		}
 		fmt.Fprintf(stdout, "deleted the registration of %s with token %s\n", user, rest[2])
+		tellOwners(ctx, st, user)
 		return nil
 	case rest[0] == "delete-token" && len(rest) == 2:
 		users, err := st.DeleteToken(ctx, rest[1])
@@ -57,6 +58,7 @@ func registrationsCmd(ctx context.Context, args []string, stdout io.Writer) erro
 			return fmt.Errorf("no registration with token %s", rest[1])
 		}
 		fmt.Fprintf(stdout, "deleted token %s of %s\n", rest[1], admin.Printable(strings.Join(users, ", ")))
+		tellOwners(ctx, st, users...)
 		return nil
 	}
 	return fmt.Errorf("registrations: list, delete USER TOKEN, or delete-token TOKEN: %w", errUsage)

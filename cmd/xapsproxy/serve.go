@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/admin"
+	"github.com/xapsproxy/xapsproxy/cluster"
 	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/credential"
 	"github.com/xapsproxy/xapsproxy/dovecot"
@@ -71,6 +72,9 @@ type app struct {
 	apns   *push.APNs // nil when a test gave the sender
 	watch  *watch.Manager
 	pusher *push.Pusher
+	// cluster shares the accounts with the other instances on the same
+	// PostgreSQL; nil with SQLite.
+	cluster *cluster.Cluster
 	admin  *http.Server
 	events *http.Server // Dovecot's own events; nil when [events] has no secret
 
@@ -141,6 +145,14 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 	if a.store, err = openStore(ctx, cfg); err != nil {
 		return err
 	}
+	if a.cluster = a.newCluster(); a.cluster != nil {
+		mctx, cancel := context.WithTimeout(ctx, postgresOpenTimeout)
+		err := cluster.Migrate(mctx, a.store.(*store.Postgres).Pool())
+		cancel()
+		if err != nil {
+			return storeError(cfg.Store, err)
+		}
+	}
 	creds, captured, err := a.capturedCredentials()
 	if err != nil {
 		return err
@@ -152,7 +164,8 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		Sender:  sender,
 		Logger:  log.With("part", "push"),
 		Topic:   a.topic,
-		OnPrune: func(user string) { a.watch.Sync(user) },
+		OnPrune: func(user string) { a.synced(context.Background(), user) },
+		Owns:    a.ownsFunc(),
 
 		ChangeDelay:    cfg.Watch.ChangeDelay,
 		ChangeInterval: cfg.Watch.ChangeInterval,
@@ -175,6 +188,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		CatchUpRate:     cfg.Watch.CatchUpRate,
 		CatchUpInterval: cfg.Watch.CatchUpInterval,
 		Logger:          log.With("part", "watch"),
+		Owns:            a.ownsFunc(),
 	})
 	a.proxy = proxy.New(proxy.Options{
 		Backend:             cfg.Backend,
@@ -205,7 +219,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 	}
 	var events *dovecot.Handler
 	if cfg.Events.Secret != "" {
-		h, err := dovecot.NewHandler(dovecot.Options{Secret: cfg.Events.Secret, Hint: a.watch.Hint, Logger: log.With("part", "events")})
+		h, err := dovecot.NewHandler(dovecot.Options{Secret: cfg.Events.Secret, Hint: a.hint, Logger: log.With("part", "events")})
 		if err != nil {
 			return err
 		}
@@ -262,7 +276,7 @@ func (a *app) register(ctx context.Context, r store.Registration) error {
 	if err := a.watch.Baseline(bctx, r.User, r.Mailboxes); err != nil {
 		a.log.Warn("cannot record the baseline of newly registered mailboxes; their first look sets it", "user", r.User, "err", err)
 	}
-	a.watch.Sync(r.User)
+	a.synced(ctx, r.User)
 	return nil
 }
 
@@ -301,7 +315,7 @@ func listen(addr, key string) (net.Listener, error) {
 // order: clients are told BYE, then watchers and the pusher stop.
 func (a *app) run(ctx context.Context) error {
 	defer a.close()
-	failed := make(chan error, 4)
+	failed := make(chan error, 6)
 	var serving sync.WaitGroup
 	serve := func(f func() error) {
 		serving.Go(func() {
@@ -334,6 +348,19 @@ func (a *app) run(ctx context.Context) error {
 	var watching, pushing sync.WaitGroup
 	watching.Go(func() { a.watch.Run(watchCtx) })
 	pushing.Go(func() { a.pusher.Run(pushCtx) })
+	// The cluster hands its accounts over when it stops, which needs the
+	// manager and the pusher running: it stops before them.
+	clusterCtx, stopCluster := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopCluster()
+	var clustering sync.WaitGroup
+	if a.cluster != nil {
+		clustering.Go(func() {
+			if err := a.cluster.Run(clusterCtx); err != nil {
+				failed <- fmt.Errorf("cluster: %w", err)
+			}
+		})
+		a.log.Info("cluster joined", "instance", a.cluster.ID())
+	}
 	if a.events != nil {
 		serve(func() error { return a.events.Serve(a.eventsLn) })
 		a.log.Info("events listening", "addr", a.eventsLn.Addr().String())
@@ -373,6 +400,8 @@ func (a *app) run(ctx context.Context) error {
 		a.events.Shutdown(sctx)
 	}
 	serving.Wait()
+	stopCluster()
+	clustering.Wait()
 	stopWatch()
 	watching.Wait()
 	// The watchers stored the mailbox state behind every event they reported,
