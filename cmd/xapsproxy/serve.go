@@ -75,8 +75,8 @@ type app struct {
 	// cluster shares the accounts with the other instances on the same
 	// PostgreSQL; nil with SQLite.
 	cluster *cluster.Cluster
-	admin  *http.Server
-	events *http.Server // Dovecot's own events; nil when [events] has no secret
+	admin   *http.Server
+	events  *http.Server // Dovecot's own events; nil when [events] has no secret
 
 	// reload, when it delivers, makes run read the proxy's certificate and
 	// the APNs credential again (SIGHUP after a renewal).
