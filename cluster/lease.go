@@ -18,20 +18,29 @@ WITH hb AS (
 )
 SELECT id FROM xapsproxy_instances WHERE expires > now() AND id <> $1
 UNION SELECT id FROM hb`
+	// Every statement that writes leases locks its rows in user_key
+	// order, so that a renewal, a claim and a release of overlapping
+	// rows by different instances wait for each other instead of
+	// deadlocking (SQLSTATE 40P01, seen with three instances).
 	renewSQL = `
-UPDATE xapsproxy_leases SET expires = now() + $2 * interval '1 millisecond'
-WHERE owner = $1 RETURNING user_key, user_name`
+WITH locked AS (SELECT user_key FROM xapsproxy_leases WHERE owner = $1 ORDER BY user_key FOR UPDATE)
+UPDATE xapsproxy_leases l SET expires = now() + $2 * interval '1 millisecond'
+FROM locked WHERE l.user_key = locked.user_key AND l.owner = $1 RETURNING l.user_key, l.user_name`
 	// claimSQL takes a lease that is free, expired by the database's
 	// clock, or already ours; a lease another instance holds is left.
 	claimSQL = `
 INSERT INTO xapsproxy_leases AS l (user_key, user_name, owner, expires)
-SELECT k, n, $1, now() + $2 * interval '1 millisecond' FROM unnest($3::bytea[], $4::bytea[]) AS t(k, n)
+SELECT k, n, $1, now() + $2 * interval '1 millisecond' FROM unnest($3::bytea[], $4::bytea[]) AS t(k, n) ORDER BY k
 ON CONFLICT (user_key) DO UPDATE SET owner = EXCLUDED.owner, user_name = EXCLUDED.user_name, expires = EXCLUDED.expires
 WHERE l.expires < now() OR l.owner = EXCLUDED.owner
 RETURNING user_key`
-	releaseSQL    = `DELETE FROM xapsproxy_leases WHERE owner = $1 AND user_key = ANY($2::bytea[])`
-	releaseAllSQL = `DELETE FROM xapsproxy_leases WHERE owner = $1`
-	leaveSQL      = `DELETE FROM xapsproxy_instances WHERE id = $1 OR expires < now() - interval '1 day'`
+	releaseSQL = `
+WITH locked AS (SELECT user_key FROM xapsproxy_leases WHERE owner = $1 AND user_key = ANY($2::bytea[]) ORDER BY user_key FOR UPDATE)
+DELETE FROM xapsproxy_leases l USING locked WHERE l.user_key = locked.user_key AND l.owner = $1`
+	releaseAllSQL = `
+WITH locked AS (SELECT user_key FROM xapsproxy_leases WHERE owner = $1 ORDER BY user_key FOR UPDATE)
+DELETE FROM xapsproxy_leases l USING locked WHERE l.user_key = locked.user_key AND l.owner = $1`
+	leaveSQL = `DELETE FROM xapsproxy_instances WHERE id = $1 OR expires < now() - interval '1 day'`
 )
 
 func (c *Cluster) ttlMillis() int64 { return c.opts.TTL.Milliseconds() }

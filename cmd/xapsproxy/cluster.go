@@ -34,14 +34,17 @@ func (a *app) newCluster() *cluster.Cluster {
 	return cluster.New(cluster.Options{
 		Pool:  pg.Pool(),
 		Users: a.store.Users,
-		// An account comes here: watch it, and send what its outbox owes.
+		// An account comes here: send what its outbox owes, then watch
+		// it. In that order: the outbox is read before this instance's
+		// watcher can commit anything to it, so an entry reaches the
+		// pusher once (as the watcher's event), not also through Claim.
 		OnOwn: func(user string) {
-			a.watch.Sync(user)
 			ctx, cancel := context.WithTimeout(context.Background(), claimTimeout)
 			defer cancel()
 			if err := a.pusher.Claim(ctx, user); err != nil {
 				a.log.Error("cannot read the outbox of an account taken over; its owed pushes wait for the next owner", "user", user, "err", err)
 			}
+			a.watch.Sync(user)
 		},
 		// It goes: nothing here may watch it or push for it once this
 		// returns, since the next owner starts right after.

@@ -71,6 +71,19 @@ func TestClusterThreeInstances(t *testing.T) {
 		t.Fatalf("pushes to %v, want one to each of %s's devices %v", tokens, user, want)
 	}
 	sent := 2
+	// Once the owner has recorded the answer: a SIGKILL between APNs'
+	// answer and that record would have the next owner send it again
+	// (at least once, as after any crash), which is not what this test
+	// is about.
+	st, err := store.OpenPostgres(t.Context(), f.url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	waitUntil(t, "the outbox to be empty", func() bool {
+		owed, err := st.Outbox(t.Context())
+		return err == nil && len(owed) == 0
+	})
 	// Its session is a backend session of user's too: gone before the
 	// sessions are counted again.
 	d.conn.Close()
@@ -130,6 +143,9 @@ func TestClusterThreeInstances(t *testing.T) {
 	}
 	if got := len(f.s.apns.Requests()); got != sent {
 		t.Errorf("%d pushes in all, want %d", got, sent)
+		for i, r := range f.s.apns.Requests() {
+			t.Logf("push %d: token %s at %s conn %d apns-id %s", i, r.Token[56:], r.Received.Format("15:04:05.000"), r.Conn, r.APNsID)
+		}
 	}
 
 	// A device deleted with the command, on no instance: the account's
