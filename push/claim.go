@@ -171,19 +171,9 @@ func (p *Pusher) claimEntries(user string, entries []store.OutboxEntry, now time
 			continue
 		}
 		taken++
-		if now.Sub(e.At) > p.expiration {
+		if p.owe(e, now) {
 			expired++
-			p.rec.finished(e)
-			continue
 		}
-		st := eventState{isNew: !e.Changed, newID: e.ID}
-		if e.Changed {
-			st = eventState{changedAt: e.At, changedID: e.ID}
-		}
-		k := eventKey{e.User, e.Mailbox}
-		cur := p.events[k]
-		cur.merge(st)
-		p.events[k] = cur
 	}
 	p.closeClaim(user)
 	p.mu.Unlock()

@@ -129,19 +129,9 @@ func (p *Pusher) loadOutbox(ctx context.Context, now time.Time) bool {
 			continue
 		}
 		taken++
-		if now.Sub(e.At) > p.expiration {
+		if p.owe(e, now) {
 			expired++
-			p.rec.finished(e)
-			continue
 		}
-		st := eventState{isNew: !e.Changed, newID: e.ID}
-		if e.Changed {
-			st = eventState{changedAt: e.At, changedID: e.ID}
-		}
-		k := eventKey{e.User, e.Mailbox}
-		cur := p.events[k]
-		cur.merge(st)
-		p.events[k] = cur
 	}
 	p.mu.Unlock()
 	p.outboxLoaded, p.finishedEarly = true, nil
@@ -149,4 +139,23 @@ func (p *Pusher) loadOutbox(ctx context.Context, now time.Time) bool {
 		p.logger.InfoContext(ctx, "sending the pushes left in the outbox", "entries", taken-expired, "expired", expired)
 	}
 	return true
+}
+
+// owe takes an entry read from the outbox as if its event had just been
+// reported, merged into the events; one past the expiration is finished
+// instead, and owe reports that. p.mu is held.
+func (p *Pusher) owe(e store.OutboxEntry, now time.Time) (expired bool) {
+	if now.Sub(e.At) > p.expiration {
+		p.rec.finished(e)
+		return true
+	}
+	st := eventState{isNew: !e.Changed, newID: e.ID}
+	if e.Changed {
+		st = eventState{changedAt: e.At, changedID: e.ID}
+	}
+	k := eventKey{e.User, e.Mailbox}
+	cur := p.events[k]
+	cur.merge(st)
+	p.events[k] = cur
+	return false
 }

@@ -127,6 +127,13 @@ func (o *owner) apply(ctx context.Context, h event.Hint) {
 	if o.released {
 		return
 	}
+	if !o.baselineOnly && !o.m.owns(o.user) {
+		// The account went to another instance (Options.Owns) and this
+		// owner is about to be released: it commits nothing, so that the
+		// new owner's first look finds the mail, not a state stored here
+		// with its push dropped by this instance's pusher.
+		return
+	}
 	mb, ok := o.registered(h.Mailbox)
 	if !ok {
 		o.m.stats.hintsUnregistered.Add(1)

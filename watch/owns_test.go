@@ -138,3 +138,38 @@ func TestOwnsCatchUpOnTakeOver(t *testing.T) {
 	e.m.Sync("alice")
 	wantEvents(t, e.rec.wait(t, 2), newEvent("bob", "INBOX"), newEvent("alice", "INBOX"))
 }
+
+// Between the moment an account stops being owned (Owns false) and its
+// Release, its owner commits nothing: a state stored there would hide the
+// mail from the next owner's first look, while this instance's pusher drops
+// the push.
+func TestNotOwnedCommitsNothing(t *testing.T) {
+	t.Parallel()
+	var owned ownedSet
+	owned.set("alice", true)
+	owned.set("bob", true)
+	e := newEnv(t, func(o *watch.Options) { o.Owns = owned.owns; o.Source = watch.SourceEvents })
+	e.register("alice", 1, "INBOX")
+	e.register("bob", 2, "INBOX")
+	e.run()
+	eventually(t, "two owners", func() bool { return e.m.Owners() == 2 })
+	before, _ := e.state("alice", "INBOX")
+
+	owned.set("alice", false) // not yet released
+	e.deliver("alice")
+	cur := e.status("alice", "INBOX")
+	e.m.Hint(event.Hint{User: "alice", Mailbox: "INBOX", What: event.Arrived, UIDValidity: cur.UIDValidity, UIDNext: cur.UIDNext})
+	e.m.Hint(event.Hint{User: "bob", Mailbox: "INBOX", What: event.Arrived})
+	// bob's event shows the workers moved on; alice's hint was applied by
+	// one of them or is still queued: Release waits for it either way.
+	wantEvents(t, e.rec.wait(t, 1), newEvent("bob", "INBOX"))
+	if err := e.m.Release(context.Background(), "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := e.state("alice", "INBOX"); after != before {
+		t.Fatalf("alice's state moved from %+v to %+v after her account went elsewhere", before, after)
+	}
+	if n := len(e.rec.snapshot()); n != 1 {
+		t.Fatalf("%d events, want bob's alone", n)
+	}
+}
