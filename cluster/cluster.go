@@ -9,8 +9,9 @@
 // conditional upsert that only takes a lease that is expired or its own,
 // and renews all its leases in one statement per Period. When the desired
 // owner of an account becomes another live instance, the owner hands it
-// over: OnLose, then it deletes the lease and notifies, and the new owner
-// claims it at once. An instance that cannot renew gives its leases up by a
+// over: Owns turns false, OnLose runs while the lease is still held and
+// renewed, then the lease is deleted and the others notified, and the new
+// owner claims it at once. The callbacks never hold up the renewals. An instance that cannot renew gives its leases up by a
 // local monotonic deadline earlier than their expiry in the database, so two
 // instances never both believe they own an account.
 //
@@ -54,16 +55,18 @@ type Options struct {
 	Users func(ctx context.Context) ([]string, error)
 	// OnOwn is called when this instance starts owning user (Owns(user)
 	// is already true). Called from goroutines of Run, for up to 64 users
-	// at once, never at the same time as OnLose; Run waits for it, so it
-	// should take no more than a round trip to the store (such as
-	// push.Pusher.Claim). nil = nothing.
+	// at once (OnOwn and OnLose together); the calls for one user run one
+	// after another, in order, never at once. Nothing waits for it but
+	// the next call for the same user. nil = nothing.
 	OnOwn func(user string)
 	// OnLose is called when this instance stops owning user (Owns(user)
 	// is already false); it must return only once nothing of this
 	// instance watches or pushes for user any more, since the next owner
-	// may start right after. Called from goroutines of Run, for up to 64
-	// users at once (never for one user twice at once), and never at the
-	// same time as OnOwn. nil = nothing.
+	// may start right after. Called like OnOwn. While it runs, a lease
+	// handed over is still held and renewed: the next owner waits for it
+	// (a lease that lapsed because it could not be renewed does not
+	// wait). Its ctx is done when a stop has taken stopTimeout (10 s).
+	// nil = nothing.
 	OnLose func(ctx context.Context, user string)
 	// OnSync is called on the owner of user when some instance published
 	// a change of user's registrations, and for every owned user after
@@ -96,15 +99,22 @@ type Cluster struct {
 
 	kick      chan struct{} // 1-buffered: rebalance now
 	claimKick chan struct{} // 1-buffered: claim the users in claim now
+	freed     chan struct{} // 1-buffered: an OnLose of a hand-over returned
 
-	mu      sync.Mutex
-	owned   map[string]*lease // user -> lease held
-	byKey   map[userKey]string
-	live    []string            // instances seen live at the last heartbeat
-	claim   map[string]struct{} // users this instance should own and claim at once (from notifications)
-	resync  bool                // call OnSync for every owned user
-	stats   Stats
-	abandon bool // tests: stop like a killed process, without hand-over
+	sem     chan struct{}   // callParallel: the callbacks running
+	callers sync.WaitGroup  // the callback goroutines; Run waits for them
+	callCtx context.Context // OnLose's; done when a stop took too long
+
+	mu       sync.Mutex
+	owned    map[string]*lease // user -> lease held
+	byKey    map[userKey]string
+	live     []string            // instances seen live at the last heartbeat
+	claim    map[string]struct{} // users this instance should own and claim at once (from notifications)
+	resync   bool                // call OnSync for every owned user
+	stats    Stats
+	calls    map[string]chan struct{} // user -> done of its last callback queued
+	stopping bool                     // leave began: adopt nothing
+	abandon  bool                     // tests: stop like a killed process, without hand-over
 }
 
 type lease struct {
@@ -113,6 +123,10 @@ type lease struct {
 	// of the statement that last claimed or renewed it, plus TTL minus the
 	// margin. The database's expiry is later than that.
 	validUntil time.Time
+	// draining: handed over, OnLose queued or running; Owns is false,
+	// the lease is still renewed. released: that OnLose returned, the
+	// lease is to be deleted.
+	draining, released bool
 }
 
 // Stats are counts for metrics.
@@ -152,6 +166,9 @@ func New(opts Options) *Cluster {
 		kick:   make(chan struct{}, 1),
 
 		claimKick: make(chan struct{}, 1),
+		freed:     make(chan struct{}, 1),
+		sem:       make(chan struct{}, callParallel),
+		calls:     map[string]chan struct{}{},
 		owned:     map[string]*lease{},
 		byKey:     map[userKey]string{},
 		claim:     map[string]struct{}{},
@@ -161,13 +178,18 @@ func New(opts Options) *Cluster {
 // ID is this instance's ID.
 func (c *Cluster) ID() string { return c.id }
 
-// Owns reports whether this instance owns user now: it holds the lease and
-// its local deadline has not passed.
+// Owns reports whether this instance owns user now: it holds the lease,
+// is not handing it over, and its local deadline has not passed.
 func (c *Cluster) Owns(user string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	l := c.owned[user]
-	return l != nil && time.Now().Before(l.validUntil)
+	return c.owner(c.owned[user], time.Now())
+}
+
+// owner reports whether l makes this instance the owner at now; c.mu is
+// held.
+func (c *Cluster) owner(l *lease, now time.Time) bool {
+	return l != nil && !l.draining && now.Before(l.validUntil)
 }
 
 // Owned returns the users this instance owns, sorted.
@@ -176,7 +198,7 @@ func (c *Cluster) Owned() []string {
 	c.mu.Lock()
 	out := make([]string, 0, len(c.owned))
 	for u, l := range c.owned {
-		if now.Before(l.validUntil) {
+		if c.owner(l, now) {
 			out = append(out, u)
 		}
 	}
@@ -190,7 +212,13 @@ func (c *Cluster) Stats() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.stats
-	s.Owned, s.Instances = len(c.owned), len(c.live)
+	now := time.Now()
+	for _, l := range c.owned {
+		if c.owner(l, now) {
+			s.Owned++
+		}
+	}
+	s.Instances = len(c.live)
 	return s
 }
 
@@ -204,7 +232,8 @@ func (c *Cluster) wake() {
 // Run joins the cluster and keeps this instance's share of the accounts
 // until ctx is done; then it hands every account over (OnLose, leases
 // deleted, the others notified) and leaves, so the others take over at
-// once. Beside its own goroutine it runs the listener, which it waits for.
+// once. Beside its own goroutine it runs the listener and the callbacks,
+// which it waits for.
 // It returns an error only if the options are unusable or the tables
 // cannot be created.
 func (c *Cluster) Run(ctx context.Context) error {
@@ -220,6 +249,10 @@ func (c *Cluster) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	callCtx, stopCalls := context.WithCancel(context.WithoutCancel(ctx))
+	c.callCtx = callCtx
+	defer c.callers.Wait()
+	defer stopCalls() // after leave: a stop bounds OnLose by stopTimeout
 	lctx, stopListen := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { c.listen(lctx) })
@@ -239,7 +272,8 @@ func (c *Cluster) Run(ctx context.Context) error {
 			c.notify(ctx, message{Kind: kindJoin})
 		}
 		full = true
-		c.expire(ctx)
+		c.releaseDone(ctx)
+		c.expire()
 		expiry.Reset(c.nextExpiry())
 		select {
 		case <-ctx.Done():
@@ -255,6 +289,8 @@ func (c *Cluster) Run(ctx context.Context) error {
 		case <-c.claimKick:
 			c.claimPending(ctx)
 			full = false
+		case <-c.freed:
+			full = false // releaseDone, above
 		case <-expiry.C:
 			full = false // expire, above
 		}
@@ -271,73 +307,4 @@ func (c *Cluster) nextExpiry() time.Duration {
 		d = min(d, l.validUntil.Sub(now))
 	}
 	return max(d, time.Millisecond)
-}
-
-// callParallel bounds the OnOwn or OnLose calls at once: a hand-over of
-// many accounts must not hold the loop (and the renewal of the other
-// leases) for one call after another.
-const callParallel = 64
-
-// ownAll calls OnOwn for every user, several at once, and waits for all.
-func (c *Cluster) ownAll(users []string) {
-	if c.opts.OnOwn == nil {
-		return
-	}
-	sem := make(chan struct{}, callParallel)
-	var wg sync.WaitGroup
-	for _, u := range users {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			c.opts.OnOwn(u)
-		})
-	}
-	wg.Wait()
-}
-
-// loseAll calls lose for every user, several at once, and waits for all.
-func (c *Cluster) loseAll(ctx context.Context, users []string) {
-	sem := make(chan struct{}, callParallel)
-	var wg sync.WaitGroup
-	for _, u := range users {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			c.lose(ctx, u)
-		})
-	}
-	wg.Wait()
-}
-
-// lose forgets user's lease and calls OnLose.
-func (c *Cluster) lose(ctx context.Context, user string) {
-	c.mu.Lock()
-	l := c.owned[user]
-	if l != nil {
-		delete(c.owned, user)
-		delete(c.byKey, l.key)
-	}
-	c.mu.Unlock()
-	if l != nil && c.opts.OnLose != nil {
-		c.opts.OnLose(ctx, user)
-	}
-}
-
-// expire gives up the leases whose local deadline passed: their renewal
-// failed, and another instance may take them soon.
-func (c *Cluster) expire(ctx context.Context) {
-	now := time.Now()
-	var gone []string
-	c.mu.Lock()
-	for u, l := range c.owned {
-		if !now.Before(l.validUntil) {
-			gone = append(gone, u)
-		}
-	}
-	c.stats.Lost += uint64(len(gone))
-	c.mu.Unlock()
-	if len(gone) > 0 {
-		c.log.Warn("leases could not be renewed in time; giving the accounts up", "accounts", len(gone))
-	}
-	c.loseAll(ctx, gone)
 }

@@ -485,3 +485,72 @@ func eventually(t *testing.T, what string, timeout time.Duration, cond func() bo
 		time.Sleep(10 * time.Millisecond) // polling a condition, with a deadline
 	}
 }
+
+// A slow OnLose (pushes to APNs in flight) holds up neither the heartbeat
+// nor the renewals: a lease being handed over stays held until its OnLose
+// returned, so the next owner starts only after it, and the slow instance
+// stays live all along.
+func TestSlowOnLoseKeepsLeasesAndHeartbeat(t *testing.T) {
+	var users []string
+	for i := range 40 {
+		users = append(users, fmt.Sprintf("slow%02d", i))
+	}
+	e := newEnv(t, users)
+	const slow = 3 * testTTL
+	var slowing atomic.Bool
+	e.opts = func(o *Options) {
+		if o.ID != "i1" {
+			return
+		}
+		lose := o.OnLose
+		o.OnLose = func(ctx context.Context, u string) {
+			if slowing.Load() {
+				tm := time.NewTimer(slow) // a push in flight, answered late
+				select {
+				case <-tm.C:
+				case <-ctx.Done():
+				}
+				tm.Stop()
+			}
+			lose(ctx, u)
+		}
+	}
+	a := e.start()
+	e.waitConverged("1 instance", 10*time.Second)
+	slowing.Store(true)
+	joined := time.Now()
+	b := e.start()
+	want := 0
+	for _, u := range users {
+		if desired(u, []string{"i1", "i2"}) == "i2" {
+			want++
+		}
+	}
+	if want == 0 || want == len(users) {
+		t.Fatalf("%d of %d users desired by i2; pick other names", want, len(users))
+	}
+	seen := false
+	eventually(t, "b to own its share", slow+10*time.Second, func() bool {
+		for u, os := range e.owners() {
+			if len(os) > 1 {
+				t.Fatalf("%q owned by %v", u, os)
+			}
+		}
+		if sa, sb := a.c.Stats(), b.c.Stats(); sb.Instances == 2 && sa.Instances == 2 {
+			seen = true
+		} else if seen {
+			t.Fatalf("after %v: a sees %d instances, b %d: a heartbeat lapsed while OnLose ran", time.Since(joined), sa.Instances, sb.Instances)
+		}
+		return len(b.c.Owned()) == want
+	})
+	took := time.Since(joined)
+	e.waitConverged("2 instances", 5*time.Second)
+	t.Logf("%d of %d accounts moved after %v, OnLose taking %v", want, len(users), took.Round(time.Millisecond), slow)
+	if took < slow {
+		t.Errorf("the accounts moved after %v, before their OnLose (%v) returned", took, slow)
+	}
+	if st := a.c.Stats(); st.Lost != 0 || st.HandedOver != uint64(want) || st.Instances != 2 {
+		t.Errorf("Stats of the slow instance: %+v, want %d handed over, none lost", st, want)
+	}
+	e.tl.check(t)
+}

@@ -37,17 +37,15 @@ RETURNING user_key`
 	releaseSQL = `
 WITH locked AS (SELECT user_key FROM xapsproxy_leases WHERE owner = $1 AND user_key = ANY($2::bytea[]) ORDER BY user_key FOR UPDATE)
 DELETE FROM xapsproxy_leases l USING locked WHERE l.user_key = locked.user_key AND l.owner = $1`
-	releaseAllSQL = `
-WITH locked AS (SELECT user_key FROM xapsproxy_leases WHERE owner = $1 ORDER BY user_key FOR UPDATE)
-DELETE FROM xapsproxy_leases l USING locked WHERE l.user_key = locked.user_key AND l.owner = $1`
 	leaveSQL = `DELETE FROM xapsproxy_instances WHERE id = $1 OR expires < now() - interval '1 day'`
 )
 
 func (c *Cluster) ttlMillis() int64 { return c.opts.TTL.Milliseconds() }
 
 // step renews this instance's heartbeat and leases, then rebalances: it
-// hands over the accounts whose desired owner is another live instance (or
-// that have no registrations any more) and claims those it should own. It
+// starts handing over the accounts whose desired owner is another live
+// instance (or that have no registrations any more) and claims those it
+// should own. It waits for no OnOwn or OnLose. It
 // reports whether the heartbeat was renewed. Every round trip is bounded
 // by Period, so the local deadlines are looked at again soon.
 func (c *Cluster) step(ctx context.Context) bool {
@@ -65,7 +63,7 @@ func (c *Cluster) step(ctx context.Context) bool {
 		}
 		return true
 	}
-	c.expire(ctx)
+	c.expire()
 
 	c.mu.Lock()
 	c.live = live
@@ -99,7 +97,10 @@ func (c *Cluster) step(ctx context.Context) bool {
 	}
 	var give, take []string
 	c.mu.Lock()
-	for u := range c.owned {
+	for u, l := range c.owned {
+		if l.draining {
+			continue // being handed over already
+		}
 		mine, listed := want[u]
 		if (listed && !mine) || (!listed && err == nil) {
 			give = append(give, u)
@@ -112,7 +113,7 @@ func (c *Cluster) step(ctx context.Context) bool {
 	}
 	c.mu.Unlock()
 	if len(give) > 0 {
-		c.handOver(ctx, give)
+		c.handOver(give)
 	}
 	if len(take) > 0 {
 		c.claimUsers(ctx, take)
@@ -184,29 +185,34 @@ func (c *Cluster) renew(ctx context.Context, start time.Time) error {
 		return fmt.Errorf("renew leases: %w", err)
 	}
 	until := start.Add(c.opts.TTL - c.margin)
-	var lost, adopted []string
+	lost := 0
+	var adopted []string
 	c.mu.Lock()
 	for u, l := range c.owned {
 		if _, ok := held[l.key]; ok {
 			l.validUntil = until
-		} else {
-			lost = append(lost, u)
+			continue
+		}
+		delete(c.owned, u)
+		delete(c.byKey, l.key)
+		if !l.draining {
+			lost++
+			c.loseLocked(u)
 		}
 	}
 	for k, u := range held {
-		if _, ok := c.byKey[k]; !ok && keyOf(u) == k {
+		if _, ok := c.byKey[k]; !ok && !c.stopping && keyOf(u) == k {
 			c.owned[u] = &lease{key: k, validUntil: until}
 			c.byKey[k] = u
 			adopted = append(adopted, u)
 		}
 	}
-	c.stats.Lost += uint64(len(lost))
+	c.ownLocked(adopted)
+	c.stats.Lost += uint64(lost)
 	c.mu.Unlock()
-	if len(lost) > 0 {
-		c.log.Warn("leases taken by another instance", "accounts", len(lost))
+	if lost > 0 {
+		c.log.Warn("leases taken by another instance", "accounts", lost)
 	}
-	c.loseAll(ctx, lost)
-	c.ownAll(adopted)
 	return nil
 }
 
@@ -256,41 +262,71 @@ func (c *Cluster) claimUsers(ctx context.Context, users []string) {
 			c.byKey[k] = u
 		}
 		c.stats.Claimed += uint64(len(got))
+		c.ownLocked(got)
 		c.mu.Unlock()
 		if len(got) > 0 {
 			c.log.Debug("claimed accounts", "accounts", len(got))
 		}
-		c.ownAll(got)
 	}
 }
 
-// handOver stops owning users (OnLose), then deletes their leases and
-// tells the others, so that the new owner claims them at once. If the
-// delete fails, the leases expire and are taken over within TTL.
-func (c *Cluster) handOver(ctx context.Context, users []string) {
-	keys := make([][]byte, 0, len(users))
-	for _, u := range users {
-		k := keyOf(u)
-		keys = append(keys, k[:])
-	}
-	c.loseAll(ctx, users)
+// handOver starts handing users over: Owns turns false and OnLose is
+// queued; each lease stays held and renewed until its OnLose returned,
+// then releaseDone deletes it and tells the others, so that the new owner
+// claims it at once.
+func (c *Cluster) handOver(users []string) {
 	c.mu.Lock()
-	c.stats.HandedOver += uint64(len(users))
+	for _, u := range users {
+		if l := c.owned[u]; l != nil && !l.draining {
+			c.drainLocked(u, l)
+		}
+	}
 	c.mu.Unlock()
+}
+
+// releaseDone deletes the leases whose hand-over OnLose returned and tells
+// the others. If the delete fails, the leases stay held and renewed, and
+// it is tried again; if the renewals fail too, they lapse (expire).
+func (c *Cluster) releaseDone(ctx context.Context) {
+	var users []string
+	var keys [][]byte
+	c.mu.Lock()
+	for u, l := range c.owned {
+		if l.released {
+			users = append(users, u)
+			keys = append(keys, l.key[:])
+		}
+	}
+	c.mu.Unlock()
+	if len(users) == 0 {
+		return
+	}
 	qctx, cancel := context.WithTimeout(ctx, c.opts.Period)
 	defer cancel()
 	if _, err := c.opts.Pool.Exec(qctx, releaseSQL, c.id, keys); err != nil {
 		if ctx.Err() == nil {
-			c.log.Warn("cannot release leases; they expire on their own", "accounts", len(users), "error", err)
+			c.log.Warn("cannot release leases handed over; trying again", "accounts", len(users), "error", err)
 		}
 		return
 	}
+	c.mu.Lock()
+	for _, u := range users {
+		if l := c.owned[u]; l != nil && l.released {
+			delete(c.owned, u)
+			delete(c.byKey, l.key)
+		}
+	}
+	c.stats.HandedOver += uint64(len(users))
+	c.mu.Unlock()
 	c.log.Debug("handed accounts over", "accounts", len(users))
 	c.notify(ctx, message{Kind: kindFree})
 }
 
-// leave hands every account over and removes this instance's heartbeat,
-// so that the others rebalance without it at once.
+// leave removes this instance's heartbeat, so that the others rebalance
+// without it at once, and hands every account over: the leases are still
+// renewed while their OnLose runs, and each is deleted once its OnLose
+// returned. Those whose OnLose has not returned after stopTimeout are left
+// to expire.
 func (c *Cluster) leave(parent context.Context) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(parent), stopTimeout)
 	defer cancel()
@@ -300,16 +336,34 @@ func (c *Cluster) leave(parent context.Context) {
 		c.log.Warn("cannot remove the heartbeat; the others wait for it to expire", "error", err)
 	}
 	c.mu.Lock()
-	users := make([]string, 0, len(c.owned))
-	for u := range c.owned {
-		users = append(users, u)
+	c.stopping = true
+	for u, l := range c.owned {
+		if !l.draining {
+			c.drainLocked(u, l)
+		}
 	}
 	c.mu.Unlock()
-	c.loseAll(ctx, users)
-	if _, err := c.opts.Pool.Exec(ctx, releaseAllSQL, c.id); err != nil {
-		c.log.Warn("cannot release the leases; they expire on their own", "error", err)
-		return
+	tick := time.NewTicker(c.opts.Period)
+	defer tick.Stop()
+	for {
+		c.releaseDone(ctx)
+		c.expire()
+		c.mu.Lock()
+		left := len(c.owned)
+		c.mu.Unlock()
+		if left == 0 {
+			c.log.Info("left the cluster")
+			return
+		}
+		select {
+		case <-ctx.Done():
+			c.log.Warn("left the cluster before every account was handed over; their leases expire on their own", "accounts", left)
+			return
+		case <-c.freed:
+		case <-tick.C:
+			if err := c.renew(ctx, time.Now()); err != nil {
+				c.log.Warn("cannot renew the leases", "error", err)
+			}
+		}
 	}
-	c.notify(ctx, message{Kind: kindFree})
-	c.log.Info("left the cluster")
 }

@@ -235,6 +235,5 @@ func (c *Cluster) ownerOf(k []byte) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	l := c.owned[user]
-	return user, l != nil && time.Now().Before(l.validUntil)
+	return user, c.owner(c.owned[user], time.Now())
 }
