@@ -73,6 +73,11 @@ type Options struct {
 	// the listener reconnected (notifications may have been missed). It
 	// must not block. nil = nothing.
 	OnSync func(user string)
+	// OnResync, when set, is called instead of OnSync for every owned
+	// user after the listener reconnected: registrations and hints
+	// published meanwhile were missed, so the owner should look at the
+	// account, not only converge. It must not block. nil = OnSync.
+	OnResync func(user string)
 	// OnHint is called on the owner of h.User with a hint some instance
 	// published. It must not block. nil = nothing.
 	OnHint func(event.Hint)
@@ -243,11 +248,8 @@ func (c *Cluster) Run(ctx context.Context) error {
 	if c.opts.TTL < 3*c.opts.Period {
 		return errors.New("cluster: TTL must be at least 3 × Period")
 	}
-	if err := Migrate(ctx, c.opts.Pool); err != nil {
-		if ctx.Err() != nil {
-			return nil // stopped before it joined
-		}
-		return err
+	if !c.migrate(ctx) {
+		return nil // stopped before it joined
 	}
 	callCtx, stopCalls := context.WithCancel(context.WithoutCancel(ctx))
 	c.callCtx = callCtx
@@ -307,4 +309,30 @@ func (c *Cluster) nextExpiry() time.Duration {
 		d = min(d, l.validUntil.Sub(now))
 	}
 	return max(d, time.Millisecond)
+}
+
+// migrate creates the cluster's tables, trying again with a jittered
+// backoff while the database does not answer (serve migrated them at its
+// start already: a blip now must not stop it). It returns false if ctx
+// ended first.
+func (c *Cluster) migrate(ctx context.Context) bool {
+	for failures := 0; ; failures++ {
+		err := Migrate(ctx, c.opts.Pool)
+		if err == nil {
+			return true
+		}
+		if ctx.Err() != nil {
+			return false
+		}
+		if failures == 0 {
+			c.log.Warn("cannot create the cluster's tables; trying again", "error", err)
+		}
+		t := time.NewTimer(backoff(failures + 1))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
+		case <-t.C:
+		}
+	}
 }

@@ -448,12 +448,7 @@ func TestListenerReconnects(t *testing.T) {
 	if len(mine) == 0 {
 		t.Fatal("a owns nothing; pick other names")
 	}
-	var killed int
-	err := b.pool.QueryRow(t.Context(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-		WHERE application_name = 'i1' AND query LIKE 'LISTEN%'`).Scan(&killed)
-	if err != nil || killed != 1 {
-		t.Fatalf("terminating a's listener: %d terminated, %v", killed, err)
-	}
+	killListener(t, b, "i1")
 	eventually(t, "a to reconnect and sync its users", 10*time.Second, func() bool {
 		e.tl.mu.Lock()
 		defer e.tl.mu.Unlock()
@@ -474,6 +469,56 @@ func TestListenerReconnects(t *testing.T) {
 		return slices.Contains(e.tl.hints["i1"], h)
 	})
 	e.tl.check(t)
+}
+
+// killListener has the server end the LISTEN connection of instance id,
+// through n's pool.
+func killListener(t *testing.T, n *node, id string) {
+	t.Helper()
+	var killed int
+	err := n.pool.QueryRow(t.Context(), `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE application_name = $1 AND query LIKE 'LISTEN%'`, id).Scan(&killed)
+	if err != nil || killed != 1 {
+		t.Fatalf("terminating %s's listener: %d terminated, %v", id, killed, err)
+	}
+}
+
+// With OnResync, a reconnected listener has the owner look at every
+// account it owns (hints published meanwhile were missed), and OnSync is
+// not called for them.
+func TestListenerReconnectsResync(t *testing.T) {
+	e := newEnv(t, []string{"alice", "bob", "carol", "dave"})
+	var mu sync.Mutex
+	var resynced []string
+	e.opts = func(o *Options) {
+		o.OnResync = func(u string) {
+			mu.Lock()
+			resynced = append(resynced, u)
+			mu.Unlock()
+		}
+	}
+	a, b := e.start(), e.start()
+	e.waitConverged("2 instances", 10*time.Second)
+	mine := a.c.Owned()
+	if len(mine) == 0 {
+		t.Fatal("a owns nothing; pick other names")
+	}
+	killListener(t, b, "i1")
+	eventually(t, "a to reconnect and look at its accounts again", 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, u := range mine {
+			if !slices.Contains(resynced, u) {
+				return false
+			}
+		}
+		return true
+	})
+	e.tl.mu.Lock()
+	defer e.tl.mu.Unlock()
+	if len(e.tl.syncs["i1"]) != 0 {
+		t.Errorf("OnSync called for %v with OnResync set", e.tl.syncs["i1"])
+	}
 }
 
 func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {

@@ -73,9 +73,12 @@ func (c *Cluster) step(ctx context.Context) bool {
 	c.resync = false
 	c.mu.Unlock()
 
-	if resync && c.opts.OnSync != nil {
+	if f := c.opts.OnResync; resync && (f != nil || c.opts.OnSync != nil) {
+		if f == nil {
+			f = c.opts.OnSync
+		}
 		for _, u := range c.Owned() {
-			c.opts.OnSync(u)
+			f(u)
 		}
 	}
 

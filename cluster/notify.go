@@ -130,9 +130,7 @@ func (c *Cluster) listen(ctx context.Context) {
 		if failures == 1 {
 			c.log.Warn("lost the connection that listens for the other instances; reconnecting", "error", err)
 		}
-		d := min(minBackoff<<min(failures-1, 16), maxBackoff)
-		d = d/2 + rand.N(d/2+1)
-		t := time.NewTimer(d)
+		t := time.NewTimer(backoff(failures))
 		select {
 		case <-ctx.Done():
 			t.Stop()
@@ -236,4 +234,11 @@ func (c *Cluster) ownerOf(k []byte) (string, bool) {
 		return "", false
 	}
 	return user, c.owner(c.owned[user], time.Now())
+}
+
+// backoff is the wait before the next try after failures (≥ 1) in a row:
+// exponential from minBackoff to maxBackoff, with equal jitter.
+func backoff(failures int) time.Duration {
+	d := min(minBackoff<<min(failures-1, 16), maxBackoff)
+	return d/2 + rand.N(d/2+1)
 }

@@ -220,3 +220,14 @@ func (l *userLocks) lock(ctx context.Context, user string) (unlock func(), err e
 		return nil, ctx.Err()
 	}
 }
+
+// CatchUp queues a look at the registered mailboxes of user by the
+// catch-up, for hints that may have been missed (another instance could
+// not hand them over). Only with Dovecot's events: the sources with a
+// connection per account look at every login on their own.
+func (m *Manager) CatchUp(user string) {
+	if m.opts.Source != SourceEvents {
+		return
+	}
+	m.catchUp.add(user)
+}

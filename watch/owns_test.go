@@ -173,3 +173,18 @@ func TestNotOwnedCommitsNothing(t *testing.T) {
 		t.Fatalf("%d events, want bob's alone", n)
 	}
 }
+
+// CatchUp has an owned account looked at again with Dovecot's events: the
+// mail of a hint that never came is found.
+func TestCatchUpFindsAMissedHint(t *testing.T) {
+	t.Parallel()
+	var owned ownedSet
+	owned.set("alice", true)
+	e := newEnv(t, func(o *watch.Options) { o.Owns = owned.owns; o.Source = watch.SourceEvents })
+	e.register("alice", 1, "INBOX")
+	e.run()
+	eventually(t, "alice's baseline", func() bool { _, ok := e.state("alice", "INBOX"); return ok })
+	e.deliver("alice") // its hint is lost
+	e.m.CatchUp("alice")
+	wantEvents(t, e.rec.wait(t, 1), newEvent("alice", "INBOX"))
+}

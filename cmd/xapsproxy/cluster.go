@@ -57,6 +57,12 @@ func (a *app) newCluster() *cluster.Cluster {
 			}
 		},
 		OnSync: func(user string) { a.watch.Sync(user) },
+		// After the listener reconnected: the hints other instances
+		// published meanwhile were lost, so look at the account too.
+		OnResync: func(user string) {
+			a.watch.Sync(user)
+			a.watch.CatchUp(user)
+		},
 		OnHint: func(h event.Hint) { a.watch.Hint(h) },
 		Period: clusterPeriod,
 		TTL:    clusterTTL,
