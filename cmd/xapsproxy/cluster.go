@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"time"
 
 	"github.com/xapsproxy/xapsproxy/cluster"
@@ -71,26 +70,14 @@ func (a *app) newCluster() *cluster.Cluster {
 }
 
 // hint is where Dovecot's events enter: applied here when this instance
-// owns the account, else handed to its owner.
+// owns the account, else handed to its owner (hintRelay).
 func (a *app) hint(h event.Hint) {
 	if a.cluster == nil {
 		a.watch.Hint(h)
 		return
 	}
 	h.User = a.cfg.Backend.CanonicalUser(h.User)
-	if a.cluster.Owns(h.User) {
-		a.watch.Hint(h)
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
-	defer cancel()
-	if err := a.cluster.PublishHint(ctx, h); err != nil {
-		level := a.log.Warn
-		if errors.Is(err, cluster.ErrTooLarge) {
-			level = a.log.Info // a mailbox name too long to hand over
-		}
-		level("cannot hand a mail event to the account's owner; its next look finds the mail", "user", h.User, "err", err)
-	}
+	a.relay.hand(h)
 }
 
 // synced tells the owner of user, whichever instance, that its

@@ -20,6 +20,7 @@ import (
 	"github.com/xapsproxy/xapsproxy/config"
 	"github.com/xapsproxy/xapsproxy/credential"
 	"github.com/xapsproxy/xapsproxy/dovecot"
+	"github.com/xapsproxy/xapsproxy/event"
 	"github.com/xapsproxy/xapsproxy/proxy"
 	"github.com/xapsproxy/xapsproxy/push"
 	"github.com/xapsproxy/xapsproxy/store"
@@ -75,6 +76,7 @@ type app struct {
 	// cluster shares the accounts with the other instances on the same
 	// PostgreSQL; nil with SQLite.
 	cluster *cluster.Cluster
+	relay   *hintRelay // Dovecot's events for accounts other instances own; nil with SQLite
 	admin   *http.Server
 	events  *http.Server // Dovecot's own events; nil when [events] has no secret
 
@@ -152,6 +154,7 @@ func (a *app) open(ctx context.Context, sender push.Sender) error {
 		if err != nil {
 			return storeError(cfg.Store, err)
 		}
+		a.relay = newHintRelay(a.cluster.Owns, func(h event.Hint) { a.watch.Hint(h) }, a.cluster.PublishHint, log.With("part", "cluster"))
 	}
 	creds, captured, err := a.capturedCredentials()
 	if err != nil {
@@ -359,6 +362,7 @@ func (a *app) run(ctx context.Context) error {
 				failed <- fmt.Errorf("cluster: %w", err)
 			}
 		})
+		clustering.Go(func() { a.relay.run(clusterCtx) })
 		a.log.Info("cluster joined", "instance", a.cluster.ID())
 	}
 	if a.events != nil {
