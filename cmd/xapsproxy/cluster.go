@@ -20,6 +20,11 @@ const (
 	publishTimeout = 5 * time.Second
 	// claimTimeout bounds reading a newly owned account's outbox.
 	claimTimeout = 10 * time.Second
+	// handOverTimeout bounds stopping an account's watcher and waiting
+	// for its pushes in flight (each bounded by push.Options.SendTimeout,
+	// 30 s) when it goes to another instance; past it the account goes
+	// anyway, and a push still in flight may reach the device twice.
+	handOverTimeout = 40 * time.Second
 )
 
 // newCluster makes, for a PostgreSQL store, the membership that gives every
@@ -48,6 +53,10 @@ func (a *app) newCluster() *cluster.Cluster {
 		// It goes: nothing here may watch it or push for it once this
 		// returns, since the next owner starts right after.
 		OnLose: func(ctx context.Context, user string) {
+			// Bounded: a lease stays held (draining) until this returns,
+			// and a store that keeps failing would hold it for good.
+			ctx, cancel := context.WithTimeout(ctx, handOverTimeout)
+			defer cancel()
 			if err := a.watch.Release(ctx, user); err != nil {
 				a.log.Warn("watcher of an account handed over did not stop in time", "user", user, "err", err)
 			}
