@@ -53,7 +53,9 @@ func (r *hintRelay) hand(h event.Hint) {
 		r.apply(h)
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), publishTimeout)
+	// Dovecot's delivery may wait for this answer: a database that does
+	// not answer costs it relayTry, and the hint is held.
+	ctx, cancel := context.WithTimeout(context.Background(), relayTry)
 	err := r.publish(ctx, h)
 	cancel()
 	switch {
