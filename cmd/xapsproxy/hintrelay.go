@@ -54,7 +54,12 @@ func (r *hintRelay) hand(h event.Hint) {
 		return
 	}
 	// Dovecot's delivery may wait for this answer: a database that does
-	// not answer costs it relayTry, and the hint is held.
+	// not answer costs it relayTry once, and while hints are held (the
+	// database away) the next ones join them at once, in order.
+	if r.pending() > 0 {
+		r.hold(h, errors.New("earlier events still wait for their owners"))
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), relayTry)
 	err := r.publish(ctx, h)
 	cancel()
@@ -66,6 +71,11 @@ func (r *hintRelay) hand(h event.Hint) {
 		r.log.Info("a mail event too large to hand to the account's owner; its next look finds the mail", "user", h.User, "err", err)
 		return
 	}
+	r.hold(h, err)
+}
+
+// hold keeps h for the next retry.
+func (r *hintRelay) hold(h event.Hint, err error) {
 	r.mu.Lock()
 	if len(r.held) == 0 {
 		r.log.Warn("cannot hand mail events to the accounts' owners; trying again", "user", h.User, "err", err)

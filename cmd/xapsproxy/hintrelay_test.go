@@ -20,6 +20,7 @@ type relayWorld struct {
 	mu        sync.Mutex
 	mine      map[string]bool
 	down      bool
+	tries     int      // calls of publish
 	published []string // users whose hint reached the owner
 	applied   []string // users whose hint this instance applied
 	now       time.Time
@@ -34,6 +35,7 @@ func (w *relayWorld) apply(h event.Hint) {
 func (w *relayWorld) publish(_ context.Context, h event.Hint) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.tries++
 	if len(h.Mailbox) > 100 {
 		return fmt.Errorf("hint: %w", cluster.ErrTooLarge)
 	}
@@ -87,14 +89,18 @@ func TestHintRelayRetries(t *testing.T) {
 	for _, u := range []string{"bob", "carol", "dave"} {
 		r.hand(hintFor(u))
 	}
+	// Only the first waited for the database: the others joined it.
+	if w.tries != 1 || r.pending() != 3 {
+		t.Fatalf("while down: %d tries, %d held", w.tries, r.pending())
+	}
 	r.retry(ctx)
 	if r.pending() != 3 || len(w.published) != 0 {
 		t.Fatalf("while down: %d held, published %v", r.pending(), w.published)
 	}
 	w.set(func() { w.down = false; w.mine["carol"] = true; w.now = w.now.Add(relayEvery) })
-	r.hand(hintFor("erin")) // handed at once: the database answers
+	r.hand(hintFor("erin")) // behind those held, in order
 	r.retry(ctx)
-	if !slices.Equal(w.published, []string{"erin", "bob", "dave"}) || !slices.Equal(w.applied, []string{"carol"}) || r.pending() != 0 {
+	if !slices.Equal(w.published, []string{"bob", "dave", "erin"}) || !slices.Equal(w.applied, []string{"carol"}) || r.pending() != 0 {
 		t.Fatalf("after: published %v, applied %v, %d held", w.published, w.applied, r.pending())
 	}
 
