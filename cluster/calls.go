@@ -43,8 +43,22 @@ func (c *Cluster) ownLocked(users []string) {
 		return
 	}
 	for _, u := range users {
-		c.queueLocked(u, func() { c.opts.OnOwn(u) })
+		c.queueLocked(u, func() {
+			if c.stillOwned(u) {
+				c.opts.OnOwn(u)
+			}
+		})
 	}
+}
+
+// stillOwned reports whether an OnOwn queued for user should still
+// run: not once the stop began (a backlog of slow OnOwn must not hold Run
+// up past stopTimeout), nor if user is no longer owned (its OnLose follows,
+// harmless for a user never taken up). It takes c.mu.
+func (c *Cluster) stillOwned(user string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.stopping && c.callCtx.Err() == nil && c.owner(c.owned[user], time.Now())
 }
 
 // loseLocked calls OnLose for user, whose lease was already forgotten,

@@ -57,12 +57,15 @@ type Options struct {
 	// is already true). Called from goroutines of Run, for up to 64 users
 	// at once (OnOwn and OnLose together); the calls for one user run one
 	// after another, in order, never at once. Nothing waits for it but
-	// the next call for the same user. nil = nothing.
+	// the next call for the same user. It is skipped if, by its turn, the
+	// stop began or user is no longer owned; the OnLose that follows is
+	// still called. nil = nothing.
 	OnOwn func(user string)
 	// OnLose is called when this instance stops owning user (Owns(user)
 	// is already false); it must return only once nothing of this
 	// instance watches or pushes for user any more, since the next owner
-	// may start right after. Called like OnOwn. While it runs, a lease
+	// may start right after. Called like OnOwn, even if the OnOwn
+	// before it was skipped. While it runs, a lease
 	// handed over is still held and renewed: the next owner waits for it
 	// (a lease that lapsed because it could not be renewed does not
 	// wait). Its ctx is done when a stop has taken stopTimeout (10 s).
