@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"sync/atomic"
 	"testing"
@@ -44,5 +45,86 @@ func TestStopSkipsQueuedOnOwn(t *testing.T) {
 	}
 	if r := ran.Load(); r >= int32(len(users)) {
 		t.Errorf("%d OnOwn ran, want those queued at the stop skipped", r)
+	}
+}
+
+// dbNow is the database's clock.
+func dbNow(t *testing.T, n *node) time.Time {
+	t.Helper()
+	var now time.Time
+	if err := n.pool.QueryRow(context.Background(), "SELECT now()").Scan(&now); err != nil {
+		t.Fatal(err)
+	}
+	return now
+}
+
+// waitRenewed waits until a renewal of user's lease began (by the
+// database's clock) after since.
+func waitRenewed(t *testing.T, n *node, user string, since time.Time) {
+	t.Helper()
+	eventually(t, "a renewal of "+user, 5*time.Second, func() bool {
+		var expires time.Time
+		err := n.pool.QueryRow(context.Background(), "SELECT expires FROM xapsproxy_leases WHERE user_name = $1 AND owner = $2", []byte(user), n.c.ID()).Scan(&expires)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return expires.After(since.Add(testTTL))
+	})
+}
+
+// A lease lapsed locally (a renewal too late) but still this instance's in
+// the database is not adopted back while its OnLose runs: Owns stays false
+// until that OnLose returned, then the user is owned again and OnOwn
+// called again.
+func TestLapsedLeaseNotOwnedDuringOnLose(t *testing.T) {
+	e := newEnv(t, []string{"alice"})
+	var n *node
+	var owns atomic.Int32
+	var first atomic.Bool
+	inLose := make(chan struct{})
+	release := make(chan struct{})
+	ownedInLose := make(chan bool, 2)
+	e.opts = func(o *Options) {
+		o.OnOwn = func(string) { owns.Add(1) }
+		o.OnLose = func(_ context.Context, u string) {
+			if !first.CompareAndSwap(false, true) {
+				return // the stop's
+			}
+			ownedInLose <- n.c.Owns(u)
+			close(inLose)
+			<-release
+			ownedInLose <- n.c.Owns(u)
+		}
+	}
+	n = e.start()
+	eventually(t, "alice owned", 10*time.Second, func() bool { return n.c.Owns("alice") && owns.Load() == 1 })
+	n.c.mu.Lock()
+	n.c.owned["alice"].validUntil = time.Now().Add(-time.Millisecond)
+	gone := n.c.expireLocked(time.Now())
+	n.c.mu.Unlock()
+	if gone != 1 {
+		t.Fatalf("%d leases lapsed, want 1", gone)
+	}
+	select {
+	case <-inLose:
+	case <-time.After(5 * time.Second):
+		close(release)
+		t.Fatal("no OnLose")
+	}
+	// Two renewals after OnLose began: the first saw the lease still this
+	// instance's; the second began after the first was done with it.
+	for range 2 {
+		waitRenewed(t, n, "alice", dbNow(t, n))
+		if n.c.Owns("alice") {
+			t.Error("Owns(alice) true while her OnLose runs")
+		}
+	}
+	close(release)
+	if <-ownedInLose || <-ownedInLose {
+		t.Error("OnLose saw Owns(alice) true")
+	}
+	eventually(t, "alice owned again", 5*time.Second, func() bool { return n.c.Owns("alice") && owns.Load() == 2 })
+	if st := n.c.Stats(); st.Lost != 1 {
+		t.Errorf("Stats: %+v, want 1 lost", st)
 	}
 }

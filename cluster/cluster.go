@@ -121,6 +121,7 @@ type Cluster struct {
 	resync   bool                // call OnSync for every owned user
 	stats    Stats
 	calls    map[string]chan struct{} // user -> done of its last callback queued
+	losing   map[string]int           // user -> its OnLose queued or running
 	stopping bool                     // leave began: adopt nothing
 	abandon  bool                     // tests: stop like a killed process, without hand-over
 }
@@ -177,6 +178,7 @@ func New(opts Options) *Cluster {
 		freed:     make(chan struct{}, 1),
 		sem:       make(chan struct{}, callParallel),
 		calls:     map[string]chan struct{}{},
+		losing:    map[string]int{},
 		owned:     map[string]*lease{},
 		byKey:     map[userKey]string{},
 		claim:     map[string]struct{}{},
@@ -191,13 +193,16 @@ func (c *Cluster) ID() string { return c.id }
 func (c *Cluster) Owns(user string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.owner(c.owned[user], time.Now())
+	return c.owner(user, time.Now())
 }
 
-// owner reports whether l makes this instance the owner at now; c.mu is
-// held.
-func (c *Cluster) owner(l *lease, now time.Time) bool {
-	return l != nil && !l.draining && now.Before(l.validUntil)
+// owner reports whether this instance owns user at now: its lease is held,
+// not draining, within its local deadline, and no OnLose of user is queued
+// or running (a lease lapsed and taken again during its OnLose is not owned
+// before that OnLose returned). c.mu is held.
+func (c *Cluster) owner(user string, now time.Time) bool {
+	l := c.owned[user]
+	return l != nil && !l.draining && now.Before(l.validUntil) && c.losing[user] == 0
 }
 
 // Owned returns the users this instance owns, sorted.
@@ -205,8 +210,8 @@ func (c *Cluster) Owned() []string {
 	now := time.Now()
 	c.mu.Lock()
 	out := make([]string, 0, len(c.owned))
-	for u, l := range c.owned {
-		if c.owner(l, now) {
+	for u := range c.owned {
+		if c.owner(u, now) {
 			out = append(out, u)
 		}
 	}
@@ -221,8 +226,8 @@ func (c *Cluster) Stats() Stats {
 	defer c.mu.Unlock()
 	s := c.stats
 	now := time.Now()
-	for _, l := range c.owned {
-		if c.owner(l, now) {
+	for u := range c.owned {
+		if c.owner(u, now) {
 			s.Owned++
 		}
 	}

@@ -110,7 +110,7 @@ func (c *Cluster) step(ctx context.Context) bool {
 		}
 	}
 	for u, mine := range want {
-		if mine && c.owned[u] == nil {
+		if mine && c.owned[u] == nil && c.losing[u] == 0 {
 			take = append(take, u)
 		}
 	}
@@ -130,7 +130,7 @@ func (c *Cluster) claimPending(ctx context.Context) {
 	c.mu.Lock()
 	var take []string
 	for u := range c.claim {
-		if c.owned[u] == nil {
+		if c.owned[u] == nil && c.losing[u] == 0 {
 			take = append(take, u)
 		}
 	}
@@ -204,7 +204,8 @@ func (c *Cluster) renew(ctx context.Context, start time.Time) error {
 		}
 	}
 	for k, u := range held {
-		if _, ok := c.byKey[k]; !ok && !c.stopping && keyOf(u) == k {
+		// A user whose OnLose still runs is adopted by a renewal after it.
+		if _, ok := c.byKey[k]; !ok && !c.stopping && c.losing[u] == 0 && keyOf(u) == k {
 			c.owned[u] = &lease{key: k, validUntil: until}
 			c.byKey[k] = u
 			adopted = append(adopted, u)
