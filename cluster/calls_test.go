@@ -128,3 +128,30 @@ func TestLapsedLeaseNotOwnedDuringOnLose(t *testing.T) {
 		t.Errorf("Stats: %+v, want 1 lost", st)
 	}
 }
+
+// A lease renewed only after its local deadline passed (the loop was late)
+// was not owned meanwhile: it is lost and owned again, OnLose then OnOwn,
+// so the application takes the account up afresh.
+func TestLateRenewalLosesAndOwnsAgain(t *testing.T) {
+	e := newEnv(t, []string{"alice"})
+	var owns, loses atomic.Int32
+	e.opts = func(o *Options) {
+		o.OnOwn = func(string) { owns.Add(1) }
+		o.OnLose = func(context.Context, string) { loses.Add(1) }
+	}
+	n := e.start()
+	eventually(t, "alice owned", 10*time.Second, func() bool { return n.c.Owns("alice") && owns.Load() == 1 })
+	n.c.mu.Lock()
+	n.c.owned["alice"].validUntil = time.Now().Add(-time.Millisecond)
+	n.c.mu.Unlock()
+	if n.c.Owns("alice") {
+		t.Fatal("Owns(alice) true past her local deadline")
+	}
+	n.c.wake()
+	eventually(t, "OnLose, then OnOwn again", 5*time.Second, func() bool {
+		return loses.Load() == 1 && owns.Load() == 2 && n.c.Owns("alice")
+	})
+	if st := n.c.Stats(); st.Lost != 1 || st.Owned != 1 {
+		t.Errorf("Stats: %+v, want 1 lost, 1 owned", st)
+	}
+}

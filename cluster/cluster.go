@@ -164,8 +164,13 @@ func New(opts Options) *Cluster {
 		rand.Read(b)
 		opts.ID = hex.EncodeToString(b)
 	}
-	// Room for a missed renewal, a slow statement (each is bounded by
-	// Period) and OnLose before the database lets another instance in.
+	// Owns turns false at a lease's local deadline by itself, wherever
+	// the loop is. The margin is room, before the database lets another
+	// instance in, for what the watcher and the Pusher began while Owns
+	// was still true, and for a missed renewal or a slow statement (each
+	// is bounded by Period). OnLose is not in it: a lapsed lease's OnLose
+	// runs on its own. Renewals more than TTL − margin apart make the
+	// lease lapse in between: renew then counts it lost and owned again.
 	margin := min(3*opts.Period, opts.TTL/2)
 	return &Cluster{
 		opts:   opts,
