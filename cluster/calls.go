@@ -11,8 +11,12 @@ const callParallel = 64
 // after another, in the order queued; at most callParallel run at once.
 
 // queueLocked runs fn for user once the user's previous callback returned.
-// c.mu is held.
-func (c *Cluster) queueLocked(user string, fn func()) {
+// lose: fn calls OnLose; until it returned, user is not owned, neither
+// claimed nor adopted again (c.losing). c.mu is held.
+func (c *Cluster) queueLocked(user string, lose bool, fn func()) {
+	if lose {
+		c.losing[user]++
+	}
 	prev := c.calls[user]
 	done := make(chan struct{})
 	c.calls[user] = done
@@ -28,12 +32,17 @@ func (c *Cluster) queueLocked(user string, fn func()) {
 			fn()
 		}
 		<-c.sem
-		close(done)
 		c.mu.Lock()
+		if lose {
+			if c.losing[user]--; c.losing[user] == 0 {
+				delete(c.losing, user)
+			}
+		}
 		if c.calls[user] == done {
 			delete(c.calls, user)
 		}
 		c.mu.Unlock()
+		close(done)
 	})
 }
 
@@ -43,8 +52,22 @@ func (c *Cluster) ownLocked(users []string) {
 		return
 	}
 	for _, u := range users {
-		c.queueLocked(u, func() { c.opts.OnOwn(u) })
+		c.queueLocked(u, false, func() {
+			if c.stillOwned(u) {
+				c.opts.OnOwn(u)
+			}
+		})
 	}
+}
+
+// stillOwned reports whether an OnOwn queued for user should still
+// run: not once the stop began (a backlog of slow OnOwn must not hold Run
+// up past stopTimeout), nor if user is no longer owned (its OnLose follows,
+// harmless for a user never taken up). It takes c.mu.
+func (c *Cluster) stillOwned(user string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.stopping && c.callCtx.Err() == nil && c.owner(user, time.Now())
 }
 
 // loseLocked calls OnLose for user, whose lease was already forgotten,
@@ -53,7 +76,7 @@ func (c *Cluster) loseLocked(user string) {
 	if c.opts.OnLose == nil {
 		return
 	}
-	c.queueLocked(user, func() { c.opts.OnLose(c.callCtx, user) })
+	c.queueLocked(user, true, func() { c.opts.OnLose(c.callCtx, user) })
 }
 
 // drainLocked starts handing user's lease l over: Owns(user) is false from
@@ -61,7 +84,7 @@ func (c *Cluster) loseLocked(user string) {
 // the loop deletes it (releaseDone). c.mu is held.
 func (c *Cluster) drainLocked(user string, l *lease) {
 	l.draining = true
-	c.queueLocked(user, func() {
+	c.queueLocked(user, true, func() {
 		if c.opts.OnLose != nil {
 			c.opts.OnLose(c.callCtx, user)
 		}
@@ -79,9 +102,18 @@ func (c *Cluster) drainLocked(user string, l *lease) {
 // failed, and another instance may take them soon. OnLose is called for
 // those not being handed over already.
 func (c *Cluster) expire() {
-	now := time.Now()
-	gone := 0
 	c.mu.Lock()
+	gone := c.expireLocked(time.Now())
+	c.mu.Unlock()
+	if gone > 0 {
+		c.log.Warn("leases could not be renewed in time; giving the accounts up", "accounts", gone)
+	}
+}
+
+// expireLocked is expire without the log; it returns how many leases were
+// lost. c.mu is held.
+func (c *Cluster) expireLocked(now time.Time) int {
+	gone := 0
 	for u, l := range c.owned {
 		if now.Before(l.validUntil) {
 			continue
@@ -94,8 +126,5 @@ func (c *Cluster) expire() {
 		}
 	}
 	c.stats.Lost += uint64(gone)
-	c.mu.Unlock()
-	if gone > 0 {
-		c.log.Warn("leases could not be renewed in time; giving the accounts up", "accounts", gone)
-	}
+	return gone
 }

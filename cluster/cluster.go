@@ -57,12 +57,15 @@ type Options struct {
 	// is already true). Called from goroutines of Run, for up to 64 users
 	// at once (OnOwn and OnLose together); the calls for one user run one
 	// after another, in order, never at once. Nothing waits for it but
-	// the next call for the same user. nil = nothing.
+	// the next call for the same user. It is skipped if, by its turn, the
+	// stop began or user is no longer owned; the OnLose that follows is
+	// still called. nil = nothing.
 	OnOwn func(user string)
 	// OnLose is called when this instance stops owning user (Owns(user)
 	// is already false); it must return only once nothing of this
 	// instance watches or pushes for user any more, since the next owner
-	// may start right after. Called like OnOwn. While it runs, a lease
+	// may start right after. Called like OnOwn, even if the OnOwn
+	// before it was skipped. While it runs, a lease
 	// handed over is still held and renewed: the next owner waits for it
 	// (a lease that lapsed because it could not be renewed does not
 	// wait). Its ctx is done when a stop has taken stopTimeout (10 s).
@@ -118,6 +121,7 @@ type Cluster struct {
 	resync   bool                // call OnSync for every owned user
 	stats    Stats
 	calls    map[string]chan struct{} // user -> done of its last callback queued
+	losing   map[string]int           // user -> its OnLose queued or running
 	stopping bool                     // leave began: adopt nothing
 	abandon  bool                     // tests: stop like a killed process, without hand-over
 }
@@ -160,8 +164,13 @@ func New(opts Options) *Cluster {
 		rand.Read(b)
 		opts.ID = hex.EncodeToString(b)
 	}
-	// Room for a missed renewal, a slow statement (each is bounded by
-	// Period) and OnLose before the database lets another instance in.
+	// Owns turns false at a lease's local deadline by itself, wherever
+	// the loop is. The margin is room, before the database lets another
+	// instance in, for what the watcher and the Pusher began while Owns
+	// was still true, and for a missed renewal or a slow statement (each
+	// is bounded by Period). OnLose is not in it: a lapsed lease's OnLose
+	// runs on its own. Renewals more than TTL − margin apart make the
+	// lease lapse in between: renew then counts it lost and owned again.
 	margin := min(3*opts.Period, opts.TTL/2)
 	return &Cluster{
 		opts:   opts,
@@ -174,6 +183,7 @@ func New(opts Options) *Cluster {
 		freed:     make(chan struct{}, 1),
 		sem:       make(chan struct{}, callParallel),
 		calls:     map[string]chan struct{}{},
+		losing:    map[string]int{},
 		owned:     map[string]*lease{},
 		byKey:     map[userKey]string{},
 		claim:     map[string]struct{}{},
@@ -188,13 +198,16 @@ func (c *Cluster) ID() string { return c.id }
 func (c *Cluster) Owns(user string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.owner(c.owned[user], time.Now())
+	return c.owner(user, time.Now())
 }
 
-// owner reports whether l makes this instance the owner at now; c.mu is
-// held.
-func (c *Cluster) owner(l *lease, now time.Time) bool {
-	return l != nil && !l.draining && now.Before(l.validUntil)
+// owner reports whether this instance owns user at now: its lease is held,
+// not draining, within its local deadline, and no OnLose of user is queued
+// or running (a lease lapsed and taken again during its OnLose is not owned
+// before that OnLose returned). c.mu is held.
+func (c *Cluster) owner(user string, now time.Time) bool {
+	l := c.owned[user]
+	return l != nil && !l.draining && now.Before(l.validUntil) && c.losing[user] == 0
 }
 
 // Owned returns the users this instance owns, sorted.
@@ -202,8 +215,8 @@ func (c *Cluster) Owned() []string {
 	now := time.Now()
 	c.mu.Lock()
 	out := make([]string, 0, len(c.owned))
-	for u, l := range c.owned {
-		if c.owner(l, now) {
+	for u := range c.owned {
+		if c.owner(u, now) {
 			out = append(out, u)
 		}
 	}
@@ -218,8 +231,8 @@ func (c *Cluster) Stats() Stats {
 	defer c.mu.Unlock()
 	s := c.stats
 	now := time.Now()
-	for _, l := range c.owned {
-		if c.owner(l, now) {
+	for u := range c.owned {
+		if c.owner(u, now) {
 			s.Owned++
 		}
 	}

@@ -55,7 +55,9 @@ func (tl *timeline) own(id, user string) {
 func (tl *timeline) lose(id, user string) {
 	tl.mu.Lock()
 	defer tl.mu.Unlock()
-	if cur := tl.owner[user]; cur != id {
+	// No owner: the OnOwn was skipped (the stop began, or the user was
+	// lost before its turn); OnLose still runs.
+	if cur, ok := tl.owner[user]; ok && cur != id {
 		tl.overlap = append(tl.overlap, fmt.Sprintf("%q: OnLose on %s, but %q owns it", user, id, cur))
 		return
 	}

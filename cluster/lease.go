@@ -110,7 +110,7 @@ func (c *Cluster) step(ctx context.Context) bool {
 		}
 	}
 	for u, mine := range want {
-		if mine && c.owned[u] == nil {
+		if mine && c.owned[u] == nil && c.losing[u] == 0 {
 			take = append(take, u)
 		}
 	}
@@ -130,7 +130,7 @@ func (c *Cluster) claimPending(ctx context.Context) {
 	c.mu.Lock()
 	var take []string
 	for u := range c.claim {
-		if c.owned[u] == nil {
+		if c.owned[u] == nil && c.losing[u] == 0 {
 			take = append(take, u)
 		}
 	}
@@ -167,7 +167,8 @@ func (c *Cluster) heartbeat(ctx context.Context) ([]string, error) {
 // renew extends every lease of this instance in one statement. A lease the
 // database no longer gives this instance is lost; one it holds that this
 // instance did not know of (a claim whose answer was lost) is adopted, and
-// handed over by the rebalance if another should own it.
+// handed over by the rebalance if another should own it. One renewed past
+// its local deadline is lost and owned again (OnLose, then OnOwn).
 func (c *Cluster) renew(ctx context.Context, start time.Time) error {
 	qctx, cancel := context.WithTimeout(ctx, c.opts.Period)
 	defer cancel()
@@ -188,11 +189,20 @@ func (c *Cluster) renew(ctx context.Context, start time.Time) error {
 		return fmt.Errorf("renew leases: %w", err)
 	}
 	until := start.Add(c.opts.TTL - c.margin)
-	lost := 0
+	lost, lapsed := 0, 0
 	var adopted []string
 	c.mu.Lock()
+	now := time.Now()
 	for u, l := range c.owned {
 		if _, ok := held[l.key]; ok {
+			if !l.draining && !now.Before(l.validUntil) {
+				// Renewed past its local deadline: Owns was false
+				// meanwhile (the watcher dropped hints), so it was
+				// lost, and is owned again after its OnLose.
+				lapsed++
+				c.loseLocked(u)
+				adopted = append(adopted, u)
+			}
 			l.validUntil = until
 			continue
 		}
@@ -204,17 +214,21 @@ func (c *Cluster) renew(ctx context.Context, start time.Time) error {
 		}
 	}
 	for k, u := range held {
-		if _, ok := c.byKey[k]; !ok && !c.stopping && keyOf(u) == k {
+		// A user whose OnLose still runs is adopted by a renewal after it.
+		if _, ok := c.byKey[k]; !ok && !c.stopping && c.losing[u] == 0 && keyOf(u) == k {
 			c.owned[u] = &lease{key: k, validUntil: until}
 			c.byKey[k] = u
 			adopted = append(adopted, u)
 		}
 	}
 	c.ownLocked(adopted)
-	c.stats.Lost += uint64(lost)
+	c.stats.Lost += uint64(lost + lapsed)
 	c.mu.Unlock()
 	if lost > 0 {
 		c.log.Warn("leases taken by another instance", "accounts", lost)
+	}
+	if lapsed > 0 {
+		c.log.Warn("leases renewed after their local deadline; taking the accounts up again", "accounts", lapsed)
 	}
 	return nil
 }

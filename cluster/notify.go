@@ -233,7 +233,7 @@ func (c *Cluster) ownerOf(k []byte) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	return user, c.owner(c.owned[user], time.Now())
+	return user, c.owner(user, time.Now())
 }
 
 // backoff is the wait before the next try after failures (≥ 1) in a row:
