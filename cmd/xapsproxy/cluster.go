@@ -12,10 +12,14 @@ import (
 // The cluster's timing when instances share PostgreSQL: the heartbeat and
 // the leases are renewed every clusterPeriod and stay valid for clusterTTL,
 // so the accounts of an instance killed are owned again within
-// clusterTTL + clusterPeriod (README: Several instances).
+// clusterTTL + clusterPeriod (README: Several instances). An instance
+// whose renewals fall more than clusterTTL − min(3 × clusterPeriod,
+// clusterTTL/2) = 4 s apart (a database that stalls) gives its accounts up
+// and takes them again: the margin that keeps two instances from both
+// acting for one.
 const (
 	clusterPeriod = 1500 * time.Millisecond
-	clusterTTL    = 6 * time.Second
+	clusterTTL    = 8 * time.Second
 	// publishTimeout bounds a notification to the owner of an account.
 	publishTimeout = 5 * time.Second
 	// claimTimeout bounds reading a newly owned account's outbox.
