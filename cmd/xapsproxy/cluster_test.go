@@ -31,8 +31,14 @@ func TestClusterThreeInstances(t *testing.T) {
 	t.Parallel()
 	f := newFleet(t, fleetAccounts)
 	procs := f.start(3)
-	took := f.waitWatchedOnce(2 * time.Minute)
-	t.Logf("%d accounts watched exactly once %v after three instances started", fleetAccounts, took.Round(time.Millisecond))
+	started := time.Now()
+	// Each has joined and claimed its share (on a loaded machine one may
+	// join after the others own everything), then everything is watched.
+	waitLong(t, "each instance to own a share", func() bool {
+		return len(invert(f.owners(procs))) == len(procs)
+	})
+	f.waitWatchedOnce(2 * time.Minute)
+	t.Logf("%d accounts watched exactly once %v after three instances started", fleetAccounts, time.Since(started).Round(time.Millisecond))
 	total := 0
 	for i, p := range procs {
 		n := owned(t, p)
@@ -182,9 +188,14 @@ func TestClusterDovecotEvents(t *testing.T) {
 	}
 	defer st.Close()
 	var owners map[string]*serveProc
-	waitLong(t, "every account owned and looked at once (its baseline)", func() bool {
+	waitLong(t, "every account owned, by both instances, and looked at once (its baseline)", func() bool {
 		owners = f.owners(procs)
 		if len(owners) != accounts {
+			return false
+		}
+		// The first may own them all for a moment, until the second
+		// has joined.
+		if len(invert(owners)) != len(procs) {
 			return false
 		}
 		for i := range accounts {
@@ -247,4 +258,13 @@ func TestClusterDovecotEvents(t *testing.T) {
 			t.Errorf("%s after the hand-over: %d pushes, want 1", u, n)
 		}
 	}
+}
+
+// invert maps each instance to the accounts it owns.
+func invert(owners map[string]*serveProc) map[*serveProc][]string {
+	out := map[*serveProc][]string{}
+	for u, p := range owners {
+		out[p] = append(out[p], u)
+	}
+	return out
 }
