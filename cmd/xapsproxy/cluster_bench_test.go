@@ -32,7 +32,12 @@ func TestClusterReport(t *testing.T) {
 		t.Run(fmt.Sprintf("instances=%d", n), func(t *testing.T) {
 			f := newFleet(t, fleetAccounts)
 			procs := f.start(n)
-			watched := f.waitWatchedOnce(2 * time.Minute)
+			started := time.Now()
+			waitLong(t, "each instance to own a share", func() bool {
+				return len(invert(f.owners(procs))) == n
+			})
+			f.waitWatchedOnce(2 * time.Minute)
+			watched := time.Since(started)
 			var shares []string
 			for _, p := range procs {
 				shares = append(shares, fmt.Sprint(owned(t, p)))
