@@ -388,21 +388,7 @@ func TestClientsClientIPInDovecotLog(t *testing.T) {
 		"bob":   "rip=127.0.0.1, lip=127.0.0.1",
 		"dave":  "rip=127.0.0.2, lip=127.0.0.1",
 	}
-	loginLine := regexp.MustCompile(`imap-login: Info: Login: user=<(\w+)>, method=\w+, (rip=[0-9.]+, lip=[0-9.]+),`)
-	var got map[string]string
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		got = map[string]string{}
-		for _, m := range loginLine.FindAllStringSubmatch(d.Log(), -1) {
-			got[m[1]] += m[2]
-		}
-		if len(got) == len(want) || time.Now().After(deadline) {
-			break
-		}
-		<-tick.C
-	}
+	got := dovecotLoginAddrs(t, d, len(want))
 	for user, w := range want {
 		if got[user] != w {
 			t.Errorf("%s's login: Dovecot logged %q, want %q", user, got[user], w)
@@ -410,5 +396,24 @@ func TestClientsClientIPInDovecotLog(t *testing.T) {
 	}
 	if t.Failed() {
 		t.Logf("Dovecot's log:\n%s", d.Log())
+	}
+}
+
+// dovecotLoginAddrs waits (up to 10 s) until Dovecot's log holds the
+// logins of n users, and returns, per user, the addresses each login
+// was logged with ("rip=..., lip=...").
+func dovecotLoginAddrs(t *testing.T, d *dovecottest.Dovecot, n int) map[string]string {
+	t.Helper()
+	loginLine := regexp.MustCompile(`imap-login: Info: Login: user=<(\w+)>, method=\w+, (rip=[0-9.]+, lip=[0-9.]+),`)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got := map[string]string{}
+		for _, m := range loginLine.FindAllStringSubmatch(d.Log(), -1) {
+			got[m[1]] += m[2]
+		}
+		if len(got) >= n || time.Now().After(deadline) {
+			return got
+		}
+		time.Sleep(10 * time.Millisecond) // polling Dovecot's log, with a deadline
 	}
 }

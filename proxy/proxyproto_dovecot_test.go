@@ -3,10 +3,8 @@ package proxy
 import (
 	"crypto/tls"
 	"net/netip"
-	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/xapsproxy/xapsproxy/internal/dovecottest"
 )
@@ -73,21 +71,7 @@ func TestProxyProtocolClientIPInDovecotLog(t *testing.T) {
 		"bob":   "rip=203.0.113.5, lip=198.51.100.9",
 		"carol": "rip=127.0.0.3, lip=127.0.0.1",
 	}
-	loginLine := regexp.MustCompile(`imap-login: Info: Login: user=<(\w+)>, method=\w+, (rip=[0-9.]+, lip=[0-9.]+),`)
-	var got map[string]string
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		got = map[string]string{}
-		for _, m := range loginLine.FindAllStringSubmatch(d.Log(), -1) {
-			got[m[1]] += m[2]
-		}
-		if len(got) >= len(want) || time.Now().After(deadline) {
-			break
-		}
-		<-tick.C
-	}
+	got := dovecotLoginAddrs(t, d, len(want))
 	for user, w := range want {
 		if got[user] != w {
 			t.Errorf("%s's login: Dovecot logged %q, want %q", user, got[user], w)
